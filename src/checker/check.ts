@@ -1,0 +1,263 @@
+/**
+ * Repository checker. Never throws on damage: every problem is collected with the object it is
+ * about and the snapshots it affects.
+ *
+ * Structure: index files load; every indexed pack exists with the indexed size and its header
+ * agrees with the index; every snapshot loads; every tree loads and validates; every referenced
+ * data blob is indexed in a healthy pack. With `readData` every pack is read whole: its SHA-256
+ * must match its name and every blob must decrypt and hash to its id.
+ *
+ * Trees are walked iteratively (explicit stack) with a memo per tree id, so shared subtrees are
+ * analysed once and a cyclic reference (only possible in a forged repository) is reported rather
+ * than followed.
+ */
+import { HoldfastError } from '../errors/catalogue.js';
+import { isNotFound } from '../storage/backend.js';
+import type { BlobLocation, Repository } from '../repository/repository.js';
+import { storageToHoldfast } from '../repository/repository.js';
+import { PACK_MAGIC, TRAILER_LEN, decodeHeader, headerLocation, packName, parsePack, type PackEntry } from '../repository/pack.js';
+import { listSnapshotIds, loadSnapshot } from '../repository/snapshot.js';
+import { sha256Hex } from '../repository/crypto.js';
+import { decodeTree } from '../files/tree.js';
+
+export type ProblemKind =
+  | 'index-unreadable'
+  | 'pack-missing'
+  | 'pack-size'
+  | 'pack-corrupt'
+  | 'blob-corrupt'
+  | 'blob-missing'
+  | 'snapshot-unreadable'
+  | 'tree-unreadable'
+  | 'tree-cycle';
+
+export interface Problem {
+  kind: ProblemKind;
+  /** Storage object or blob the problem is about. */
+  object: string;
+  message: string;
+  /** Snapshot ids that cannot be fully restored because of it. */
+  snapshots: string[];
+}
+
+export interface CheckReport {
+  problems: Problem[];
+  warnings: string[];
+  stats: { snapshots: number; indexFiles: number; packs: number; blobs: number; trees: number; packsRead: number };
+}
+
+export interface CheckOptions {
+  readonly readData: boolean;
+  readonly onProgress?: (done: number, total: number, what: string) => void;
+}
+
+const MAX_PACK_READ = 1 << 30;
+
+export async function checkRepository(repo: Repository, opts: CheckOptions): Promise<CheckReport> {
+  const problems = new Map<string, Problem>();
+  const warnings: string[] = [];
+  const add = (key: string, kind: ProblemKind, object: string, message: string): void => {
+    if (!problems.has(key)) problems.set(key, { kind, object, message, snapshots: [] });
+  };
+
+  // 1. Index files.
+  await repo.loadIndex((id, err) => add(`index:${id}`, 'index-unreadable', `index/${id}`, err.message));
+  if (repo.index.duplicates > 0) warnings.push(`${repo.index.duplicates} blob(s) are stored in more than one pack (left by an interrupted run; harmless, removed by prune)`);
+
+  // 2. Packs in storage against the index.
+  const stored = new Map<string, number>();
+  try {
+    for await (const o of repo.backend.list('data/')) {
+      const id = o.name.split('/').pop()!;
+      if (/^[0-9a-f]{64}$/.test(id)) stored.set(id, o.size);
+    }
+  } catch (err) {
+    throw storageToHoldfast(err, repo.backend);
+  }
+  const badPacks = new Set<string>();
+  const badBlobs = new Map<string, string>(); // blob id -> problem key
+  const indexed = [...repo.index.packs];
+  const byPack = new Map<string, Array<[string, BlobLocation]>>();
+  for (const [blob, loc] of repo.index.entries()) {
+    let list = byPack.get(loc.pack);
+    if (!list) byPack.set(loc.pack, (list = []));
+    list.push([blob, loc]);
+  }
+  let done = 0;
+  const total = indexed.length;
+  for (const [id, info] of indexed) {
+    opts.onProgress?.(done++, total, `pack ${id.slice(0, 12)}`);
+    const name = packName(id);
+    const size = stored.get(id);
+    if (size === undefined) {
+      add(`pack:${id}`, 'pack-missing', name, `pack ${id} is in the index but missing from storage`);
+      badPacks.add(id);
+      continue;
+    }
+    if (size !== info.size) {
+      add(`pack:${id}`, 'pack-size', name, `pack ${id} has ${size} bytes, the index says ${info.size} (truncated or overwritten)`);
+      badPacks.add(id);
+      continue;
+    }
+    try {
+      const entries = opts.readData ? await readWholePack(repo, id, size, badBlobs, add) : await readPackHeader(repo, id, size);
+      compareWithIndex(id, entries, byPack.get(id) ?? [], add, badPacks);
+    } catch (err) {
+      add(`pack:${id}`, 'pack-corrupt', name, `pack ${id}: ${describe(err)}`);
+      badPacks.add(id);
+    }
+  }
+  opts.onProgress?.(total, total, 'packs');
+  for (const id of stored.keys()) {
+    if (!repo.index.packs.has(id)) warnings.push(`pack ${id} is not in any index (left by an interrupted backup; not used by any snapshot)`);
+  }
+
+  // 3. Snapshots and trees.
+  const memo = new Map<string, Set<string>>(); // tree id -> problem keys in its subtree
+  const onStack = new Set<string>();
+  const snapshotIds = await listSnapshotIds(repo);
+  let trees = 0;
+  for (const sid of snapshotIds) {
+    let root: string;
+    try {
+      root = (await loadSnapshot(repo, sid)).tree;
+    } catch (err) {
+      add(`snapshot:${sid}`, 'snapshot-unreadable', `snapshots/${sid}`, describe(err));
+      problems.get(`snapshot:${sid}`)!.snapshots.push(sid);
+      continue;
+    }
+    const keys = await analyseTree(root);
+    for (const k of keys) problems.get(k)?.snapshots.push(sid);
+  }
+
+  async function treeProblems(id: string): Promise<{ keys: Set<string>; children: string[] }> {
+    const keys = new Set<string>();
+    const children: string[] = [];
+    const loc = repo.index.get(id);
+    if (!loc) {
+      add(`blob:${id}`, 'blob-missing', id, `tree blob ${id} is not in the index`);
+      keys.add(`blob:${id}`);
+      return { keys, children };
+    }
+    if (badPacks.has(loc.pack)) keys.add(`pack:${loc.pack}`);
+    if (badBlobs.has(id)) keys.add(badBlobs.get(id)!);
+    if (keys.size > 0) return { keys, children };
+    try {
+      const tree = decodeTree(await repo.loadBlob('tree', id), id);
+      trees++;
+      for (const n of tree.nodes) {
+        if (n.type === 'dir' && n.subtree) children.push(n.subtree);
+        for (const blob of n.content ?? []) {
+          const bl = repo.index.get(blob);
+          if (!bl) {
+            add(`blob:${blob}`, 'blob-missing', blob, `data blob ${blob} (in ${JSON.stringify(n.name)}) is not in the index`);
+            keys.add(`blob:${blob}`);
+          } else if (badPacks.has(bl.pack)) keys.add(`pack:${bl.pack}`);
+          else if (badBlobs.has(blob)) keys.add(badBlobs.get(blob)!);
+        }
+      }
+    } catch (err) {
+      add(`tree:${id}`, 'tree-unreadable', id, `tree ${id}: ${describe(err)}`);
+      keys.add(`tree:${id}`);
+    }
+    return { keys, children };
+  }
+
+  async function analyseTree(root: string): Promise<Set<string>> {
+    const stack: Array<{ id: string; keys: Set<string>; children: string[]; i: number }> = [];
+    const enter = async (id: string): Promise<Set<string> | undefined> => {
+      const known = memo.get(id);
+      if (known) return known;
+      if (onStack.has(id)) {
+        add(`cycle:${id}`, 'tree-cycle', id, `tree ${id} contains itself (cyclic reference)`);
+        return new Set([`cycle:${id}`]);
+      }
+      const { keys, children } = await treeProblems(id);
+      onStack.add(id);
+      stack.push({ id, keys, children, i: 0 });
+      return undefined;
+    };
+    const first = await enter(root);
+    if (first) return first;
+    let result = new Set<string>();
+    while (stack.length > 0) {
+      const top = stack[stack.length - 1]!;
+      if (top.i < top.children.length) {
+        const child = top.children[top.i++]!;
+        const r = await enter(child);
+        if (r) for (const k of r) top.keys.add(k);
+        continue;
+      }
+      stack.pop();
+      onStack.delete(top.id);
+      memo.set(top.id, top.keys);
+      const parent = stack[stack.length - 1];
+      if (parent) for (const k of top.keys) parent.keys.add(k);
+      else result = top.keys;
+    }
+    return result;
+  }
+
+  return {
+    problems: [...problems.values()],
+    warnings,
+    stats: { snapshots: snapshotIds.length, indexFiles: repo.indexFiles.length, packs: stored.size, blobs: repo.index.blobCount, trees, packsRead: opts.readData ? total : 0 },
+  };
+}
+
+async function readPackHeader(repo: Repository, id: string, size: number): Promise<PackEntry[]> {
+  const name = packName(id);
+  if (size < PACK_MAGIC.length + TRAILER_LEN) throw new Error(`pack is only ${size} bytes`);
+  const trailer = await repo.backend.get(name, { offset: size - TRAILER_LEN, length: TRAILER_LEN });
+  const loc = headerLocation(size, trailer);
+  const header = await repo.backend.get(name, loc);
+  return decodeHeader(repo.packKey(), header, loc.offset);
+}
+
+async function readWholePack(
+  repo: Repository,
+  id: string,
+  size: number,
+  badBlobs: Map<string, string>,
+  add: (key: string, kind: ProblemKind, object: string, message: string) => void,
+): Promise<PackEntry[]> {
+  if (size > MAX_PACK_READ) throw new Error(`pack is ${size} bytes, larger than any pack holdfast writes`);
+  const name = packName(id);
+  const data = await repo.backend.get(name);
+  if (sha256Hex(data) !== id) throw new Error('content does not match its name (SHA-256 mismatch): the pack is damaged');
+  const entries = parsePack(repo.packKey(), data);
+  for (const e of entries) {
+    const hex = e.id.toString('hex');
+    try {
+      await repo.openBlob(e.type, e.id, data.subarray(e.offset, e.offset + e.length), e.rawLength, name);
+    } catch (err) {
+      add(`blobdata:${hex}`, 'blob-corrupt', hex, `blob ${hex} in pack ${id}: ${describe(err)}`);
+      badBlobs.set(hex, `blobdata:${hex}`);
+    }
+  }
+  return entries;
+}
+
+function compareWithIndex(
+  id: string,
+  entries: readonly PackEntry[],
+  indexed: ReadonlyArray<[string, BlobLocation]>,
+  add: (key: string, kind: ProblemKind, object: string, message: string) => void,
+  badPacks: Set<string>,
+): void {
+  const inPack = new Map(entries.map((e) => [e.id.toString('hex'), e]));
+  for (const [blob, loc] of indexed) {
+    const e = inPack.get(blob);
+    if (!e || e.offset !== loc.offset || e.length !== loc.length || e.type !== loc.type) {
+      add(`pack:${id}`, 'pack-corrupt', packName(id), `pack ${id}: its header disagrees with the index about blob ${blob}`);
+      badPacks.add(id);
+      return;
+    }
+  }
+}
+
+function describe(err: unknown): string {
+  if (err instanceof HoldfastError) return err.message;
+  if (isNotFound(err)) return 'missing from storage';
+  return err instanceof Error ? err.message : String(err);
+}

@@ -1,0 +1,36 @@
+import type { Invocation } from './invocation.js';
+import { repoRef } from './invocation.js';
+import { backup } from '../ops/backup.js';
+import { CATALOGUE } from '../errors/catalogue.js';
+import { formatBytes, formatDuration } from '../ui/output.js';
+
+export async function run(inv: Invocation): Promise<number> {
+  const o = inv.options;
+  const r = await backup(
+    repoRef(inv),
+    {
+      paths: inv.args,
+      excludes: o.list('exclude'),
+      tags: o.list('tag'),
+      host: o.str('host'),
+      parent: o.str('parent'),
+      readAll: o.bool('read-all'),
+      compression: o.str('compression')!,
+      packSize: o.num('pack-size'),
+    },
+    inv.ctx,
+  );
+  const s = r.summary;
+  if (inv.json) inv.outJson({ snapshot: r.snapshotId, parent: r.parent ?? null, summary: s, errors: r.sourceErrors });
+  else {
+    inv.out(`Files: ${s.filesNew} new, ${s.filesChanged} changed, ${s.filesUnchanged} unchanged; ${s.dirs} directories`);
+    inv.out(`Read ${formatBytes(s.bytes)}, added ${formatBytes(s.bytesAdded)} to the repository in ${formatDuration(s.durationMs)}`);
+    inv.out(`snapshot ${r.snapshotId.slice(0, 8)} saved${r.sourceErrors.length ? ` without ${r.sourceErrors.length} unreadable path(s)` : ''}`);
+  }
+  if (r.sourceErrors.length > 0) {
+    inv.log.error(`${r.sourceErrors.length} path(s) could not be read and are missing from snapshot ${r.snapshotId.slice(0, 8)} [SOURCE_UNREADABLE]`);
+    inv.log.error(`hint: ${CATALOGUE.SOURCE_UNREADABLE.hint}`);
+    return CATALOGUE.SOURCE_UNREADABLE.exit;
+  }
+  return 0;
+}

@@ -1,0 +1,146 @@
+/**
+ * The command table. Each entry is small and loads its implementation only when run, so
+ * `holdfast --version` and `holdfast --help` stay cheap (the CLI starts once per WAL segment).
+ */
+import type { Invocation } from './invocation.js';
+
+export interface CommandSpec {
+  readonly name: string;
+  readonly summary: string;
+  readonly usage: string;
+  readonly description: string;
+  readonly examples?: readonly string[];
+  readonly minArgs: number;
+  readonly maxArgs: number;
+  readonly load: () => Promise<{ run: (inv: Invocation) => Promise<number> }>;
+}
+
+export const COMMANDS: readonly CommandSpec[] = [
+  {
+    name: 'init',
+    summary: 'Create a new encrypted repository',
+    usage: 'holdfast init --repo LOCATION',
+    description:
+      'Creates an empty repository at LOCATION with a random master key, wrapped by a key derived from the password (HOLDFAST_PASSWORD, --password-file, or asked twice on a terminal). ' +
+      'Chunking parameters are fixed at creation. Keep the password: without it the data cannot be read by anyone, including you.',
+    examples: ['HOLDFAST_PASSWORD_FILE=/root/.holdfast-pw holdfast init --repo /srv/backup'],
+    minArgs: 0,
+    maxArgs: 0,
+    load: () => import('./cmd-init.js'),
+  },
+  {
+    name: 'backup',
+    summary: 'Back up files and directories into a new snapshot',
+    usage: 'holdfast backup [options] PATH...',
+    description:
+      'Stores PATHs (files, directories, symlinks, special files with their permissions, times and, as root, ownership) as a new snapshot. ' +
+      'Files whose size, mtime, ctime and inode match the parent snapshot (the latest of the same host and paths) are not read again. ' +
+      'Data is deduplicated by content across all snapshots and hosts. Unreadable files are reported and skipped; the snapshot is still saved and the exit code is 21.',
+    examples: ['holdfast backup /etc /home --exclude "*.tmp" --exclude /home/*/.cache --tag nightly'],
+    minArgs: 1,
+    maxArgs: Infinity,
+    load: () => import('./cmd-backup.js'),
+  },
+  {
+    name: 'snapshots',
+    summary: 'List snapshots',
+    usage: 'holdfast snapshots [--host NAME] [--tag TAG] [--json]',
+    description: 'Lists snapshots, oldest first, with id, time, host, tags and paths.',
+    minArgs: 0,
+    maxArgs: 0,
+    load: () => import('./cmd-snapshots.js'),
+  },
+  {
+    name: 'ls',
+    summary: 'List the files in a snapshot',
+    usage: 'holdfast ls SNAPSHOT [PATH] [--long] [--json]',
+    description: 'Lists every path in SNAPSHOT (an id, a unique id prefix, or "latest"), or only what lies below PATH. --json prints one JSON object per line.',
+    minArgs: 1,
+    maxArgs: 2,
+    load: () => import('./cmd-ls.js'),
+  },
+  {
+    name: 'restore',
+    summary: 'Restore a snapshot into a directory',
+    usage: 'holdfast restore SNAPSHOT --target DIR [--include PATH]... [--force]',
+    description:
+      'Writes the snapshot (or the --include paths) into DIR, recreating paths as they were backed up (/home/ann becomes DIR/home/ann), with permissions, times and, as root, ownership. ' +
+      'The snapshot is validated first: names that would escape DIR are refused before anything is written, and no write ever passes through a symlink. DIR must be empty unless --force.',
+    examples: ['holdfast restore latest --target /tmp/restore --include /etc/nginx'],
+    minArgs: 1,
+    maxArgs: 1,
+    load: () => import('./cmd-restore.js'),
+  },
+  {
+    name: 'diff',
+    summary: 'Show what changed between two snapshots',
+    usage: 'holdfast diff SNAPSHOT1 SNAPSHOT2 [--json]',
+    description: 'Prints one line per changed path: + added, - removed, M content changed, T type changed, U metadata changed only.',
+    minArgs: 2,
+    maxArgs: 2,
+    load: () => import('./cmd-diff.js'),
+  },
+  {
+    name: 'check',
+    summary: 'Verify the repository',
+    usage: 'holdfast check [--read-data] [--json]',
+    description:
+      'Checks that every snapshot, tree and blob reference resolves, that every indexed pack exists with the right size and a header matching the index. ' +
+      '--read-data also reads every pack and verifies every blob\'s checksum. Problems are listed with the object and the snapshots they affect; exit code 23 when any is found.',
+    minArgs: 0,
+    maxArgs: 0,
+    load: () => import('./cmd-check.js'),
+  },
+  {
+    name: 'stats',
+    summary: 'Show repository size and deduplication',
+    usage: 'holdfast stats [--json]',
+    description: 'Shows the number of snapshots, what restoring all of them would write, the unique data stored, the bytes in storage, and deduplication and compression ratios.',
+    minArgs: 0,
+    maxArgs: 0,
+    load: () => import('./cmd-stats.js'),
+  },
+  {
+    name: 'key list',
+    summary: 'List the keys (passwords) of the repository',
+    usage: 'holdfast key list [--json]',
+    description: 'Lists key ids with creation time, host and user; * marks the key the password opened.',
+    minArgs: 0,
+    maxArgs: 0,
+    load: () => import('./cmd-key.js'),
+  },
+  {
+    name: 'key add',
+    summary: 'Add a key (another password)',
+    usage: 'holdfast key add [--new-password-file FILE]',
+    description: 'Adds a key that opens the repository with a new password (HOLDFAST_NEW_PASSWORD, --new-password-file, or asked on a terminal).',
+    minArgs: 0,
+    maxArgs: 0,
+    load: () => import('./cmd-key.js'),
+  },
+  {
+    name: 'key remove',
+    summary: 'Remove a key',
+    usage: 'holdfast key remove KEY-ID',
+    description: 'Removes the key KEY-ID (a unique prefix is enough). The key used to open the repository cannot be removed.',
+    minArgs: 1,
+    maxArgs: 1,
+    load: () => import('./cmd-key.js'),
+  },
+  {
+    name: 'key passwd',
+    summary: 'Change the password',
+    usage: 'holdfast key passwd [--new-password-file FILE]',
+    description: 'Adds a key for the new password, then removes the key the old password opened.',
+    minArgs: 0,
+    maxArgs: 0,
+    load: () => import('./cmd-key.js'),
+  },
+];
+
+export function findCommand(argv: readonly string[]): { spec: CommandSpec; rest: string[] } | undefined {
+  const two = `${argv[0]} ${argv[1]}`;
+  const spec = COMMANDS.find((c) => c.name === two) ?? COMMANDS.find((c) => c.name === argv[0]);
+  if (!spec) return undefined;
+  return { spec, rest: argv.slice(spec.name.split(' ').length) };
+}

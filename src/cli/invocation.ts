@@ -1,0 +1,89 @@
+/** What a command handler gets: resolved options, arguments, output and the repository reference. */
+import { readFileSync, openSync, closeSync, readSync, writeSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { HoldfastError } from '../errors/catalogue.js';
+import type { Options } from '../config/resolve.js';
+import type { Logger } from '../ui/output.js';
+import type { OpContext, RepoRef } from '../ops/context.js';
+
+export interface Invocation {
+  readonly command: string;
+  readonly args: readonly string[];
+  readonly options: Options;
+  readonly log: Logger;
+  readonly json: boolean;
+  readonly ctx: OpContext;
+  /** Write a result line (text mode) to stdout. */
+  out(line: string): void;
+  /** Write a JSON value to stdout. */
+  outJson(value: unknown): void;
+}
+
+export function repoRef(inv: Invocation, confirm = false): RepoRef {
+  const location = inv.options.str('repo');
+  if (!location) {
+    throw new HoldfastError('CONFIG_INVALID', 'no repository location given', { option: 'repo', hint: 'Pass --repo LOCATION, set HOLDFAST_REPO, or put "repo = LOCATION" in the config file.' });
+  }
+  return { location, password: password(inv, 'password', 'password-file', confirm) };
+}
+
+/** A password from the environment, a file, or the terminal, in that order. */
+export function password(inv: Invocation, envOption: string, fileOption: string, confirm = false): string {
+  const direct = inv.options.str(envOption);
+  if (direct !== undefined) return direct;
+  const file = inv.options.str(fileOption);
+  if (file !== undefined) {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      throw new HoldfastError(code === 'EACCES' ? 'PERMISSION_DENIED' : 'CONFIG_INVALID', `cannot read password file ${file}: ${(err as Error).message}`, { file });
+    }
+    const pw = text.split(/\r?\n/)[0] ?? '';
+    if (pw === '') throw new HoldfastError('CONFIG_INVALID', `password file ${file} is empty`, { file });
+    return pw;
+  }
+  if (process.stdin.isTTY) {
+    const pw = prompt(envOption === 'password' ? 'Repository password: ' : 'New password: ');
+    if (confirm && prompt('Repeat the password: ') !== pw) throw new HoldfastError('USAGE', 'the passwords do not match', {});
+    if (pw === '') throw new HoldfastError('USAGE', 'an empty password is not allowed', {});
+    return pw;
+  }
+  const env = envOption === 'password' ? 'HOLDFAST_PASSWORD' : 'HOLDFAST_NEW_PASSWORD';
+  const flag = `--${fileOption}`;
+  throw new HoldfastError('CONFIG_INVALID', `no ${envOption === 'password' ? 'repository' : 'new'} password given`, { hint: `Set ${env}, or ${flag} / ${env}_FILE, or run on a terminal to be asked.` });
+}
+
+/** Read a line from the terminal without echo. */
+function prompt(question: string): string {
+  let fd: number;
+  try {
+    fd = openSync('/dev/tty', 'r+');
+  } catch {
+    throw new HoldfastError('CONFIG_INVALID', 'no terminal to ask for the password', { hint: 'Set HOLDFAST_PASSWORD or HOLDFAST_PASSWORD_FILE.' });
+  }
+  try {
+    writeSync(fd, question);
+    // Turn off echo while typing; restored below.
+    const stty = (args: string[]): void => {
+      try {
+        execFileSync('stty', args, { stdio: [fd, 'ignore', 'ignore'] });
+      } catch {
+        // not a real tty; echo stays on
+      }
+    };
+    stty(['-echo']);
+    const buf = Buffer.alloc(1);
+    const bytes: number[] = [];
+    try {
+      while (readSync(fd, buf, 0, 1, null) === 1 && buf[0] !== 10 && buf[0] !== 13) bytes.push(buf[0]!);
+    } finally {
+      stty(['echo']);
+      writeSync(fd, '\n');
+    }
+    return Buffer.from(bytes).toString('utf8');
+  } finally {
+    closeSync(fd);
+  }
+}

@@ -1,0 +1,172 @@
+/**
+ * holdfast entry point. Parses the command line, runs one command, and turns every error into a
+ * message and an exit code — here and nowhere else.
+ */
+import { VERSION } from '../version.js';
+import { CATALOGUE, HoldfastError } from '../errors/catalogue.js';
+import { COMMANDS, type CommandSpec, findCommand } from './commands.js';
+import { type Options, parseArgs, resolveOptions } from '../config/resolve.js';
+import { OPTIONS, appliesTo, envName } from '../config/options.js';
+import { type LogLevel, Logger } from '../ui/output.js';
+import type { Invocation } from './invocation.js';
+
+export async function main(argv: readonly string[]): Promise<number> {
+  if (argv[0] === '--version' || argv[0] === '-V' || argv[0] === 'version') {
+    process.stdout.write(`holdfast ${VERSION}\n`);
+    return 0;
+  }
+  const wantsJson = argv.includes('--json');
+  let log = new Logger('info');
+  try {
+    if (argv.length === 0 || argv[0] === '--help' || argv[0] === '-h' || argv[0] === 'help') {
+      const topic = argv[0] === 'help' ? argv.slice(1) : [];
+      if (topic[0] === 'config') process.stdout.write(configHelp());
+      else {
+        const found = topic.length > 0 ? findCommand(topic) : undefined;
+        process.stdout.write(found ? commandHelp(found.spec) : generalHelp());
+      }
+      return argv.length === 0 ? CATALOGUE.USAGE.exit : 0;
+    }
+    const found = findCommand(argv);
+    if (!found) {
+      const group = COMMANDS.filter((c) => c.name.startsWith(`${argv[0]} `));
+      if (group.length > 0) throw new HoldfastError('USAGE', `"${argv[0]}" needs a subcommand: ${group.map((c) => c.name.split(' ')[1]).join(', ')}`, { hint: `Run \`holdfast help ${group[0]!.name}\`.` });
+      throw new HoldfastError('USAGE', `unknown command "${argv[0]}"`, { hint: 'Run `holdfast --help` to list commands.' });
+    }
+    const { spec, rest } = found;
+    if (rest.includes('--help') || rest.includes('-h')) {
+      process.stdout.write(commandHelp(spec));
+      return 0;
+    }
+    const parsed = parseArgs(spec.name, rest);
+    if (parsed.positionals.length < spec.minArgs || parsed.positionals.length > spec.maxArgs) {
+      throw new HoldfastError('USAGE', `"${spec.name}" takes ${argCount(spec)}, got ${parsed.positionals.length}`, { hint: `Usage: ${spec.usage}` });
+    }
+    const options = resolveOptions(spec.name, parsed, process.env);
+    const json = options.bool('json');
+    const quiet = options.bool('quiet');
+    log = new Logger(quiet ? 'warn' : (options.str('log-level') as LogLevel));
+    const mode = options.str('progress');
+    const progress = !json && !quiet && (mode === 'always' || (mode === 'auto' && process.stderr.isTTY === true));
+    const abort = new AbortController();
+    let interrupts = 0;
+    const onSignal = (sig: NodeJS.Signals): void => {
+      interrupts++;
+      if (interrupts > 1) process.exit(CATALOGUE.INTERRUPTED.exit);
+      log.warn(`${sig} received: stopping; nothing partial will be committed (press Ctrl-C again to quit at once)`);
+      abort.abort(new HoldfastError('INTERRUPTED', `interrupted by ${sig}`, { signal: sig }));
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+    const inv: Invocation = {
+      command: spec.name,
+      args: parsed.positionals,
+      options,
+      log,
+      json,
+      ctx: { log, progress, signal: abort.signal },
+      out: (line) => void process.stdout.write(line + '\n'),
+      outJson: (value) => void process.stdout.write(JSON.stringify(value, null, 2) + '\n'),
+    };
+    const mod = await spec.load();
+    return await mod.run(inv);
+  } catch (err) {
+    return report(err, log, wantsJson);
+  }
+}
+
+function report(err: unknown, log: Logger, json: boolean): number {
+  let e: HoldfastError;
+  if (err instanceof HoldfastError) e = err;
+  else if (err instanceof Error && err.name === 'AbortError' && err.cause instanceof HoldfastError) e = err.cause;
+  else if (err instanceof Error && (err as { code?: string }).code === 'ABORT_ERR') e = new HoldfastError('INTERRUPTED', 'interrupted', {});
+  else {
+    e = new HoldfastError('INTERNAL', `internal error: ${err instanceof Error ? err.message : String(err)}`, {}, { cause: err });
+    if (err instanceof Error && err.stack) log.debug(err.stack);
+  }
+  if (json) process.stdout.write(JSON.stringify({ error: e.toJSON() }, null, 2) + '\n');
+  log.error(`${e.message} [${e.code}]`);
+  log.log('error', `hint: ${e.hint}`);
+  return e.exitCode;
+}
+
+function argCount(spec: CommandSpec): string {
+  if (spec.maxArgs === 0) return 'no arguments';
+  if (spec.maxArgs === Infinity) return `at least ${spec.minArgs} argument${spec.minArgs === 1 ? '' : 's'}`;
+  if (spec.minArgs === spec.maxArgs) return `${spec.minArgs} argument${spec.minArgs === 1 ? '' : 's'}`;
+  return `${spec.minArgs} to ${spec.maxArgs} arguments`;
+}
+
+function generalHelp(): string {
+  const width = Math.max(...COMMANDS.map((c) => c.name.length));
+  return [
+    `holdfast ${VERSION}: encrypted, deduplicating backups of files (PostgreSQL support is coming).`,
+    '',
+    'Usage: holdfast COMMAND [options] [arguments]',
+    '',
+    'Commands:',
+    ...COMMANDS.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
+    '',
+    'Every command needs the repository (--repo or HOLDFAST_REPO) and its password',
+    '(HOLDFAST_PASSWORD, --password-file / HOLDFAST_PASSWORD_FILE, or asked on a terminal).',
+    '',
+    'Quick start:',
+    '  export HOLDFAST_REPO=/srv/backup HOLDFAST_PASSWORD_FILE=/root/.holdfast-password',
+    '  holdfast init',
+    '  holdfast backup /etc /home',
+    '  holdfast snapshots',
+    '  holdfast restore latest --target /tmp/restore',
+    '',
+    'Run `holdfast help COMMAND` for a command\'s options, `holdfast help config` for the config file.',
+    'Exit codes: 0 ok, 2 usage, 3 bad config, 10 no repository, 11 locked, 12 wrong password,',
+    '14 corrupt object, 15 missing object, 16 permission denied, 17 no such snapshot, 18 unsafe path,',
+    '21 some files unreadable (snapshot saved), 22 restore target not empty, 23 check found problems.',
+    '',
+  ].join('\n');
+}
+
+function optionLines(command: string): string[] {
+  const lines: string[] = [];
+  for (const o of OPTIONS) {
+    if (!appliesTo(o, command)) continue;
+    const flag = o.noFlag ? `(env ${envName(o)})` : `${o.short ? `-${o.short}, ` : ''}--${o.name}${o.type === 'bool' ? '' : ` ${o.arg ?? 'VALUE'}`}`;
+    const extra: string[] = [];
+    if (o.default !== undefined && o.default !== false) extra.push(`default ${String(o.default)}`);
+    if (o.env && !o.noFlag) extra.push(`env ${envName(o)}`);
+    if (o.config) extra.push(`config "${o.name}"`);
+    lines.push(`  ${flag}`, `      ${o.help}${extra.length ? ` [${extra.join('; ')}]` : ''}`);
+  }
+  return lines;
+}
+
+function commandHelp(spec: CommandSpec): string {
+  return [`Usage: ${spec.usage}`, '', wrap(spec.description, 78), '', ...(spec.examples ? ['Examples:', ...spec.examples.map((e) => `  ${e}`), ''] : []), 'Options:', ...optionLines(spec.name), ''].join('\n');
+}
+
+function configHelp(): string {
+  const lines = [
+    'The config file (--config FILE or HOLDFAST_CONFIG; default /etc/holdfast/holdfast.conf when it exists)',
+    'holds "key = value" lines, optionally under [global]. # and ; start comments. List options take',
+    'comma-separated values or repeated keys. Precedence: flag > environment > config file > default.',
+    '',
+    'Options allowed in the config file:',
+  ];
+  for (const o of OPTIONS) if (o.config) lines.push(`  ${o.name.padEnd(16)} ${o.help}`);
+  lines.push('', 'Example:', '  [global]', '  repo = /srv/backup', '  password-file = /etc/holdfast/password', '  compression = zstd:3', '  exclude = *.tmp, /home/*/.cache', '');
+  return lines.join('\n');
+}
+
+function wrap(text: string, width: number): string {
+  const out: string[] = [];
+  let line = '';
+  for (const word of text.split(/\s+/)) {
+    if (line && line.length + word.length + 1 > width) {
+      out.push(line);
+      line = word;
+    } else line = line ? `${line} ${word}` : word;
+  }
+  if (line) out.push(line);
+  return out.join('\n');
+}
+
+export type { Options };

@@ -1,0 +1,78 @@
+/**
+ * Every option holdfast understands, declared once. The command-line flag (`--name`), the
+ * environment variable (`HOLDFAST_NAME`, where `env` is set), the config-file key (`name`, where
+ * `config` is set), validation and the help text are all derived from this table.
+ */
+
+export type OptionType = 'string' | 'path' | 'int' | 'bool' | 'list' | 'size' | 'enum';
+
+export interface OptionSpec {
+  readonly name: string;
+  readonly type: OptionType;
+  readonly help: string;
+  /** Commands that accept the option ('*' for every command). */
+  readonly commands: readonly string[] | '*';
+  readonly default?: string | number | boolean | readonly string[];
+  /** Read from HOLDFAST_<NAME> (upper snake case). */
+  readonly env?: boolean;
+  /** Accepted in the config file. */
+  readonly config?: boolean;
+  /** No command-line flag (secrets). */
+  readonly noFlag?: boolean;
+  readonly short?: string;
+  readonly values?: readonly string[];
+  readonly min?: number;
+  readonly max?: number;
+  /** Placeholder in help, e.g. DIR. */
+  readonly arg?: string;
+}
+
+export const OPTIONS: readonly OptionSpec[] = [
+  // --- everywhere
+  { name: 'repo', type: 'string', short: 'r', env: true, config: true, commands: '*', arg: 'LOCATION', help: 'Repository location: a directory path or file:///path.' },
+  { name: 'password-file', type: 'path', env: true, config: true, commands: '*', arg: 'FILE', help: 'Read the repository password from the first line of FILE.' },
+  { name: 'password', type: 'string', env: true, noFlag: true, commands: '*', help: 'The repository password (environment only: HOLDFAST_PASSWORD; never a flag, so it does not show in ps).' },
+  { name: 'config', type: 'path', env: true, commands: '*', arg: 'FILE', help: 'Config file to read (default /etc/holdfast/holdfast.conf when it exists).' },
+  { name: 'json', type: 'bool', default: false, commands: '*', help: 'Print machine-readable JSON on stdout instead of text.' },
+  { name: 'quiet', type: 'bool', short: 'q', default: false, commands: '*', help: 'Print only errors and results; no progress.' },
+  { name: 'log-level', type: 'enum', values: ['error', 'warn', 'info', 'debug'], default: 'info', env: true, config: true, commands: '*', help: 'How much to log on stderr.' },
+  { name: 'progress', type: 'enum', values: ['auto', 'always', 'never'], default: 'auto', env: true, config: true, commands: '*', help: 'Live progress on stderr: auto shows it when stderr is a terminal.' },
+
+  // --- repository creation and keys
+  { name: 'kdf-cost', type: 'int', min: 10, max: 22, default: 16, config: true, commands: ['init', 'key add', 'key passwd'], arg: 'LOG2N', help: 'scrypt cost as log2(N) for the password-derived key (16 = 64 MiB, about 0.2 s). Higher resists password guessing longer.' },
+  { name: 'chunk-min', type: 'size', default: '512KiB', min: 64 << 10, max: 64 << 20, commands: ['init'], arg: 'SIZE', help: 'Smallest content-defined chunk (fixed for the repository\'s life).' },
+  { name: 'chunk-avg', type: 'size', default: '1MiB', min: 64 << 10, max: 64 << 20, commands: ['init'], arg: 'SIZE', help: 'Average content-defined chunk size (a power of two works best).' },
+  { name: 'chunk-max', type: 'size', default: '8MiB', min: 64 << 10, max: 64 << 20, commands: ['init'], arg: 'SIZE', help: 'Largest content-defined chunk.' },
+  { name: 'new-password-file', type: 'path', env: true, commands: ['key add', 'key passwd', 'init'], arg: 'FILE', help: 'key add/passwd: read the new password from FILE (or HOLDFAST_NEW_PASSWORD). init uses --password-file.' },
+  { name: 'new-password', type: 'string', env: true, noFlag: true, commands: ['key add', 'key passwd'], help: 'The new password (environment only: HOLDFAST_NEW_PASSWORD).' },
+
+  // --- writing data
+  { name: 'compression', type: 'string', default: 'zstd:3', env: true, config: true, commands: ['backup'], arg: 'ALGO[:LEVEL]', help: 'none, zstd or zstd:LEVEL (-7..22). Incompressible data is stored as is either way.' },
+  { name: 'pack-size', type: 'size', default: '16MiB', min: 1 << 20, max: 512 << 20, env: true, config: true, commands: ['backup'], arg: 'SIZE', help: 'Target size of pack files.' },
+  { name: 'exclude', type: 'list', short: 'e', config: true, commands: ['backup'], arg: 'PATTERN', help: 'Skip paths matching PATTERN (repeatable). No "/": matches names at any depth (*.tmp). With "/": matches the path (/home/*/.cache).' },
+  { name: 'tag', type: 'list', commands: ['backup', 'snapshots'], arg: 'TAG', help: 'backup: attach TAG to the snapshot (repeatable). snapshots: list only snapshots with every TAG.' },
+  { name: 'host', type: 'string', commands: ['backup', 'snapshots'], arg: 'NAME', help: 'backup: record NAME as the host (default: this machine\'s hostname). snapshots: list only this host.' },
+  { name: 'parent', type: 'string', commands: ['backup'], arg: 'SNAPSHOT', help: 'Compare against SNAPSHOT to skip unchanged files (default: latest snapshot of the same host and paths).' },
+  { name: 'read-all', type: 'bool', default: false, commands: ['backup'], help: 'Read every file even when the parent snapshot says it is unchanged.' },
+
+  // --- reading data
+  { name: 'target', type: 'path', short: 't', commands: ['restore'], arg: 'DIR', help: 'Directory to restore into (created if missing; must be empty unless --force).' },
+  { name: 'include', type: 'list', short: 'i', commands: ['restore'], arg: 'PATH', help: 'Restore only PATH (a path inside the snapshot, as `ls` shows it) and what lies below it (repeatable).' },
+  { name: 'force', type: 'bool', default: false, commands: ['restore'], help: 'Restore into a non-empty target, replacing files and symlinks that stand in the way.' },
+  { name: 'long', type: 'bool', short: 'l', default: false, commands: ['ls'], help: 'Show mode, owner, size and modification time.' },
+  { name: 'read-data', type: 'bool', default: false, commands: ['check'], help: 'Also read every pack, and decrypt and verify every blob (reads the whole repository).' },
+];
+
+const BY_NAME = new Map(OPTIONS.map((o) => [o.name, o]));
+
+export function optionSpec(name: string): OptionSpec | undefined {
+  return BY_NAME.get(name);
+}
+
+export function envName(o: OptionSpec): string {
+  return `HOLDFAST_${o.name.toUpperCase().replace(/-/g, '_')}`;
+}
+
+export function appliesTo(o: OptionSpec, command: string): boolean {
+  return o.commands === '*' || o.commands.includes(command);
+}

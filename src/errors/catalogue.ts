@@ -1,0 +1,104 @@
+/**
+ * The one error catalogue of holdfast.
+ *
+ * Every failure a user can see has a stable `code`, a stable process exit code, a retryable flag
+ * and a hint that says what to do. Errors carry structured `data` and an optional `cause`, and
+ * serialise with `toJSON()`. They are turned into messages and exit codes in exactly one place:
+ * `src/cli/main.ts`. This module imports nothing from the rest of holdfast, so every layer may use
+ * it.
+ *
+ * Exit codes are part of the public interface (scripts and archive_command depend on them):
+ * never renumber an entry, only add new ones.
+ */
+
+export interface ErrorSpec {
+  /** Process exit code. 1 is reserved for "not found, quietly" (archive-get) and general errors. */
+  readonly exit: number;
+  /** True when repeating the same operation later may succeed without a human doing anything. */
+  readonly retryable: boolean;
+  /** What the user should do. */
+  readonly hint: string;
+}
+
+export const CATALOGUE = {
+  INTERNAL: { exit: 1, retryable: false, hint: 'This is a bug in holdfast. Please report it with the output of the command run with --log-level debug.' },
+  USAGE: { exit: 2, retryable: false, hint: 'Run the command with --help to see its arguments and options.' },
+  CONFIG_INVALID: { exit: 3, retryable: false, hint: 'Fix the named option in the config file, environment variable or flag; `holdfast help config` lists every option.' },
+  REPO_NOT_FOUND: { exit: 10, retryable: false, hint: 'Check --repo / HOLDFAST_REPO, or create a repository there with `holdfast init`.' },
+  REPO_LOCKED: { exit: 11, retryable: true, hint: 'Another holdfast process holds a conflicting lock; wait for it or use --lock-wait.' },
+  WRONG_PASSWORD: { exit: 12, retryable: false, hint: 'No key of this repository opens with the given password. Check HOLDFAST_PASSWORD / --password-file, or `holdfast key list` with a working password.' },
+  REPO_EXISTS: { exit: 13, retryable: false, hint: 'A repository already exists at that location; use it, or choose an empty location for a new one.' },
+  INTEGRITY: { exit: 14, retryable: false, hint: 'A stored object failed verification. Run `holdfast check --read-data` to see what is affected.' },
+  OBJECT_MISSING: { exit: 15, retryable: false, hint: 'An object the repository refers to is missing from storage. Run `holdfast check` to see what is affected.' },
+  PERMISSION_DENIED: { exit: 16, retryable: false, hint: 'Check the ownership and mode of the named path, and which user runs holdfast.' },
+  SNAPSHOT_NOT_FOUND: { exit: 17, retryable: false, hint: 'Run `holdfast snapshots` to list snapshot ids; `latest` and unique id prefixes are accepted.' },
+  UNSAFE_PATH: { exit: 18, retryable: false, hint: 'The snapshot contains a path that would leave the restore target. The repository may be corrupt or crafted; nothing outside the target was written.' },
+  STORAGE_IO: { exit: 19, retryable: true, hint: 'The storage failed to read or write. Check the disk or mount holding the repository, then run the command again.' },
+  FORMAT_UNSUPPORTED: { exit: 20, retryable: false, hint: 'The repository was written by a newer holdfast; upgrade holdfast to read it.' },
+  SOURCE_UNREADABLE: { exit: 21, retryable: false, hint: 'Some source files could not be read; the snapshot was saved without them. Check the listed paths.' },
+  TARGET_NOT_EMPTY: { exit: 22, retryable: false, hint: 'Restore into an empty or new directory, or pass --force to overwrite files in place.' },
+  CHECK_FAILED: { exit: 23, retryable: false, hint: 'The repository has the problems listed above. Back up again to a healthy repository if data is missing.' },
+  KEY_IN_USE: { exit: 24, retryable: false, hint: 'A repository must keep at least one key, and you cannot remove the key you opened it with; add another key first or open with a different password.' },
+  INTERRUPTED: { exit: 130, retryable: true, hint: 'The operation was interrupted; nothing partial was committed. Run it again.' },
+} as const satisfies Record<string, ErrorSpec>;
+
+export type ErrorCode = keyof typeof CATALOGUE;
+
+export class HoldfastError extends Error {
+  readonly code: ErrorCode;
+  readonly data: Record<string, unknown>;
+
+  constructor(code: ErrorCode, message: string, data: Record<string, unknown> = {}, options?: { cause?: unknown }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'HoldfastError';
+    this.code = code;
+    this.data = data;
+  }
+
+  get exitCode(): number {
+    return CATALOGUE[this.code].exit;
+  }
+
+  get retryable(): boolean {
+    return CATALOGUE[this.code].retryable;
+  }
+
+  get hint(): string {
+    return typeof this.data['hint'] === 'string' ? this.data['hint'] : CATALOGUE[this.code].hint;
+  }
+
+  toJSON(): Record<string, unknown> {
+    const cause = this.cause instanceof Error ? this.cause.message : this.cause;
+    return { code: this.code, exitCode: this.exitCode, message: this.message, hint: this.hint, retryable: this.retryable, data: this.data, ...(cause === undefined ? {} : { cause }) };
+  }
+}
+
+export function isHoldfastError(err: unknown, code?: ErrorCode): err is HoldfastError {
+  return err instanceof HoldfastError && (code === undefined || err.code === code);
+}
+
+/** Node system error with errno/code, as thrown by node:fs. */
+export interface SystemError extends Error {
+  code?: string;
+  errno?: number;
+  path?: string;
+  syscall?: string;
+}
+
+export function systemCode(err: unknown): string | undefined {
+  return err instanceof Error ? (err as SystemError).code : undefined;
+}
+
+/**
+ * Turn a filesystem error met while reading sources or writing restore targets into the catalogue.
+ * Permission problems get their own code; everything else is a storage/IO error.
+ */
+export function fsError(err: unknown, what: string, path: string): HoldfastError {
+  if (err instanceof HoldfastError) return err;
+  const code = systemCode(err);
+  if (code === 'EACCES' || code === 'EPERM') {
+    return new HoldfastError('PERMISSION_DENIED', `permission denied: cannot ${what} ${path}`, { path, errno: code }, { cause: err });
+  }
+  const msg = err instanceof Error ? err.message : String(err);
+  return new HoldfastError('STORAGE_IO', `cannot ${what} ${path}: ${msg}`, { path, errno: code }, { cause: err });
+}

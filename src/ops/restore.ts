@@ -1,0 +1,52 @@
+import { findSnapshot } from '../repository/snapshot.js';
+import { newRestoreProgress, restoreTree } from '../files/restorer.js';
+import { Ticker, formatBytes, rateAndEta } from '../ui/output.js';
+import type { OpContext, RepoRef } from './context.js';
+import { openRepository } from './repo.js';
+
+export interface RestoreParams {
+  readonly snapshot: string;
+  readonly target: string;
+  readonly includes: readonly string[];
+  readonly force: boolean;
+}
+
+export interface RestoreResult {
+  snapshotId: string;
+  target: string;
+  files: number;
+  bytes: number;
+  warnings: string[];
+}
+
+export async function restore(ref: RepoRef, p: RestoreParams, ctx: OpContext): Promise<RestoreResult> {
+  const repo = await openRepository(ref);
+  try {
+    const sn = await findSnapshot(repo, p.snapshot);
+    const progress = newRestoreProgress();
+    const warnings: string[] = [];
+    const ticker = new Ticker(
+      ctx.log,
+      (ms) => `${progress.filesDone}/${progress.filesTotal} files, ${formatBytes(progress.bytesDone)} of ${formatBytes(progress.bytesTotal)}, ${rateAndEta(progress.bytesDone, progress.bytesTotal, ms)}`,
+      ctx.progress,
+    );
+    try {
+      await restoreTree(repo, sn.tree, {
+        target: p.target,
+        includes: p.includes,
+        force: p.force,
+        progress,
+        signal: ctx.signal,
+        onWarning: (m) => {
+          warnings.push(m);
+          ctx.log.warn(m);
+        },
+      });
+    } finally {
+      ticker.stop();
+    }
+    return { snapshotId: sn.id, target: p.target, files: progress.filesDone, bytes: progress.bytesDone, warnings };
+  } finally {
+    await repo.close();
+  }
+}

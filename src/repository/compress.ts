@@ -1,0 +1,43 @@
+/**
+ * Compression of object payloads. The mode byte is the first byte of every sealed plaintext:
+ * 0 = stored as is, 1 = zstd frame. Incompressible payloads are stored as is.
+ * The native zstd module is loaded on first use so commands that never compress don't pay for it.
+ */
+export type Compression = { readonly algo: 'none' } | { readonly algo: 'zstd'; readonly level: number };
+
+export const MODE_NONE = 0;
+export const MODE_ZSTD = 1;
+
+type Zstd = { compress(buf: Buffer, level?: number): Promise<Buffer>; decompress(buf: Buffer): Promise<Buffer> };
+let zstdModule: Promise<Zstd> | undefined;
+
+function zstd(): Promise<Zstd> {
+  zstdModule ??= import('@mongodb-js/zstd') as Promise<Zstd>;
+  return zstdModule;
+}
+
+export function parseCompression(value: string): Compression | undefined {
+  if (value === 'none') return { algo: 'none' };
+  const m = /^zstd(?::(-?\d+))?$/.exec(value);
+  if (!m) return undefined;
+  const level = m[1] === undefined ? 3 : Number(m[1]);
+  if (level < -7 || level > 22) return undefined;
+  return { algo: 'zstd', level };
+}
+
+export function formatCompression(c: Compression): string {
+  return c.algo === 'none' ? 'none' : `zstd:${c.level}`;
+}
+
+/** Returns [mode, payload]. */
+export async function compress(data: Buffer, c: Compression): Promise<[number, Buffer]> {
+  if (c.algo === 'none' || data.length < 64) return [MODE_NONE, data];
+  const z = await (await zstd()).compress(data, c.level);
+  return z.length < data.length ? [MODE_ZSTD, z] : [MODE_NONE, data];
+}
+
+export async function decompress(mode: number, payload: Buffer): Promise<Buffer> {
+  if (mode === MODE_NONE) return payload;
+  if (mode === MODE_ZSTD) return (await zstd()).decompress(payload);
+  throw new RangeError(`unknown compression mode ${mode}`);
+}

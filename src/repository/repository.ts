@@ -1,0 +1,509 @@
+/**
+ * The repository: keys, config, packs, index and snapshot files on top of one Backend.
+ *
+ * Layout (see docs/design.md for the full specification):
+ *   config              sealed JSON, AAD "holdfast:config"
+ *   keys/<id>           plaintext JSON key files (keys.ts)
+ *   data/<xx>/<id>      packs (pack.ts)
+ *   index/<id>          sealed binary index files (index-file.ts)
+ *   snapshots/<id>      sealed JSON snapshot manifests
+ *
+ * Write ordering: a blob becomes visible in the in-memory index only after the pack holding it
+ * is durable; an index file is written only after every pack it lists is durable; callers write
+ * a snapshot only after `flush()` resolved. A crash at any point leaves at worst packs no index
+ * lists (reported by check, removed by a later prune), never a reference to missing data.
+ */
+import { randomBytes } from 'node:crypto';
+import { type Backend, StorageError, isNotFound } from '../storage/backend.js';
+import { HoldfastError } from '../errors/catalogue.js';
+import { Semaphore } from '../util/semaphore.js';
+import { DecryptError, KEY_LEN, type ScryptParams, seal, sha256, sha256Hex, unseal } from './crypto.js';
+import { type Compression, compress, decompress } from './compress.js';
+import { type KeyFile, KeyFormatError, createKeyFile, parseKeyFile, unwrapKey } from './keys.js';
+import { type BlobType, PackBuilder, PackFormatError, blobAad, packName } from './pack.js';
+import { type IndexPack, decodeIndex, encodeIndex } from './index-file.js';
+
+export const REPO_VERSION = 1;
+
+export interface ChunkerParams {
+  /** base64 of 32 random bytes; the gear table is derived from it, so chunk boundaries are per-repository. */
+  readonly seed: string;
+  readonly min: number;
+  readonly avg: number;
+  readonly max: number;
+}
+
+export interface RepoConfig {
+  readonly version: number;
+  readonly id: string;
+  readonly created: string;
+  readonly chunker: ChunkerParams;
+}
+
+export type FileKind = 'snapshot' | 'index' | 'config';
+
+const FILE_DIRS: Record<Exclude<FileKind, 'config'>, string> = { snapshot: 'snapshots', index: 'index' };
+
+export interface BlobLocation {
+  readonly type: BlobType;
+  readonly pack: string;
+  readonly offset: number;
+  readonly length: number;
+  readonly rawLength: number;
+}
+
+export interface WriteOptions {
+  readonly compression: Compression;
+  readonly packSize: number;
+}
+
+export interface InitOptions {
+  readonly kdf: ScryptParams;
+  readonly chunker: Omit<ChunkerParams, 'seed'>;
+}
+
+/** Every blob id the repository knows, with where it lives. */
+export class MasterIndex {
+  private readonly blobs = new Map<string, BlobLocation>();
+  readonly packs = new Map<string, { size: number; count: number }>();
+  /** Blob ids listed in more than one pack (harmless after crashes; reported by check). */
+  duplicates = 0;
+
+  add(pack: IndexPack): void {
+    if (!this.packs.has(pack.id)) this.packs.set(pack.id, { size: pack.size, count: pack.entries.length });
+    for (const e of pack.entries) {
+      const id = e.id.toString('hex');
+      if (this.blobs.has(id)) {
+        if (this.blobs.get(id)!.pack !== pack.id) this.duplicates++;
+        continue;
+      }
+      this.blobs.set(id, { type: e.type, pack: pack.id, offset: e.offset, length: e.length, rawLength: e.rawLength });
+    }
+  }
+
+  get(id: string): BlobLocation | undefined {
+    return this.blobs.get(id);
+  }
+
+  has(id: string): boolean {
+    return this.blobs.has(id);
+  }
+
+  get blobCount(): number {
+    return this.blobs.size;
+  }
+
+  entries(): IterableIterator<[string, BlobLocation]> {
+    return this.blobs.entries();
+  }
+}
+
+export class Repository {
+  readonly index = new MasterIndex();
+  /** Index files loaded (ids), for check and prune. */
+  readonly indexFiles: string[] = [];
+  private readonly packers = new Map<BlobType, PackBuilder>();
+  private readonly pending = new Set<string>();
+  private readonly uploads = new Set<Promise<void>>();
+  private readonly uploadSem = new Semaphore(2);
+  private readonly sealSem = new Semaphore(8);
+  private unsavedPacks: IndexPack[] = [];
+  private uploadError: unknown;
+  private writeOptions: WriteOptions = { compression: { algo: 'zstd', level: 3 }, packSize: 16 << 20 };
+  /** Bytes added to storage by this process (packs and files). */
+  addedBytes = 0;
+
+  private constructor(
+    readonly backend: Backend,
+    private readonly masterKey: Buffer,
+    readonly config: RepoConfig,
+    readonly keyId: string,
+  ) {}
+
+  static async init(backend: Backend, password: string, options: InitOptions): Promise<Repository> {
+    const existing = await backend.stat('config').then(
+      () => true,
+      (err: unknown) => {
+        if (isNotFound(err)) return false;
+        throw storageToHoldfast(err, backend);
+      },
+    );
+    if (existing) throw new HoldfastError('REPO_EXISTS', `a repository already exists at ${backend.location}`, { location: backend.location });
+    const master = randomBytes(KEY_LEN);
+    const config: RepoConfig = {
+      version: REPO_VERSION,
+      id: randomBytes(16).toString('hex'),
+      created: new Date().toISOString(),
+      chunker: { seed: randomBytes(32).toString('base64'), ...options.chunker },
+    };
+    const key = await createKeyFile(master, password, options.kdf);
+    try {
+      // Key first, then config: a repository whose config exists always has a key that opens it.
+      await backend.put(`keys/${key.id}`, key.bytes, { createOnly: true });
+      const repo = new Repository(backend, master, config, key.id);
+      await backend.put('config', await repo.sealFile('config', Buffer.from(JSON.stringify(config))), { createOnly: true });
+      return repo;
+    } catch (err) {
+      if (err instanceof StorageError && err.kind === 'exists') throw new HoldfastError('REPO_EXISTS', `a repository already exists at ${backend.location}`, { location: backend.location });
+      throw storageToHoldfast(err, backend);
+    }
+  }
+
+  static async open(backend: Backend, password: string): Promise<Repository> {
+    let sealedConfig: Buffer;
+    try {
+      sealedConfig = await backend.get('config');
+    } catch (err) {
+      if (isNotFound(err)) throw new HoldfastError('REPO_NOT_FOUND', `no holdfast repository at ${backend.location}`, { location: backend.location });
+      throw storageToHoldfast(err, backend);
+    }
+    const keyNames: string[] = [];
+    try {
+      for await (const k of backend.list('keys/')) keyNames.push(k.name);
+    } catch (err) {
+      throw storageToHoldfast(err, backend);
+    }
+    if (keyNames.length === 0) throw new HoldfastError('INTEGRITY', `repository at ${backend.location} has a config but no key files`, { location: backend.location, object: 'keys/' });
+    let unreadable = 0;
+    for (const name of keyNames.sort()) {
+      let file: KeyFile;
+      try {
+        file = parseKeyFile(await backend.get(name));
+      } catch (err) {
+        if (err instanceof KeyFormatError || isNotFound(err)) {
+          unreadable++;
+          continue;
+        }
+        throw storageToHoldfast(err, backend);
+      }
+      const master = await unwrapKey(file, password);
+      if (!master) continue;
+      const keyId = name.slice('keys/'.length);
+      const config = await parseConfig(master, sealedConfig, backend.location);
+      return new Repository(backend, master, config, keyId);
+    }
+    throw new HoldfastError('WRONG_PASSWORD', `wrong password: none of the ${keyNames.length} key(s) of ${backend.location} opens with it${unreadable ? ` (${unreadable} key file(s) unreadable)` : ''}`, {
+      location: backend.location,
+      keys: keyNames.length,
+    });
+  }
+
+  setWriteOptions(options: WriteOptions): void {
+    this.writeOptions = options;
+  }
+
+  // ---------------------------------------------------------------- sealed files
+
+  async sealFile(kind: FileKind, plain: Buffer): Promise<Buffer> {
+    const [mode, payload] = await compress(plain, this.writeOptions.compression);
+    return seal(this.masterKey, fileAad(kind), [Buffer.of(mode), payload]);
+  }
+
+  async unsealFile(kind: FileKind, name: string, sealed: Buffer): Promise<Buffer> {
+    let plain: Buffer;
+    try {
+      plain = unseal(this.masterKey, fileAad(kind), sealed);
+    } catch (err) {
+      if (err instanceof DecryptError) throw new HoldfastError('INTEGRITY', `${name}: ${err.message}`, { object: name });
+      throw err;
+    }
+    try {
+      return await decompress(plain[0]!, plain.subarray(1));
+    } catch (err) {
+      throw new HoldfastError('INTEGRITY', `${name}: cannot decompress: ${(err as Error).message}`, { object: name }, { cause: err });
+    }
+  }
+
+  /** Store a sealed file under `<dir>/<sha256 of stored bytes>`; returns the id. */
+  async saveFile(kind: Exclude<FileKind, 'config'>, plain: Buffer): Promise<string> {
+    const sealed = await this.sealFile(kind, plain);
+    const id = sha256Hex(sealed);
+    try {
+      await this.backend.put(`${FILE_DIRS[kind]}/${id}`, sealed);
+    } catch (err) {
+      throw storageToHoldfast(err, this.backend);
+    }
+    this.addedBytes += sealed.length;
+    return id;
+  }
+
+  async loadFile(kind: Exclude<FileKind, 'config'>, id: string): Promise<Buffer> {
+    const name = `${FILE_DIRS[kind]}/${id}`;
+    let sealed: Buffer;
+    try {
+      sealed = await this.backend.get(name);
+    } catch (err) {
+      throw storageToHoldfast(err, this.backend, name);
+    }
+    if (sha256Hex(sealed) !== id) throw new HoldfastError('INTEGRITY', `${name}: content does not match its name (SHA-256 mismatch)`, { object: name });
+    return this.unsealFile(kind, name, sealed);
+  }
+
+  async listFiles(kind: Exclude<FileKind, 'config'>): Promise<string[]> {
+    const dir = `${FILE_DIRS[kind]}/`;
+    const out: string[] = [];
+    try {
+      for await (const o of this.backend.list(dir)) {
+        const id = o.name.slice(dir.length);
+        if (/^[0-9a-f]{64}$/.test(id)) out.push(id);
+      }
+    } catch (err) {
+      throw storageToHoldfast(err, this.backend);
+    }
+    return out.sort();
+  }
+
+  async deleteFile(kind: Exclude<FileKind, 'config'>, id: string): Promise<void> {
+    try {
+      await this.backend.delete(`${FILE_DIRS[kind]}/${id}`);
+    } catch (err) {
+      throw storageToHoldfast(err, this.backend);
+    }
+  }
+
+  // ---------------------------------------------------------------- index
+
+  /**
+   * Load every index file. By default the first unreadable one is an error; with `onError` each
+   * failure is reported and loading goes on (check, repair).
+   */
+  async loadIndex(onError?: (id: string, err: HoldfastError) => void): Promise<void> {
+    const ids = await this.listFiles('index');
+    const superseded = new Set<string>();
+    const contents = [];
+    for (const id of ids) {
+      let content;
+      try {
+        const buf = await this.loadFile('index', id);
+        try {
+          content = decodeIndex(buf);
+        } catch (err) {
+          if (err instanceof PackFormatError) throw new HoldfastError('INTEGRITY', `index/${id}: ${err.message}`, { object: `index/${id}` });
+          throw err;
+        }
+      } catch (err) {
+        if (!onError || !(err instanceof HoldfastError) || !['INTEGRITY', 'OBJECT_MISSING'].includes(err.code)) throw err;
+        onError(id, err);
+        continue;
+      }
+      for (const s of content.supersedes) superseded.add(s);
+      contents.push({ id, content });
+    }
+    for (const { id, content } of contents) {
+      if (superseded.has(id)) continue;
+      this.indexFiles.push(id);
+      for (const p of content.packs) this.index.add(p);
+    }
+  }
+
+  // ---------------------------------------------------------------- blobs
+
+  /** True when the blob is stored or being stored by this process. */
+  knows(id: string): boolean {
+    return this.index.has(id) || this.pending.has(id);
+  }
+
+  /**
+   * Store a blob unless it is already known. Resolves once the blob is in a pack builder (not yet
+   * durable: `flush()` makes it so). Applies backpressure while packs upload.
+   */
+  async saveBlob(type: BlobType, data: Buffer, id: Buffer = sha256(data)): Promise<{ id: Buffer; added: boolean }> {
+    const hex = id.toString('hex');
+    if (this.knows(hex)) return { id, added: false };
+    this.pending.add(hex);
+    let sealed: Buffer;
+    await this.sealSem.acquire();
+    try {
+      const [mode, payload] = await compress(data, this.writeOptions.compression);
+      sealed = seal(this.masterKey, blobAad(type, id), [Buffer.of(mode), payload]);
+    } finally {
+      this.sealSem.release();
+    }
+    let packer = this.packers.get(type);
+    if (!packer) {
+      packer = new PackBuilder();
+      this.packers.set(type, packer);
+    }
+    packer.add(type, id, sealed, data.length);
+    if (packer.byteSize >= this.writeOptions.packSize) {
+      this.packers.delete(type);
+      await this.uploadPack(packer);
+    }
+    return { id, added: true };
+  }
+
+  private async uploadPack(packer: PackBuilder): Promise<void> {
+    if (this.uploadError) throw this.uploadError;
+    await this.uploadSem.acquire();
+    const task = (async () => {
+      try {
+        const { id, parts, size, entries } = packer.finish(this.masterKey);
+        await this.backend.put(packName(id), Buffer.concat(parts, size));
+        this.addedBytes += size;
+        const pack: IndexPack = { id, size, entries };
+        this.index.add(pack);
+        for (const e of entries) this.pending.delete(e.id.toString('hex'));
+        this.unsavedPacks.push(pack);
+      } catch (err) {
+        this.uploadError ??= storageToHoldfast(err, this.backend);
+      } finally {
+        this.uploadSem.release();
+      }
+    })();
+    this.uploads.add(task);
+    void task.finally(() => this.uploads.delete(task));
+    if (this.unsavedPacks.length >= 256) await this.saveIndex();
+  }
+
+  /** Make every blob saved so far durable: upload open packs, then write an index file for them. */
+  async flush(): Promise<void> {
+    for (const [type, packer] of [...this.packers]) {
+      this.packers.delete(type);
+      if (packer.count > 0) await this.uploadPack(packer);
+    }
+    await Promise.all([...this.uploads]);
+    if (this.uploadError) throw this.uploadError;
+    await this.saveIndex();
+  }
+
+  private async saveIndex(): Promise<void> {
+    if (this.unsavedPacks.length === 0) return;
+    const packs = this.unsavedPacks;
+    this.unsavedPacks = [];
+    const id = await this.saveFile('index', encodeIndex({ supersedes: [], packs }));
+    this.indexFiles.push(id);
+  }
+
+  async loadBlob(type: BlobType, id: string): Promise<Buffer> {
+    const loc = this.index.get(id);
+    if (!loc) throw new HoldfastError('OBJECT_MISSING', `blob ${id} is not in the index`, { blob: id });
+    if (loc.type !== type) throw new HoldfastError('INTEGRITY', `blob ${id} is a ${loc.type} blob, expected ${type}`, { blob: id, pack: loc.pack });
+    const name = packName(loc.pack);
+    let sealed: Buffer;
+    try {
+      sealed = await this.backend.get(name, { offset: loc.offset, length: loc.length });
+    } catch (err) {
+      throw storageToHoldfast(err, this.backend, name, { blob: id });
+    }
+    return this.openBlob(type, Buffer.from(id, 'hex'), sealed, loc.rawLength, name);
+  }
+
+  /** Decrypt, decompress and verify one sealed blob. */
+  async openBlob(type: BlobType, id: Buffer, sealed: Buffer, rawLength: number, where: string): Promise<Buffer> {
+    const hex = id.toString('hex');
+    let plain: Buffer;
+    try {
+      plain = unseal(this.masterKey, blobAad(type, id), sealed);
+    } catch (err) {
+      if (err instanceof DecryptError) throw new HoldfastError('INTEGRITY', `blob ${hex} in ${where}: ${err.message}`, { blob: hex, object: where });
+      throw err;
+    }
+    let data: Buffer;
+    try {
+      data = await decompress(plain[0]!, plain.subarray(1));
+    } catch (err) {
+      throw new HoldfastError('INTEGRITY', `blob ${hex} in ${where}: cannot decompress: ${(err as Error).message}`, { blob: hex, object: where }, { cause: err });
+    }
+    if (data.length !== rawLength || !sha256(data).equals(id)) {
+      throw new HoldfastError('INTEGRITY', `blob ${hex} in ${where}: content does not match its id (SHA-256 mismatch)`, { blob: hex, object: where });
+    }
+    return data;
+  }
+
+  /** For check --read-data and repair: the master key never leaves the repository layer otherwise. */
+  packKey(): Buffer {
+    return this.masterKey;
+  }
+
+  // ---------------------------------------------------------------- keys
+
+  async listKeys(): Promise<Array<{ id: string; file: KeyFile | undefined; current: boolean }>> {
+    const out = [];
+    try {
+      for await (const o of this.backend.list('keys/')) {
+        const id = o.name.slice('keys/'.length);
+        let file: KeyFile | undefined;
+        try {
+          file = parseKeyFile(await this.backend.get(o.name));
+        } catch (err) {
+          if (!(err instanceof KeyFormatError)) throw err;
+        }
+        out.push({ id, file, current: id === this.keyId });
+      }
+    } catch (err) {
+      throw storageToHoldfast(err, this.backend);
+    }
+    return out.sort((a, b) => (a.file?.created ?? '').localeCompare(b.file?.created ?? ''));
+  }
+
+  async addKey(password: string, kdf: ScryptParams): Promise<string> {
+    const key = await createKeyFile(this.masterKey, password, kdf);
+    try {
+      await this.backend.put(`keys/${key.id}`, key.bytes, { createOnly: true });
+    } catch (err) {
+      throw storageToHoldfast(err, this.backend);
+    }
+    return key.id;
+  }
+
+  async removeKey(id: string): Promise<void> {
+    if (id === this.keyId) throw new HoldfastError('KEY_IN_USE', `key ${id.slice(0, 8)} is the key this command opened the repository with`, { key: id });
+    const keys = await this.listKeys();
+    if (!keys.some((k) => k.id === id)) throw new HoldfastError('OBJECT_MISSING', `no key ${id} in ${this.backend.location}`, { key: id, hint: 'Run `holdfast key list` to see key ids.' });
+    try {
+      await this.backend.delete(`keys/${id}`);
+    } catch (err) {
+      throw storageToHoldfast(err, this.backend);
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.backend.close();
+  }
+}
+
+function fileAad(kind: FileKind): Buffer {
+  return Buffer.from(`holdfast:${kind}`, 'latin1');
+}
+
+async function parseConfig(master: Buffer, sealed: Buffer, location: string): Promise<RepoConfig> {
+  let plain: Buffer;
+  try {
+    plain = unseal(master, fileAad('config'), sealed);
+  } catch {
+    throw new HoldfastError('INTEGRITY', `config of ${location} fails authentication: it is corrupt or was replaced`, { object: 'config', location });
+  }
+  let cfg: RepoConfig;
+  try {
+    cfg = JSON.parse((await decompress(plain[0]!, plain.subarray(1))).toString('utf8')) as RepoConfig;
+  } catch (err) {
+    throw new HoldfastError('INTEGRITY', `config of ${location} is unreadable: ${(err as Error).message}`, { object: 'config', location });
+  }
+  if (typeof cfg.version !== 'number' || cfg.version > REPO_VERSION) {
+    throw new HoldfastError('FORMAT_UNSUPPORTED', `repository format version ${String(cfg.version)} is newer than this holdfast supports (${REPO_VERSION})`, { version: cfg.version });
+  }
+  const c = cfg.chunker;
+  if (!c || !(c.min > 0 && c.min <= c.avg && c.avg <= c.max) || typeof c.seed !== 'string') {
+    throw new HoldfastError('INTEGRITY', `config of ${location} has invalid chunker parameters`, { object: 'config' });
+  }
+  return cfg;
+}
+
+/** Map a storage failure to the catalogue, naming the object. */
+export function storageToHoldfast(err: unknown, backend: Backend, name?: string, data: Record<string, unknown> = {}): HoldfastError {
+  if (err instanceof HoldfastError) return err;
+  if (err instanceof StorageError) {
+    const object = name ?? err.objectName;
+    switch (err.kind) {
+      case 'not-found':
+        return new HoldfastError('OBJECT_MISSING', `${object} is missing from ${backend.location}`, { object, ...data }, { cause: err });
+      case 'short-read':
+        return new HoldfastError('INTEGRITY', `${object} is truncated: ${err.message}`, { object, ...data }, { cause: err });
+      case 'permission':
+        return new HoldfastError('PERMISSION_DENIED', `permission denied: ${err.message}`, { object, ...data }, { cause: err });
+      default:
+        return new HoldfastError('STORAGE_IO', err.message, { object, ...data }, { cause: err });
+    }
+  }
+  return new HoldfastError('INTERNAL', `unexpected error: ${(err as Error)?.message ?? String(err)}`, data, { cause: err });
+}

@@ -1,0 +1,100 @@
+/**
+ * Snapshot manifests: sealed JSON files `snapshots/<id>`, written only after every blob they
+ * reference is durable and indexed. `latest` and unique id prefixes resolve here.
+ */
+import { HoldfastError } from '../errors/catalogue.js';
+import type { Repository } from './repository.js';
+
+export const SNAPSHOT_VERSION = 1;
+
+export interface SnapshotSummary {
+  files: number;
+  dirs: number;
+  bytes: number;
+  filesNew: number;
+  filesChanged: number;
+  filesUnchanged: number;
+  blobsAdded: number;
+  bytesAdded: number;
+  errors: number;
+  durationMs: number;
+}
+
+export interface Snapshot {
+  version: number;
+  time: string;
+  host: string;
+  username: string;
+  paths: string[];
+  tags: string[];
+  excludes: string[];
+  tree: string;
+  parent?: string;
+  program: string;
+  summary?: SnapshotSummary;
+}
+
+export interface SnapshotWithId extends Snapshot {
+  id: string;
+}
+
+export async function saveSnapshot(repo: Repository, sn: Snapshot): Promise<string> {
+  return repo.saveFile('snapshot', Buffer.from(JSON.stringify(sn)));
+}
+
+export async function loadSnapshot(repo: Repository, id: string): Promise<SnapshotWithId> {
+  const buf = await repo.loadFile('snapshot', id);
+  let sn: Snapshot;
+  try {
+    sn = JSON.parse(buf.toString('utf8')) as Snapshot;
+  } catch {
+    throw new HoldfastError('INTEGRITY', `snapshots/${id} is not valid JSON`, { object: `snapshots/${id}` });
+  }
+  if (typeof sn !== 'object' || sn === null || typeof sn.tree !== 'string' || !Array.isArray(sn.paths) || typeof sn.time !== 'string') {
+    throw new HoldfastError('INTEGRITY', `snapshots/${id} lacks required fields`, { object: `snapshots/${id}` });
+  }
+  if (sn.version > SNAPSHOT_VERSION) throw new HoldfastError('FORMAT_UNSUPPORTED', `snapshots/${id} has format version ${sn.version}`, { object: `snapshots/${id}` });
+  return { ...sn, tags: sn.tags ?? [], excludes: sn.excludes ?? [], id };
+}
+
+export function listSnapshotIds(repo: Repository): Promise<string[]> {
+  return repo.listFiles('snapshot');
+}
+
+/** All snapshots, oldest first. */
+export async function listSnapshots(repo: Repository): Promise<SnapshotWithId[]> {
+  const ids = await repo.listFiles('snapshot');
+  const out: SnapshotWithId[] = [];
+  for (const id of ids) out.push(await loadSnapshot(repo, id));
+  return out.sort((a, b) => a.time.localeCompare(b.time) || a.id.localeCompare(b.id));
+}
+
+export interface SnapshotFilter {
+  host?: string | undefined;
+  tags?: readonly string[] | undefined;
+  paths?: readonly string[] | undefined;
+}
+
+export function matchesFilter(sn: Snapshot, f: SnapshotFilter): boolean {
+  if (f.host !== undefined && sn.host !== f.host) return false;
+  if (f.tags && f.tags.length > 0 && !f.tags.every((t) => sn.tags.includes(t))) return false;
+  if (f.paths && f.paths.length > 0 && !(f.paths.length === sn.paths.length && f.paths.every((p) => sn.paths.includes(p)))) return false;
+  return true;
+}
+
+/** Resolve `latest` or a (unique prefix of a) snapshot id. */
+export async function findSnapshot(repo: Repository, ref: string, filter: SnapshotFilter = {}): Promise<SnapshotWithId> {
+  if (ref === 'latest') {
+    const all = (await listSnapshots(repo)).filter((s) => matchesFilter(s, filter));
+    const last = all.at(-1);
+    if (!last) throw new HoldfastError('SNAPSHOT_NOT_FOUND', `no snapshot${filter.host ? ` of host ${filter.host}` : ''} in ${repo.backend.location}, so "latest" names nothing`, { ref });
+    return last;
+  }
+  if (!/^[0-9a-f]{1,64}$/.test(ref)) throw new HoldfastError('SNAPSHOT_NOT_FOUND', `${JSON.stringify(ref)} is not a snapshot id (hex digits) nor "latest"`, { ref });
+  const ids = (await repo.listFiles('snapshot')).filter((id) => id.startsWith(ref));
+  if (ids.length === 0) throw new HoldfastError('SNAPSHOT_NOT_FOUND', `no snapshot with id ${ref} in ${repo.backend.location}`, { ref });
+  if (ids.length > 1) {
+    throw new HoldfastError('SNAPSHOT_NOT_FOUND', `snapshot id prefix ${ref} is ambiguous: it matches ${ids.length} snapshots`, { ref, matches: ids, hint: 'Give more characters of the id.' });
+  }
+  return loadSnapshot(repo, ids[0]!);
+}

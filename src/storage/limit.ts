@@ -1,0 +1,47 @@
+/**
+ * Concurrency-limiting wrapper: at most `limit` requests in flight against the inner backend.
+ * Listing holds a slot only while it fetches, not while the caller consumes entries.
+ */
+import type { Backend, ByteRange, Capabilities, ObjectInfo, PutOptions } from './backend.js';
+import { Semaphore } from '../util/semaphore.js';
+
+export class LimitBackend implements Backend {
+  readonly location: string;
+  readonly capabilities: Capabilities;
+  private readonly sem: Semaphore;
+
+  constructor(private readonly inner: Backend, limit = inner.capabilities.maxConcurrency) {
+    this.location = inner.location;
+    this.capabilities = inner.capabilities;
+    this.sem = new Semaphore(limit);
+  }
+
+  put(name: string, data: Uint8Array, options?: PutOptions): Promise<void> {
+    return this.sem.run(() => this.inner.put(name, data, options));
+  }
+
+  get(name: string, range?: ByteRange): Promise<Buffer> {
+    return this.sem.run(() => this.inner.get(name, range));
+  }
+
+  stat(name: string): Promise<ObjectInfo> {
+    return this.sem.run(() => this.inner.stat(name));
+  }
+
+  async *list(prefix: string): AsyncIterable<ObjectInfo> {
+    const all: ObjectInfo[] = await this.sem.run(async () => {
+      const out: ObjectInfo[] = [];
+      for await (const o of this.inner.list(prefix)) out.push(o);
+      return out;
+    });
+    yield* all;
+  }
+
+  delete(name: string): Promise<void> {
+    return this.sem.run(() => this.inner.delete(name));
+  }
+
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}
