@@ -29,7 +29,7 @@ export async function run(inv: Invocation): Promise<number> {
   }
   if (r.sourceErrors.length > 0) {
     inv.log.error(`${r.sourceErrors.length} path(s) could not be read and are missing from snapshot ${r.snapshotId.slice(0, 8)} [SOURCE_UNREADABLE]`);
-    inv.log.error(`hint: ${CATALOGUE.SOURCE_UNREADABLE.hint}`);
+    inv.log.hint(CATALOGUE.SOURCE_UNREADABLE.hint);
     return CATALOGUE.SOURCE_UNREADABLE.exit;
   }
   return 0;

@@ -86,7 +86,7 @@ function report(err: unknown, log: Logger, json: boolean): number {
   }
   if (json) process.stdout.write(JSON.stringify({ error: e.toJSON() }, null, 2) + '\n');
   log.error(`${e.message} [${e.code}]`);
-  log.log('error', `hint: ${e.hint}`);
+  log.hint(e.hint);
   return e.exitCode;
 }
 

@@ -24,6 +24,12 @@ export class Logger {
     this.stream.write(`${prefix}${message}\n`);
   }
 
+  /** The "what to do" line after an error; shown at every level. */
+  hint(m: string): void {
+    this.clearStatus();
+    this.stream.write(`hint: ${m}\n`);
+  }
+
   error(m: string): void {
     this.log('error', m);
   }

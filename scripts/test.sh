@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Install what the tests need and run every test. This is the README's second quick-start command
+# and what .ci/run calls. Needs only Node 20+, npm and the base tools.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+npm ci --no-audit --no-fund --loglevel=error
+npm run --silent build
+# Tests run from the type-checked build; CLI tests spawn the bundled dist/.
+exec node --test --test-concurrency=2 build/
