@@ -17,5 +17,9 @@ export async function run(inv: Invocation): Promise<number> {
     const s = r.stats;
     inv.out(`checked ${s.snapshots} snapshots, ${s.trees} trees, ${s.blobs} blobs in ${s.packs} packs${readData ? ` (read all ${s.packsRead} packs)` : ''}: ${ok ? 'no problems found' : `${r.problems.length} problem(s)`}`);
   }
-  return ok ? 0 : CATALOGUE.CHECK_FAILED.exit;
+  if (ok) return 0;
+  // Like every failure, name the catalogue code and its hint (stderr, also with --json).
+  inv.log.error(`check found ${r.problems.length} problem(s) [CHECK_FAILED]`);
+  inv.log.hint(CATALOGUE.CHECK_FAILED.hint);
+  return CATALOGUE.CHECK_FAILED.exit;
 }
