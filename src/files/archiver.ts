@@ -51,6 +51,9 @@ interface VirtualDir {
 export class Archiver {
   private readonly chunker: Chunker;
   private readonly slots: Semaphore;
+  /** Large files read at once; each holds one reusable window of max chunk size + 1 MiB. */
+  private readonly bigSlots = new Semaphore(2);
+  private readonly windows: Buffer[] = [];
   private readonly p: ArchiveProgress;
 
   constructor(
@@ -58,7 +61,7 @@ export class Archiver {
     private readonly opts: ArchiveOptions,
   ) {
     this.chunker = new Chunker(repo.config.chunker);
-    this.slots = new Semaphore(opts.fileSlots ?? 6);
+    this.slots = new Semaphore(opts.fileSlots ?? 4);
     this.p = opts.progress;
   }
 
@@ -215,26 +218,24 @@ export class Archiver {
       this.p.bytesDone += node.size ?? 0;
       return node;
     }
-    let fh: fsp.FileHandle;
+    const big = this.chunker.windowSize(node.size ?? 0) > 1 << 20;
+    if (big) await this.bigSlots.acquire();
+    let window: Buffer | undefined;
+    let fh: fsp.FileHandle | undefined;
     try {
       fh = await fsp.open(absPath, 'r');
-    } catch (err) {
-      this.fail(absPath, err);
-      return undefined;
-    }
-    try {
+      window = big ? (this.windows.pop() ?? Buffer.allocUnsafe(this.chunker.windowSize(Infinity))) : Buffer.allocUnsafe(this.chunker.windowSize(node.size ?? 0));
       const content: string[] = [];
       const inflight: Array<Promise<unknown>> = [];
       let size = 0;
-      const expected = node.size ?? 0;
-      const readSize = Math.min(Math.max(expected + 1, 64 << 10), Math.max(this.chunker.max, 4 << 20));
-      for await (const chunk of this.chunker.chunks(fh, readSize)) {
+      // Chunks are views into the window: everything in flight must be stored before it refills.
+      for await (const chunk of this.chunker.chunks(fh, window, () => Promise.all(inflight.splice(0)))) {
         this.opts.signal?.throwIfAborted();
         const id = sha256(chunk);
         content.push(id.toString('hex'));
         size += chunk.length;
         this.p.bytesDone += chunk.length;
-        if (inflight.length >= 4) await inflight.shift();
+        if (inflight.length >= 3) await inflight.shift();
         const saved = this.repo.saveBlob('data', chunk, id).then(({ added }) => {
           if (added) {
             this.p.blobsAdded++;
@@ -259,7 +260,11 @@ export class Archiver {
       }
       throw err;
     } finally {
-      await fh.close();
+      await fh?.close();
+      if (big) {
+        if (window) this.windows.push(window);
+        this.bigSlots.release();
+      }
     }
   }
 }

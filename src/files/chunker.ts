@@ -41,7 +41,17 @@ export class Chunker {
 
   /** Length of the next chunk at the start of `buf[0..len)`; `len` is all the data left when at EOF. */
   cut(buf: Uint8Array, len: number): number {
-    if (len <= this.min) return len;
+    const n = this.find(buf, len);
+    return n === -1 ? len : n;
+  }
+
+  /**
+   * Like `cut`, but returns -1 when `buf[0..len)` holds no cut point and is shorter than `max`, so
+   * the chunk needs more data (unless at EOF). A cut point depends only on the bytes before it,
+   * so a cut found in a partial buffer is final.
+   */
+  find(buf: Uint8Array, len: number): number {
+    if (len <= this.min) return len >= this.max ? len : -1;
     const end = Math.min(len, this.max);
     const normal = Math.min(end, this.avg);
     const gear = this.gear;
@@ -57,38 +67,49 @@ export class Chunker {
       h = ((h << 1) + gear[buf[i]!]!) | 0;
       if ((h & maskL) === 0) return i + 1;
     }
-    return end;
+    return end === this.max ? end : -1;
   }
 
   /**
-   * Stream the chunks of an open file, reading `readSize` bytes at a time. Each yielded buffer is
-   * a view that stays valid after the generator moves on.
+   * Stream the chunks of an open file through `window`, a buffer of at least `max + 1` bytes (or
+   * the file size plus one for smaller files) that the caller may reuse once this generator is
+   * done. Each chunk is a view into the window, valid until `beforeRefill` is next called: the
+   * generator awaits it before it moves or overwrites window bytes, so the caller can finish
+   * with outstanding chunks there. No chunk is ever copied; only an unfinished chunk at the end
+   * of the window is moved to its start before the next read.
    */
-  async *chunks(fh: FileHandle, readSize = Math.max(this.max, 4 << 20)): AsyncGenerator<Buffer> {
-    let buf = Buffer.alloc(0);
+  async *chunks(fh: FileHandle, window: Buffer, beforeRefill: () => Promise<unknown> = async () => undefined): AsyncGenerator<Buffer> {
+    let start = 0;
+    let end = 0;
     let eof = false;
     let pos = 0;
     for (;;) {
-      while (!eof && buf.length < this.max) {
-        const block = Buffer.allocUnsafe(readSize);
-        let got = 0;
-        while (got < readSize) {
-          const { bytesRead } = await fh.read(block, got, readSize - got, pos);
-          if (bytesRead === 0) {
-            eof = true;
-            break;
-          }
-          got += bytesRead;
+      let n = end > start ? this.find(window.subarray(start, end), end - start) : -1;
+      if (n === -1 && !eof && (start > 0 || end < window.length)) {
+        await beforeRefill();
+        if (start > 0) {
+          window.copy(window, 0, start, end);
+          end -= start;
+          start = 0;
+        }
+        while (!eof && end < window.length) {
+          const { bytesRead } = await fh.read(window, end, window.length - end, pos);
+          if (bytesRead === 0) eof = true;
+          end += bytesRead;
           pos += bytesRead;
         }
-        const data = block.subarray(0, got);
-        buf = buf.length === 0 ? data : Buffer.concat([buf, data]);
+        continue;
       }
-      if (buf.length === 0) return;
-      const n = this.cut(buf, buf.length);
-      yield buf.subarray(0, n);
-      buf = buf.subarray(n);
+      if (end === start) return;
+      if (n === -1) n = end - start; // EOF, or a full window smaller than max (the file grew): cut here
+      yield window.subarray(start, start + n);
+      start += n;
     }
+  }
+
+  /** Window size for a file of `size` bytes (see `chunks`). */
+  windowSize(size: number): number {
+    return Math.min(this.max + (1 << 20), size + 1);
   }
 }
 

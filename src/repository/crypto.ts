@@ -18,15 +18,32 @@ export class DecryptError extends Error {
   }
 }
 
-/** Encrypt the concatenation of `parts` under `key`. */
-export function seal(key: Buffer, aad: Buffer, parts: readonly Uint8Array[]): Buffer {
+/**
+ * Encrypt the concatenation of `parts` under `key`, returning the sealed object as a list of
+ * buffers (nonce, ciphertext pieces, tag) so large objects need not be copied into one buffer.
+ */
+export function sealParts(key: Buffer, aad: Buffer, parts: readonly Uint8Array[]): { parts: Buffer[]; length: number } {
   const nonce = randomBytes(NONCE_LEN);
   const cipher = createCipheriv('aes-256-gcm', key, nonce);
   cipher.setAAD(aad);
   const out: Buffer[] = [nonce];
-  for (const p of parts) out.push(cipher.update(p));
-  out.push(cipher.final(), cipher.getAuthTag());
-  return Buffer.concat(out);
+  let length = NONCE_LEN + TAG_LEN;
+  for (const p of parts) {
+    const c = cipher.update(p);
+    out.push(c);
+    length += c.length;
+  }
+  const fin = cipher.final();
+  if (fin.length > 0) out.push(fin);
+  length += fin.length;
+  out.push(cipher.getAuthTag());
+  return { parts: out, length };
+}
+
+/** Encrypt the concatenation of `parts` under `key` into one buffer. */
+export function seal(key: Buffer, aad: Buffer, parts: readonly Uint8Array[]): Buffer {
+  const s = sealParts(key, aad, parts);
+  return Buffer.concat(s.parts, s.length);
 }
 
 /** Decrypt and authenticate; throws DecryptError on any mismatch or a too-short input. */

@@ -73,11 +73,19 @@ export function decodeEntries(buf: Buffer, at = 0, count = buf.length / ENTRY_LE
   return out;
 }
 
-/** Accumulates sealed blobs in memory until the pack is finished. */
+/**
+ * Builds a pack incrementally: `add` returns the bytes to append and folds them into the pack's
+ * hash, so the pack can be streamed to storage while it is built. The first bytes of every pack
+ * are `PACK_MAGIC` (`head()`); `finish` returns the header and trailer to append last.
+ */
 export class PackBuilder {
-  private readonly parts: Buffer[] = [PACK_MAGIC];
+  private readonly hash = createHash('sha256').update(PACK_MAGIC);
   private readonly entries: PackEntry[] = [];
   private size = PACK_MAGIC.length;
+
+  head(): Buffer[] {
+    return [PACK_MAGIC];
+  }
 
   get byteSize(): number {
     return this.size;
@@ -87,24 +95,23 @@ export class PackBuilder {
     return this.entries.length;
   }
 
-  add(type: BlobType, id: Buffer, sealed: Buffer, rawLength: number): PackEntry {
-    const entry: PackEntry = { type, id, offset: this.size, length: sealed.length, rawLength };
-    this.parts.push(sealed);
-    this.entries.push(entry);
+  /** Append a sealed blob, given as one buffer or as the parts `sealParts` returned. */
+  add(type: BlobType, id: Buffer, sealed: Buffer | { parts: Buffer[]; length: number }, rawLength: number): Buffer[] {
+    const parts = Buffer.isBuffer(sealed) ? [sealed] : sealed.parts;
+    this.entries.push({ type, id, offset: this.size, length: sealed.length, rawLength });
+    for (const part of parts) this.hash.update(part);
     this.size += sealed.length;
-    return entry;
+    return parts;
   }
 
-  /** Seal the header and return the pack's bytes as parts, its id and its entries. */
-  finish(key: Buffer): { id: string; parts: Buffer[]; size: number; entries: PackEntry[] } {
+  /** Seal the header; returns the pack's id, the bytes to append last, its size and entries. */
+  finish(key: Buffer): { id: string; tail: Buffer[]; size: number; entries: PackEntry[] } {
     const header = seal(key, HEADER_AAD, [encodeEntries(this.entries)]);
     const trailer = Buffer.alloc(TRAILER_LEN);
     trailer.writeUInt32LE(header.length, 0);
     PACK_TRAILER_MAGIC.copy(trailer, 4);
-    const parts = [...this.parts, header, trailer];
-    const hash = createHash('sha256');
-    for (const p of parts) hash.update(p);
-    return { id: hash.digest('hex'), parts, size: this.size + header.length + TRAILER_LEN, entries: this.entries };
+    this.hash.update(header).update(trailer);
+    return { id: this.hash.digest('hex'), tail: [header, trailer], size: this.size + header.length + TRAILER_LEN, entries: this.entries };
   }
 }
 

@@ -14,10 +14,10 @@
  * lists (reported by check, removed by a later prune), never a reference to missing data.
  */
 import { randomBytes } from 'node:crypto';
-import { type Backend, StorageError, isNotFound } from '../storage/backend.js';
+import { type Backend, type ObjectWriter, StorageError, isNotFound } from '../storage/backend.js';
 import { HoldfastError } from '../errors/catalogue.js';
 import { Semaphore } from '../util/semaphore.js';
-import { DecryptError, KEY_LEN, type ScryptParams, seal, sha256, sha256Hex, unseal } from './crypto.js';
+import { DecryptError, KEY_LEN, type ScryptParams, seal, sealParts, sha256, sha256Hex, unseal } from './crypto.js';
 import { type Compression, compress, decompress } from './compress.js';
 import { type KeyFile, KeyFormatError, createKeyFile, parseKeyFile, unwrapKey } from './keys.js';
 import { type BlobType, PackBuilder, PackFormatError, blobAad, packName } from './pack.js';
@@ -98,15 +98,27 @@ export class MasterIndex {
   }
 }
 
+interface OpenPack {
+  readonly builder: PackBuilder;
+  readonly writer: ObjectWriter;
+  /** Writes queued for this pack, in order. */
+  chain: Promise<void>;
+  /** Bytes queued but not yet written. */
+  pending: number;
+}
+
 export class Repository {
   readonly index = new MasterIndex();
   /** Index files loaded (ids), for check and prune. */
   readonly indexFiles: string[] = [];
-  private readonly packers = new Map<BlobType, PackBuilder>();
+  private readonly packers = new Map<BlobType, OpenPack>();
   private readonly pending = new Set<string>();
   private readonly uploads = new Set<Promise<void>>();
-  private readonly uploadSem = new Semaphore(2);
-  private readonly sealSem = new Semaphore(8);
+  /** Finished packs not yet durable (uploading or waiting); producers wait while it is at the limit. */
+  private queuedPacks = 0;
+  private readonly maxQueuedPacks = 6;
+  private packWaiters: Array<() => void> = [];
+  private readonly sealSem = new Semaphore(4);
   private unsavedPacks: IndexPack[] = [];
   private uploadError: unknown;
   private writeOptions: WriteOptions = { compression: { algo: 'zstd', level: 3 }, packSize: 16 << 20 };
@@ -304,50 +316,98 @@ export class Repository {
   }
 
   /**
-   * Store a blob unless it is already known. Resolves once the blob is in a pack builder (not yet
+   * Store a blob unless it is already known. `data` must not change until the returned promise
+   * resolves (callers pass views into read buffers). Resolves once the blob is queued in a pack (not yet
    * durable: `flush()` makes it so). Applies backpressure while packs upload.
    */
   async saveBlob(type: BlobType, data: Buffer, id: Buffer = sha256(data)): Promise<{ id: Buffer; added: boolean }> {
     const hex = id.toString('hex');
     if (this.knows(hex)) return { id, added: false };
     this.pending.add(hex);
-    let sealed: Buffer;
+    let sealed: { parts: Buffer[]; length: number };
     await this.sealSem.acquire();
     try {
       const [mode, payload] = await compress(data, this.writeOptions.compression);
-      sealed = seal(this.masterKey, blobAad(type, id), [Buffer.of(mode), payload]);
+      sealed = sealParts(this.masterKey, blobAad(type, id), [Buffer.of(mode), payload]);
     } finally {
       this.sealSem.release();
     }
-    let packer = this.packers.get(type);
-    if (!packer) {
-      packer = new PackBuilder();
-      this.packers.set(type, packer);
+    while (this.queuedPacks >= this.maxQueuedPacks) await new Promise<void>((resolve) => this.packWaiters.push(resolve));
+    if (this.uploadError) throw this.uploadError;
+    let pack = this.packers.get(type);
+    if (!pack) {
+      pack = await this.startPack();
+      if (this.packers.has(type)) {
+        // Another caller opened one while we waited for the writer; use theirs.
+        void pack.writer.abort();
+        pack = this.packers.get(type)!;
+      } else this.packers.set(type, pack);
     }
-    packer.add(type, id, sealed, data.length);
-    if (packer.byteSize >= this.writeOptions.packSize) {
+    const parts = pack.builder.add(type, id, sealed, data.length);
+    this.append(pack, parts, sealed.length);
+    if (pack.pending > 8 << 20) await pack.chain;
+    if (pack.builder.byteSize >= this.writeOptions.packSize && this.packers.get(type) === pack) {
       this.packers.delete(type);
-      await this.uploadPack(packer);
+      await this.finishPack(pack);
     }
     return { id, added: true };
   }
 
-  private async uploadPack(packer: PackBuilder): Promise<void> {
-    if (this.uploadError) throw this.uploadError;
-    await this.uploadSem.acquire();
-    const task = (async () => {
+  private async startPack(): Promise<OpenPack> {
+    let writer: ObjectWriter;
+    try {
+      writer = await this.backend.openWriter();
+    } catch (err) {
+      throw storageToHoldfast(err, this.backend);
+    }
+    const pack: OpenPack = { builder: new PackBuilder(), writer, chain: Promise.resolve(), pending: 0 };
+    this.append(pack, pack.builder.head(), 0);
+    return pack;
+  }
+
+  /** Queue bytes for the pack's writer, in order; the first failure is kept in uploadError. */
+  private append(pack: OpenPack, parts: Buffer[], length: number): void {
+    pack.pending += length;
+    pack.chain = pack.chain.then(async () => {
       try {
-        const { id, parts, size, entries } = packer.finish(this.masterKey);
-        await this.backend.put(packName(id), Buffer.concat(parts, size));
-        this.addedBytes += size;
-        const pack: IndexPack = { id, size, entries };
-        this.index.add(pack);
-        for (const e of entries) this.pending.delete(e.id.toString('hex'));
-        this.unsavedPacks.push(pack);
+        await pack.writer.write(parts);
       } catch (err) {
         this.uploadError ??= storageToHoldfast(err, this.backend);
+        throw err;
       } finally {
-        this.uploadSem.release();
+        pack.pending -= length;
+      }
+    });
+    pack.chain.catch(() => undefined); // observed through uploadError and finishPack
+  }
+
+  /**
+   * Finish a pack: append header and trailer, commit it durably under its hash, then (and only
+   * then) make its blobs visible in the index. Runs in the background; at most
+   * `maxQueuedPacks` run at once, and producers wait while that many are pending.
+   */
+  private async finishPack(pack: OpenPack): Promise<void> {
+    if (this.uploadError) throw this.uploadError;
+    this.queuedPacks++;
+    const task = (async () => {
+      try {
+        await pack.chain;
+        const { id, tail, size, entries } = pack.builder.finish(this.masterKey);
+        await pack.writer.write(tail);
+        await pack.writer.commit(packName(id));
+        this.addedBytes += size;
+        const done: IndexPack = { id, size, entries };
+        this.index.add(done);
+        for (const e of entries) this.pending.delete(e.id.toString('hex'));
+        this.unsavedPacks.push(done);
+      } catch (err) {
+        this.uploadError ??= storageToHoldfast(err, this.backend);
+        await pack.writer.abort().catch(() => undefined);
+      } finally {
+        this.queuedPacks--;
+        const waiters = this.packWaiters;
+        this.packWaiters = [];
+        for (const w of waiters) w();
       }
     })();
     this.uploads.add(task);
@@ -355,13 +415,14 @@ export class Repository {
     if (this.unsavedPacks.length >= 256) await this.saveIndex();
   }
 
-  /** Make every blob saved so far durable: upload open packs, then write an index file for them. */
+  /** Make every blob saved so far durable: finish open packs, then write an index file for them. */
   async flush(): Promise<void> {
-    for (const [type, packer] of [...this.packers]) {
+    for (const [type, pack] of [...this.packers]) {
       this.packers.delete(type);
-      if (packer.count > 0) await this.uploadPack(packer);
+      if (pack.builder.count > 0) await this.finishPack(pack);
+      else await pack.writer.abort();
     }
-    await Promise.all([...this.uploads]);
+    while (this.uploads.size > 0) await Promise.all([...this.uploads]);
     if (this.uploadError) throw this.uploadError;
     await this.saveIndex();
   }

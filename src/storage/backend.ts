@@ -9,7 +9,8 @@
  * `StorageError('invalid')`. The repository layer chooses names; storage knows nothing of their
  * meaning and imports nothing from the repository.
  *
- * - `put(name, data)` stores the whole object atomically: a reader sees either no object or the
+ * - `put(name, data)` stores the whole object atomically (`data` may be one buffer or a list of
+ *   buffers written back to back, so callers need not concatenate large objects): a reader sees either no object or the
  *   complete new one, never a prefix. When `put` resolves the object is durable (fsynced file and
  *   directory on local disk; acknowledged by the server on remote stores). With
  *   `{ createOnly: true }` the put fails with `StorageError('exists')` if the name already exists,
@@ -24,6 +25,11 @@
  *   prefix ending in '/' such as `snapshots/`, in no particular order, with sizes. Temporary files a crashed writer left
  *   behind are never listed.
  * - `delete(name)` removes the object; deleting a missing object is not an error.
+ * - `openWriter()` returns an `ObjectWriter` for an object whose name is known only at the end
+ *   (packs are named by their hash): `write` appends bytes in call order, `commit(name)` makes the
+ *   whole object durable under `name` with the same atomicity and createOnly semantics as `put`,
+ *   `abort` discards it. Nothing is visible before `commit` resolves. Drivers that cannot stream
+ *   use `BufferedWriter`, which collects the parts and calls `put`.
  * - `close()` releases connections; the backend must not be used afterwards.
  *
  * Errors: every failure is a `StorageError` with a `kind`. `not-found`, `exists`, `short-read`,
@@ -34,12 +40,38 @@ export interface Backend {
   /** Human-readable location, used in messages (`/srv/repo`, `s3://bucket/prefix`). */
   readonly location: string;
   readonly capabilities: Capabilities;
-  put(name: string, data: Uint8Array, options?: PutOptions): Promise<void>;
+  put(name: string, data: PutData, options?: PutOptions): Promise<void>;
   get(name: string, range?: ByteRange): Promise<Buffer>;
   stat(name: string): Promise<ObjectInfo>;
   list(prefix: string): AsyncIterable<ObjectInfo>;
   delete(name: string): Promise<void>;
+  openWriter(): Promise<ObjectWriter>;
   close(): Promise<void>;
+}
+
+export interface ObjectWriter {
+  write(parts: readonly Uint8Array[]): Promise<void>;
+  commit(name: string, options?: PutOptions): Promise<void>;
+  abort(): Promise<void>;
+}
+
+/** ObjectWriter for drivers without streaming writes: collects parts in memory, then `put`s them. */
+export class BufferedWriter implements ObjectWriter {
+  private parts: Uint8Array[] = [];
+  constructor(private readonly backend: Backend) {}
+
+  async write(parts: readonly Uint8Array[]): Promise<void> {
+    this.parts.push(...parts);
+  }
+
+  async commit(name: string, options?: PutOptions): Promise<void> {
+    await this.backend.put(name, this.parts, options);
+    this.parts = [];
+  }
+
+  async abort(): Promise<void> {
+    this.parts = [];
+  }
 }
 
 export interface Capabilities {
@@ -49,6 +81,18 @@ export interface Capabilities {
   readonly maxConcurrency: number;
   /** Data survives the process and the machine (false for the in-memory driver). */
   readonly persistent: boolean;
+}
+
+export type PutData = Uint8Array | readonly Uint8Array[];
+
+export function putParts(data: PutData): readonly Uint8Array[] {
+  return data instanceof Uint8Array ? [data] : data;
+}
+
+export function putSize(data: PutData): number {
+  let n = 0;
+  for (const p of putParts(data)) n += p.byteLength;
+  return n;
 }
 
 export interface PutOptions {

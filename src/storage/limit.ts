@@ -2,7 +2,7 @@
  * Concurrency-limiting wrapper: at most `limit` requests in flight against the inner backend.
  * Listing holds a slot only while it fetches, not while the caller consumes entries.
  */
-import type { Backend, ByteRange, Capabilities, ObjectInfo, PutOptions } from './backend.js';
+import type { Backend, ByteRange, Capabilities, ObjectInfo, ObjectWriter, PutData, PutOptions } from './backend.js';
 import { Semaphore } from '../util/semaphore.js';
 
 export class LimitBackend implements Backend {
@@ -16,7 +16,7 @@ export class LimitBackend implements Backend {
     this.sem = new Semaphore(limit);
   }
 
-  put(name: string, data: Uint8Array, options?: PutOptions): Promise<void> {
+  put(name: string, data: PutData, options?: PutOptions): Promise<void> {
     return this.sem.run(() => this.inner.put(name, data, options));
   }
 
@@ -39,6 +39,15 @@ export class LimitBackend implements Backend {
 
   delete(name: string): Promise<void> {
     return this.sem.run(() => this.inner.delete(name));
+  }
+
+  async openWriter(): Promise<ObjectWriter> {
+    const w = await this.inner.openWriter();
+    return {
+      write: (parts) => w.write(parts),
+      commit: (name, options) => this.sem.run(() => w.commit(name, options)),
+      abort: () => w.abort(),
+    };
   }
 
   close(): Promise<void> {

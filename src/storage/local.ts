@@ -10,7 +10,7 @@ import { constants as osConstants } from 'node:os';
 import * as fsp from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import * as path from 'node:path';
-import { type Backend, type ByteRange, type Capabilities, type ObjectInfo, type PutOptions, StorageError, type StorageErrorKind, checkName } from './backend.js';
+import { type Backend, type ByteRange, type Capabilities, type ObjectInfo, type ObjectWriter, type PutData, type PutOptions, StorageError, type StorageErrorKind, checkName, putParts } from './backend.js';
 import { systemCode } from '../errors/catalogue.js';
 
 const TMP_PREFIX = '.tmp-';
@@ -71,7 +71,7 @@ export class LocalBackend implements Backend {
     this.knownDirs.add(dir);
   }
 
-  async put(name: string, data: Uint8Array, options: PutOptions = {}): Promise<void> {
+  async put(name: string, data: PutData, options: PutOptions = {}): Promise<void> {
     const dest = this.file(name);
     const dir = path.dirname(dest);
     const tmp = path.join(dir, `${TMP_PREFIX}${path.basename(dest)}-${randomBytes(6).toString('hex')}`);
@@ -79,30 +79,96 @@ export class LocalBackend implements Backend {
       await this.ensureDir(dir);
       const fh = await fsp.open(tmp, 'wx', 0o600);
       try {
-        let off = 0;
-        while (off < data.length) {
-          const { bytesWritten } = await fh.write(data, off, data.length - off, off);
-          off += bytesWritten;
+        let pos = 0;
+        for (const part of putParts(data)) {
+          let off = 0;
+          while (off < part.byteLength) {
+            const { bytesWritten } = await fh.write(part, off, part.byteLength - off, pos);
+            off += bytesWritten;
+            pos += bytesWritten;
+          }
         }
         await fh.sync();
       } finally {
         await fh.close();
       }
-      if (options.createOnly) {
-        try {
-          await fsp.link(tmp, dest);
-        } finally {
-          await fsp.unlink(tmp).catch(() => undefined);
-        }
-      } else {
-        await fsp.rename(tmp, dest);
-      }
-      await fsyncDir(dir);
+      await this.publish(tmp, name, options);
     } catch (err) {
       await fsp.unlink(tmp).catch(() => undefined);
-      if (systemCode(err) === 'EEXIST') throw new StorageError('exists', this.location, name, `${name} already exists in ${this.location}`, { cause: err });
-      throw this.wrap(err, name, 'cannot write');
+      throw this.wrapWrite(err, name);
     }
+  }
+
+  private wrapWrite(err: unknown, name: string): StorageError {
+    if (systemCode(err) === 'EEXIST') return new StorageError('exists', this.location, name, `${name} already exists in ${this.location}`, { cause: err });
+    return this.wrap(err, name, 'cannot write');
+  }
+
+  /** Move an fsynced temporary file to `name` (rename, or link for createOnly) and fsync the directory. */
+  private async publish(tmp: string, name: string, options: PutOptions): Promise<void> {
+    const dest = this.file(name);
+    const dir = path.dirname(dest);
+    await this.ensureDir(dir);
+    if (options.createOnly) {
+      try {
+        await fsp.link(tmp, dest);
+      } finally {
+        await fsp.unlink(tmp).catch(() => undefined);
+      }
+    } else {
+      await fsp.rename(tmp, dest);
+    }
+    await fsyncDir(dir);
+  }
+
+  async openWriter(): Promise<ObjectWriter> {
+    const tmp = path.join(this.root, `${TMP_PREFIX}writer-${randomBytes(8).toString('hex')}`);
+    let fh: fsp.FileHandle;
+    try {
+      fh = await fsp.open(tmp, 'wx', 0o600);
+    } catch (err) {
+      throw this.wrap(err, '(new object)', 'cannot write');
+    }
+    let pos = 0;
+    let closed = false;
+    const close = async (): Promise<void> => {
+      if (!closed) {
+        closed = true;
+        await fh.close();
+      }
+    };
+    return {
+      write: async (parts) => {
+        try {
+          for (const part of parts) {
+            let off = 0;
+            while (off < part.byteLength) {
+              const { bytesWritten } = await fh.write(part, off, part.byteLength - off, pos);
+              off += bytesWritten;
+              pos += bytesWritten;
+            }
+          }
+        } catch (err) {
+          throw this.wrap(err, '(new object)', 'cannot write');
+        }
+      },
+      commit: async (name, options = {}) => {
+        try {
+          checkName(this.location, name);
+          await fh.sync();
+          await close();
+          await this.publish(tmp, name, options);
+        } catch (err) {
+          await close().catch(() => undefined);
+          await fsp.unlink(tmp).catch(() => undefined);
+          throw this.wrapWrite(err, name);
+        }
+      },
+      abort: async () => {
+        await close().catch(() => undefined);
+        await fsp.unlink(tmp).catch(() => undefined);
+      },
+    };
   }
 
   async get(name: string, range?: ByteRange): Promise<Buffer> {

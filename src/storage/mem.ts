@@ -2,7 +2,7 @@
  * In-memory driver: a real Backend for unit tests and for measuring the layers above storage.
  * Objects are copied in and out so callers cannot alias stored bytes.
  */
-import { type Backend, type ByteRange, type Capabilities, type ObjectInfo, type PutOptions, StorageError, checkName } from './backend.js';
+import { type Backend, BufferedWriter, type ByteRange, type Capabilities, type ObjectInfo, type ObjectWriter, type PutData, type PutOptions, StorageError, checkName, putParts } from './backend.js';
 
 export class MemoryBackend implements Backend {
   readonly location: string;
@@ -13,10 +13,10 @@ export class MemoryBackend implements Backend {
     this.location = location;
   }
 
-  async put(name: string, data: Uint8Array, options: PutOptions = {}): Promise<void> {
+  async put(name: string, data: PutData, options: PutOptions = {}): Promise<void> {
     checkName(this.location, name);
     if (options.createOnly && this.objects.has(name)) throw new StorageError('exists', this.location, name, `${name} already exists in ${this.location}`);
-    this.objects.set(name, Buffer.from(data));
+    this.objects.set(name, Buffer.concat(putParts(data)));
   }
 
   async get(name: string, range?: ByteRange): Promise<Buffer> {
@@ -47,6 +47,10 @@ export class MemoryBackend implements Backend {
   async delete(name: string): Promise<void> {
     checkName(this.location, name);
     this.objects.delete(name);
+  }
+
+  async openWriter(): Promise<ObjectWriter> {
+    return new BufferedWriter(this);
   }
 
   async close(): Promise<void> {
