@@ -51,7 +51,7 @@ interface VirtualDir {
 export class Archiver {
   private readonly chunker: Chunker;
   private readonly slots: Semaphore;
-  /** Large files read at once; each holds one reusable window of max chunk size + 1 MiB. */
+  /** Files of 128 KiB or more read at once; each holds one reusable window of max chunk size + 1 MiB. */
   private readonly bigSlots = new Semaphore(2);
   private readonly windows: Buffer[] = [];
   private readonly p: ArchiveProgress;
@@ -143,11 +143,13 @@ export class Archiver {
    * files proceed at once (the wrapper object keeps `await` from flattening the inner promise);
    * directories resolve when their whole subtree is saved.
    */
-  private async saveEntry(absPath: string, name: string, parentNode: TreeNode | undefined): Promise<{ done: Promise<TreeNode> } | undefined> {
+  private async saveEntry(absPath: string, name: string, parentNode: TreeNode | undefined, stat?: BigIntStats | Error): Promise<{ done: Promise<TreeNode> } | undefined> {
     this.opts.signal?.throwIfAborted();
     let st: BigIntStats;
     try {
-      st = await fsp.lstat(absPath, { bigint: true });
+      const got = stat ?? (await fsp.lstat(absPath, { bigint: true }));
+      if (got instanceof Error) throw got;
+      st = got;
     } catch (err) {
       this.fail(absPath, err);
       return undefined;
@@ -169,6 +171,7 @@ export class Archiver {
         }
         return { done: Promise.resolve(node) };
       case 'file': {
+        if (this.unchanged(node, parentNode)) return { done: Promise.resolve(node) };
         await this.slots.acquire();
         const done = this.saveFile(absPath, node, parentNode).finally(() => this.slots.release());
         // Errors are reported through onError; the node is dropped from the tree.
@@ -192,33 +195,46 @@ export class Archiver {
       names = [];
     }
     const pending: Array<Promise<TreeNode>> = [];
-    for (const name of names) {
-      const childPath = absPath === '/' ? `/${name}` : `${absPath}/${name}`;
-      if (this.opts.excluder.excluded(childPath, name)) continue;
-      const started = await this.saveEntry(childPath, name, parent?.get(name));
-      if (started) pending.push(started.done);
+    const base = absPath === '/' ? '' : absPath;
+    const included = names.filter((name) => !this.opts.excluder.excluded(`${base}/${name}`, name));
+    // Stat a batch of entries at once: one thread-pool round trip per entry in series would
+    // dominate backups of many small or unchanged files.
+    for (let i = 0; i < included.length; i += STAT_BATCH) {
+      const batch = included.slice(i, i + STAT_BATCH);
+      const stats = await Promise.all(batch.map((name) => fsp.lstat(`${base}/${name}`, { bigint: true }).catch((err: unknown) => (err instanceof Error ? err : new Error(String(err))))));
+      for (const [j, name] of batch.entries()) {
+        const started = await this.saveEntry(`${base}/${name}`, name, parent?.get(name), stats[j]!);
+        if (started) pending.push(started.done);
+      }
     }
     const nodes = (await Promise.all(pending)).filter((n) => n !== SKIP);
     return this.saveTree({ nodes });
   }
 
+  /** Reuse the parent snapshot's content when size, mtime, ctime and inode are unchanged. */
+  private unchanged(node: TreeNode, parentNode: TreeNode | undefined): boolean {
+    if (
+      parentNode?.type !== 'file' ||
+      parentNode.size !== node.size ||
+      parentNode.mtime !== node.mtime ||
+      parentNode.ctime !== node.ctime ||
+      parentNode.inode !== node.inode ||
+      !parentNode.content?.every((id) => this.repo.knows(id))
+    ) {
+      return false;
+    }
+    node.content = parentNode.content;
+    this.p.filesUnchanged++;
+    this.p.filesDone++;
+    this.p.bytesDone += node.size ?? 0;
+    return true;
+  }
+
   private async saveFile(absPath: string, node: TreeNode, parentNode: TreeNode | undefined): Promise<TreeNode | undefined> {
     this.p.current = absPath;
-    if (
-      parentNode?.type === 'file' &&
-      parentNode.size === node.size &&
-      parentNode.mtime === node.mtime &&
-      parentNode.ctime === node.ctime &&
-      parentNode.inode === node.inode &&
-      parentNode.content?.every((id) => this.repo.knows(id))
-    ) {
-      node.content = parentNode.content;
-      this.p.filesUnchanged++;
-      this.p.filesDone++;
-      this.p.bytesDone += node.size ?? 0;
-      return node;
-    }
-    const big = this.chunker.windowSize(node.size ?? 0) > 1 << 20;
+    // Files above the initial mmap threshold share pooled windows: allocating and freeing one per
+    // file makes glibc raise that threshold and fragment the heap.
+    const big = (node.size ?? 0) >= 128 << 10;
     if (big) await this.bigSlots.acquire();
     let window: Buffer | undefined;
     let fh: fsp.FileHandle | undefined;
@@ -270,6 +286,7 @@ export class Archiver {
 }
 
 const SKIP = Symbol('skip') as unknown as TreeNode;
+const STAT_BATCH = 64;
 
 function isSourceError(err: unknown): boolean {
   const code = systemCode(err);
