@@ -133,7 +133,7 @@ export async function checkRepository(repo: Repository, opts: CheckOptions): Pro
   async function treeProblems(id: string): Promise<{ keys: Set<string>; children: string[] }> {
     const keys = new Set<string>();
     const children: string[] = [];
-    const loc = repo.index.get(id);
+    const loc = repo.index.get(id, 'tree');
     if (!loc) {
       add(`blob:${id}`, 'blob-missing', id, `tree blob ${id} is not in the index`);
       keys.add(`blob:${id}`);
@@ -148,7 +148,7 @@ export async function checkRepository(repo: Repository, opts: CheckOptions): Pro
       for (const n of tree.nodes) {
         if (n.type === 'dir' && n.subtree) children.push(n.subtree);
         for (const blob of n.content ?? []) {
-          const bl = repo.index.get(blob);
+          const bl = repo.index.get(blob, 'data');
           if (!bl) {
             add(`blob:${blob}`, 'blob-missing', blob, `data blob ${blob} (in ${JSON.stringify(n.name)}) is not in the index`);
             keys.add(`blob:${blob}`);

@@ -90,7 +90,7 @@ export class Archiver {
   }
 
   private async loadParent(id: string | undefined): Promise<Map<string, TreeNode> | undefined> {
-    if (!id || !this.repo.index.has(id)) return undefined;
+    if (!id || !this.repo.index.has(id, 'tree')) return undefined;
     try {
       const tree = decodeTree(await this.repo.loadBlob('tree', id), id);
       return new Map(tree.nodes.map((n) => [n.name, n]));
@@ -219,7 +219,7 @@ export class Archiver {
       parentNode.mtime !== node.mtime ||
       parentNode.ctime !== node.ctime ||
       parentNode.inode !== node.inode ||
-      !parentNode.content?.every((id) => this.repo.knows(id))
+      !parentNode.content?.every((id) => this.repo.knows('data', id))
     ) {
       return false;
     }

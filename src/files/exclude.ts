@@ -49,7 +49,7 @@ export function globToRegex(glob: string): string {
       else {
         let set = glob.slice(i + 1, end).replace(/\\/g, '\\\\');
         if (set.startsWith('!')) set = '^' + set.slice(1);
-        out += `[${set}]`;
+        out += `(?!/)[${set}]`; // like "?", a set never matches "/"
         i = end;
       }
     } else out += c.replace(/[.+^${}()|\\]/g, '\\$&');

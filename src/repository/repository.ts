@@ -62,39 +62,46 @@ export interface InitOptions {
   readonly chunker: Omit<ChunkerParams, 'seed'>;
 }
 
-/** Every blob id the repository knows, with where it lives. */
+/**
+ * Every blob the repository knows, with where it lives. Blobs are identified by (type, id): a
+ * data blob and a tree blob with the same bytes are distinct blobs.
+ */
 export class MasterIndex {
-  private readonly blobs = new Map<string, BlobLocation>();
+  private readonly blobs: Record<BlobType, Map<string, BlobLocation>> = { data: new Map(), tree: new Map() };
   readonly packs = new Map<string, { size: number; count: number }>();
-  /** Blob ids listed in more than one pack (harmless after crashes; reported by check). */
+  /** Blobs listed in more than one pack (harmless after crashes; reported by check). */
   duplicates = 0;
 
   add(pack: IndexPack): void {
     if (!this.packs.has(pack.id)) this.packs.set(pack.id, { size: pack.size, count: pack.entries.length });
     for (const e of pack.entries) {
       const id = e.id.toString('hex');
-      if (this.blobs.has(id)) {
-        if (this.blobs.get(id)!.pack !== pack.id) this.duplicates++;
+      const map = this.blobs[e.type];
+      const existing = map.get(id);
+      if (existing) {
+        if (existing.pack !== pack.id) this.duplicates++;
         continue;
       }
-      this.blobs.set(id, { type: e.type, pack: pack.id, offset: e.offset, length: e.length, rawLength: e.rawLength });
+      map.set(id, { type: e.type, pack: pack.id, offset: e.offset, length: e.length, rawLength: e.rawLength });
     }
   }
 
-  get(id: string): BlobLocation | undefined {
-    return this.blobs.get(id);
+  /** The blob's location; without `type`, a data blob is preferred over a tree blob. */
+  get(id: string, type?: BlobType): BlobLocation | undefined {
+    return type ? this.blobs[type].get(id) : (this.blobs.data.get(id) ?? this.blobs.tree.get(id));
   }
 
-  has(id: string): boolean {
-    return this.blobs.has(id);
+  has(id: string, type?: BlobType): boolean {
+    return this.get(id, type) !== undefined;
   }
 
   get blobCount(): number {
-    return this.blobs.size;
+    return this.blobs.data.size + this.blobs.tree.size;
   }
 
-  entries(): IterableIterator<[string, BlobLocation]> {
-    return this.blobs.entries();
+  *entries(): IterableIterator<[string, BlobLocation]> {
+    yield* this.blobs.data.entries();
+    yield* this.blobs.tree.entries();
   }
 }
 
@@ -149,13 +156,20 @@ export class Repository {
       chunker: { seed: randomBytes(32).toString('base64'), ...options.chunker },
     };
     const key = await createKeyFile(master, password, options.kdf);
+    const keyName = `keys/${key.id}`;
     try {
       // Key first, then config: a repository whose config exists always has a key that opens it.
-      await backend.put(`keys/${key.id}`, key.bytes, { createOnly: true });
-      const repo = new Repository(backend, master, config, key.id);
+      await backend.put(keyName, key.bytes, { createOnly: true });
+    } catch (err) {
+      throw storageToHoldfast(err, backend);
+    }
+    const repo = new Repository(backend, master, config, key.id);
+    try {
       await backend.put('config', await repo.sealFile('config', Buffer.from(JSON.stringify(config))), { createOnly: true });
       return repo;
     } catch (err) {
+      // Lost the race for config (or failed writing it): our key wraps a master key nobody uses.
+      await backend.delete(keyName).catch(() => undefined);
       if (err instanceof StorageError && err.kind === 'exists') throw new HoldfastError('REPO_EXISTS', `a repository already exists at ${backend.location}`, { location: backend.location });
       throw storageToHoldfast(err, backend);
     }
@@ -177,6 +191,7 @@ export class Repository {
     }
     if (keyNames.length === 0) throw new HoldfastError('INTEGRITY', `repository at ${backend.location} has a config but no key files`, { location: backend.location, object: 'keys/' });
     let unreadable = 0;
+    let configFailure: HoldfastError | undefined;
     for (const name of keyNames.sort()) {
       let file: KeyFile;
       try {
@@ -191,9 +206,21 @@ export class Repository {
       const master = await unwrapKey(file, password);
       if (!master) continue;
       const keyId = name.slice('keys/'.length);
-      const config = await parseConfig(master, sealedConfig, backend.location);
+      let config: RepoConfig;
+      try {
+        config = await parseConfig(master, sealedConfig, backend.location);
+      } catch (err) {
+        // A key for another master key (left by an interrupted or racing init) opens with this
+        // password but not the config: try the next key, and report the config only if none fits.
+        if (err instanceof HoldfastError && err.code === 'INTEGRITY' && err.data['authFailed'] === true) {
+          configFailure ??= err;
+          continue;
+        }
+        throw err;
+      }
       return new Repository(backend, master, config, keyId);
     }
+    if (configFailure) throw configFailure;
     throw new HoldfastError('WRONG_PASSWORD', `wrong password: none of the ${keyNames.length} key(s) of ${backend.location} opens with it${unreadable ? ` (${unreadable} key file(s) unreadable)` : ''}`, {
       location: backend.location,
       keys: keyNames.length,
@@ -311,8 +338,8 @@ export class Repository {
   // ---------------------------------------------------------------- blobs
 
   /** True when the blob is stored or being stored by this process. */
-  knows(id: string): boolean {
-    return this.index.has(id) || this.pending.has(id);
+  knows(type: BlobType, id: string): boolean {
+    return this.index.has(id, type) || this.pending.has(`${type}:${id}`);
   }
 
   /**
@@ -322,8 +349,8 @@ export class Repository {
    */
   async saveBlob(type: BlobType, data: Buffer, id: Buffer = sha256(data)): Promise<{ id: Buffer; added: boolean }> {
     const hex = id.toString('hex');
-    if (this.knows(hex)) return { id, added: false };
-    this.pending.add(hex);
+    if (this.knows(type, hex)) return { id, added: false };
+    this.pending.add(`${type}:${hex}`);
     let sealed: { parts: Buffer[]; length: number };
     await this.sealSem.acquire();
     try {
@@ -398,7 +425,7 @@ export class Repository {
         this.addedBytes += size;
         const done: IndexPack = { id, size, entries };
         this.index.add(done);
-        for (const e of entries) this.pending.delete(e.id.toString('hex'));
+        for (const e of entries) this.pending.delete(`${e.type}:${e.id.toString('hex')}`);
         this.unsavedPacks.push(done);
       } catch (err) {
         this.uploadError ??= storageToHoldfast(err, this.backend);
@@ -436,9 +463,8 @@ export class Repository {
   }
 
   async loadBlob(type: BlobType, id: string): Promise<Buffer> {
-    const loc = this.index.get(id);
-    if (!loc) throw new HoldfastError('OBJECT_MISSING', `blob ${id} is not in the index`, { blob: id });
-    if (loc.type !== type) throw new HoldfastError('INTEGRITY', `blob ${id} is a ${loc.type} blob, expected ${type}`, { blob: id, pack: loc.pack });
+    const loc = this.index.get(id, type);
+    if (!loc) throw new HoldfastError('OBJECT_MISSING', `${type} blob ${id} is not in the index`, { blob: id });
     const name = packName(loc.pack);
     let sealed: Buffer;
     try {
@@ -532,7 +558,7 @@ async function parseConfig(master: Buffer, sealed: Buffer, location: string): Pr
   try {
     plain = unseal(master, fileAad('config'), sealed);
   } catch {
-    throw new HoldfastError('INTEGRITY', `config of ${location} fails authentication: it is corrupt or was replaced`, { object: 'config', location });
+    throw new HoldfastError('INTEGRITY', `config of ${location} fails authentication: it is corrupt or was replaced`, { object: 'config', location, authFailed: true });
   }
   let cfg: RepoConfig;
   try {

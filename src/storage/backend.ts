@@ -5,7 +5,8 @@
  * Contract
  * --------
  * Names are relative, '/'-separated paths such as `data/ab/ab12…` or `keys/4f…`. A name never
- * starts with '/', never contains '..' or empty segments; drivers reject such names with
+ * starts with '/', never contains '..' or empty segments, and no segment starts with `.tmp-`
+ * (reserved for drivers' temporary objects); drivers reject such names with
  * `StorageError('invalid')`. The repository layer chooses names; storage knows nothing of their
  * meaning and imports nothing from the repository.
  *
@@ -61,7 +62,8 @@ export class BufferedWriter implements ObjectWriter {
   constructor(private readonly backend: Backend) {}
 
   async write(parts: readonly Uint8Array[]): Promise<void> {
-    this.parts.push(...parts);
+    // Copy: the caller may reuse its buffers once write() resolved.
+    for (const p of parts) this.parts.push(Uint8Array.prototype.slice.call(p));
   }
 
   async commit(name: string, options?: PutOptions): Promise<void> {
@@ -133,6 +135,9 @@ export function isNotFound(err: unknown): boolean {
   return err instanceof StorageError && err.kind === 'not-found';
 }
 
+/** Names with a segment starting with this are reserved for drivers' temporary objects. */
+export const RESERVED_PREFIX = '.tmp-';
+
 /** Validate a storage name against the contract; shared by all drivers. */
 export function checkName(location: string, name: string, allowPrefix = false): void {
   if (allowPrefix && name === '') return;
@@ -142,6 +147,6 @@ export function checkName(location: string, name: string, allowPrefix = false): 
     name.includes('\\') ||
     name.includes('\0') ||
     (!allowPrefix && (name === '' || name.endsWith('/'))) ||
-    name.split('/').some((seg, i, all) => seg === '..' || seg === '.' || (seg === '' && !(allowPrefix && i === all.length - 1)));
+    name.split('/').some((seg, i, all) => seg === '..' || seg === '.' || seg.startsWith(RESERVED_PREFIX) || (seg === '' && !(allowPrefix && i === all.length - 1)));
   if (bad) throw new StorageError('invalid', location, name, `invalid storage name ${JSON.stringify(name)}`);
 }

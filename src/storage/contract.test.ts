@@ -7,24 +7,11 @@ import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { describe, test } from 'node:test';
 import { type Backend, BufferedWriter, type ByteRange, type Capabilities, type ObjectInfo, type ObjectWriter, type PutData, type PutOptions } from './backend.js';
-import { type ContractOptions, assertBytes, backendContract, listAll } from './contract.js';
+import { assertBytes, backendContract, listAll } from './contract.js';
 import { LimitBackend } from './limit.js';
 import { LocalBackend } from './local.js';
 import { MemoryBackend } from './mem.js';
 import { Rng, tmpDir } from '../testing/helpers.js';
-
-// Known local-driver bugs, found by this suite. Each runs and reports as todo until fixed.
-const LOCAL_KNOWN_BUGS: ContractOptions = {
-  todo: {
-    'prefix-is-not-object':
-      "BUG LocalBackend.get/stat/delete: a name that is a directory on disk (e.g. 'dir' after put('dir/obj')) is not 'not-found': " +
-      "stat resolves with the directory's size, get rejects with kind 'io' (EISDIR), delete rejects with kind 'io' (EISDIR)",
-    'list-below-object': "BUG LocalBackend.list: list('config/') where 'config' is an object rejects with kind 'not-found' (ENOTDIR from readdir) instead of yielding nothing",
-    'range-start-past-end':
-      "BUG LocalBackend.get: get(name, {offset: 1000, length: 0}) of a 3-byte object resolves with an empty buffer; MemoryBackend rejects with 'short-read'",
-    'list-reserved-looking-names': "BUG LocalBackend: objects named '.tmp-…' are valid names for put/get/stat but list() never reports them (the driver's temp prefix is not reserved by checkName)",
-  },
-};
 
 async function local(): Promise<{ backend: LocalBackend; cleanup: () => Promise<void> }> {
   const { dir, cleanup } = await tmpDir('holdfast-contract-');
@@ -33,17 +20,8 @@ async function local(): Promise<{ backend: LocalBackend; cleanup: () => Promise<
 
 const noCleanup = async (): Promise<void> => undefined;
 
-backendContract('local', local, LOCAL_KNOWN_BUGS);
-// Known bugs of the in-memory driver (shared by every driver that streams through BufferedWriter).
-const MEMORY_KNOWN_BUGS: ContractOptions = {
-  todo: {
-    'writer-copies-input':
-      'BUG BufferedWriter.write (src/storage/backend.ts): keeps references to the caller\'s buffers until commit, so a buffer changed after ' +
-      'write() resolved changes the committed object (LocalBackend writes the bytes at once and is not affected)',
-  },
-};
-
-backendContract('memory', async () => ({ backend: new MemoryBackend(), cleanup: noCleanup }), MEMORY_KNOWN_BUGS);
+backendContract('local', local);
+backendContract('memory', async () => ({ backend: new MemoryBackend(), cleanup: noCleanup }));
 // A limit of 2 (below every driver's maxConcurrency) makes requests queue in the wrapper.
 backendContract(
   'limit(local)',
@@ -51,9 +29,8 @@ backendContract(
     const f = await local();
     return { backend: new LimitBackend(f.backend, 2), cleanup: f.cleanup };
   },
-  LOCAL_KNOWN_BUGS,
 );
-backendContract('limit(memory)', async () => ({ backend: new LimitBackend(new MemoryBackend(), 2), cleanup: noCleanup }), MEMORY_KNOWN_BUGS);
+backendContract('limit(memory)', async () => ({ backend: new LimitBackend(new MemoryBackend(), 2), cleanup: noCleanup }));
 
 // ---------------------------------------------------------------- local driver only
 

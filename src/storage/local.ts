@@ -10,10 +10,10 @@ import { constants as osConstants } from 'node:os';
 import * as fsp from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import * as path from 'node:path';
-import { type Backend, type ByteRange, type Capabilities, type ObjectInfo, type ObjectWriter, type PutData, type PutOptions, StorageError, type StorageErrorKind, checkName, putParts } from './backend.js';
+import { type Backend, type ByteRange, type Capabilities, type ObjectInfo, type ObjectWriter, type PutData, type PutOptions, RESERVED_PREFIX, StorageError, type StorageErrorKind, checkName, putParts } from './backend.js';
 import { systemCode } from '../errors/catalogue.js';
 
-const TMP_PREFIX = '.tmp-';
+const TMP_PREFIX = RESERVED_PREFIX;
 
 export class LocalBackend implements Backend {
   readonly location: string;
@@ -36,7 +36,8 @@ export class LocalBackend implements Backend {
     const code = systemCode(err);
     const errno = (err as { errno?: number }).errno;
     let kind: StorageErrorKind = 'io';
-    if (code === 'ENOENT' || code === 'ENOTDIR') kind = 'not-found';
+    // A directory is a prefix, not an object: EISDIR reads as "no such object".
+    if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'EISDIR') kind = 'not-found';
     else if (code === 'EEXIST') kind = 'exists';
     else if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') kind = 'permission';
     const detail = errno === -osConstants.errno.ESTALE ? 'ESTALE (stale file handle)' : (code ?? String(err));
@@ -184,7 +185,7 @@ export class LocalBackend implements Backend {
           if (bytesRead === 0) break;
           got += bytesRead;
         }
-        if (got < range.length) {
+        if (got < range.length || (range.length === 0 && range.offset > (await fh.stat()).size)) {
           throw new StorageError('short-read', this.location, name, `${name} in ${this.location} is shorter than expected: wanted ${range.length} bytes at offset ${range.offset}, got ${got}`);
         }
         return buf;
@@ -199,6 +200,7 @@ export class LocalBackend implements Backend {
   async stat(name: string): Promise<ObjectInfo> {
     try {
       const st = await fsp.stat(this.file(name));
+      if (!st.isFile()) throw new StorageError('not-found', this.location, name, `${name} not found in ${this.location} (it is a directory)`);
       return { name, size: st.size };
     } catch (err) {
       throw this.wrap(err, name, 'cannot stat');
@@ -216,7 +218,8 @@ export class LocalBackend implements Backend {
       try {
         entries = await fsp.readdir(dir, { withFileTypes: true });
       } catch (err) {
-        if (systemCode(err) === 'ENOENT') continue;
+        const code = systemCode(err);
+        if (code === 'ENOENT' || code === 'ENOTDIR') continue; // nothing below a missing prefix or an object
         throw this.wrap(err, rel, 'cannot list');
       }
       for (const ent of entries) {
@@ -244,7 +247,8 @@ export class LocalBackend implements Backend {
       await fsp.unlink(file);
       await fsyncDir(path.dirname(file));
     } catch (err) {
-      if (systemCode(err) === 'ENOENT') return;
+      const code = systemCode(err);
+      if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'EISDIR') return;
       throw this.wrap(err, name, 'cannot delete');
     }
   }
