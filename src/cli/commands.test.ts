@@ -83,6 +83,7 @@ describe('snapshots, ls, restore selection, diff and stats', { timeout: 120_000 
     await fsp.writeFile(path.join(src, 'added.txt'), rng.bytes(777));
     await fsp.mkdir(path.join(src, 'sub/new dir'));
     await fsp.writeFile(path.join(src, 'sub/new dir/file'), rng.bytes(10));
+    await fsp.chmod(path.join(src, 'with space.txt'), 0o600); // metadata only
     ids.push(backup('--host', 'alpha'));
     ids.push(backup('--host', 'beta', '--tag', 'adhoc', '--exclude', '*.tmp', '--exclude', `${src}/cache`, '--exclude', 'inner/x.txt'));
   });
@@ -115,7 +116,7 @@ describe('snapshots, ls, restore selection, diff and stats', { timeout: 120_000 
     // The parent is the latest snapshot of the same host and paths.
     assert.equal(list[1]!.parent, ids[0]);
     assert.equal(list[2]!.parent, undefined);
-    assert.equal(list[1]!.summary.filesChanged, 1);
+    assert.equal(list[1]!.summary.filesChanged, 2); // change.txt, and the chmod'ed file is read again
     assert.equal(list[1]!.summary.filesNew, 2);
 
     const only = (...args: string[]): string[] => okJson<SnapshotJson[]>(['snapshots', ...args], env).map((s) => s.id);
@@ -203,6 +204,8 @@ describe('snapshots, ls, restore selection, diff and stats', { timeout: 120_000 
       `M  ${src}/change.txt`,
     ].sort());
     for (const l of d) assert.match(l, /^[+\-MTU]  \//, `unexpected diff line ${JSON.stringify(l)}`);
+    assert.ok(d.includes(`U  ${src}/with space.txt`), `a chmod shows as U:\n${d.join('\n')}`);
+    assert.ok(!d.some((l) => l.endsWith('/keep.txt')), 'an untouched file must not be listed');
 
     const back = lines(ok(['diff', uniquePrefix(ids[1]!, ids), uniquePrefix(ids[0]!, ids)], env).stdout).filter((l) => /^[+\-M] /.test(l));
     assert.ok(back.includes(`-  ${src}/added.txt`) && back.includes(`+  ${src}/remove.txt`) && back.includes(`M  ${src}/change.txt`), back.join('\n'));
@@ -229,6 +232,60 @@ describe('snapshots, ls, restore selection, diff and stats', { timeout: 120_000 
     assert.match(text, /^snapshots: +3$/m);
     assert.match(text, /^dedup ratio: +\d+\.\d\dx$/m);
     ok(['check', '--read-data'], env);
+  });
+});
+
+describe('snapshot ids and backup paths', { timeout: 120_000 }, () => {
+  let dir: string;
+  let cleanup: () => Promise<void>;
+  let env: Env;
+  let src: string;
+
+  before(async () => {
+    ({ dir, cleanup } = await workspace('holdfast-e2e-ids-'));
+    src = path.join(dir, 'src');
+    const rng = new Rng(606);
+    await fsp.mkdir(path.join(src, 'one/deeper'), { recursive: true });
+    await fsp.mkdir(path.join(src, 'two'));
+    await fsp.writeFile(path.join(src, 'one/deeper/f'), rng.bytes(2000));
+    await fsp.writeFile(path.join(src, 'two/g'), rng.bytes(2000));
+    await fsp.writeFile(path.join(src, 'top'), rng.bytes(2000));
+    env = initRepo(path.join(dir, 'repo'));
+  });
+  after(() => cleanup());
+
+  test('several paths and single files are backed up and restored under their absolute paths', async () => {
+    const single = okJson<{ snapshot: string }>(['backup', path.join(src, 'top')], env).snapshot;
+    const t1 = path.join(dir, 'r-single');
+    ok(['restore', single, '--target', t1], env);
+    assert.ok(fs.readFileSync(restoredPath(t1, path.join(src, 'top'))).equals(fs.readFileSync(path.join(src, 'top'))));
+    assert.deepEqual(fs.readdirSync(restoredPath(t1, src)), ['top']);
+
+    // Given out of order, with a duplicate and a relative spelling.
+    const rel = path.relative(process.cwd(), path.join(src, 'one/deeper'));
+    const multi = okJson<{ snapshot: string }>(['backup', path.join(src, 'two'), rel, path.join(src, 'two')], env).snapshot;
+    const list = okJson<Array<{ id: string; paths: string[] }>>(['snapshots'], env);
+    assert.deepEqual(list.find((s) => s.id === multi)?.paths, [path.join(src, 'one/deeper'), path.join(src, 'two')]);
+    const t2 = path.join(dir, 'r-multi');
+    ok(['restore', multi, '--target', t2], env);
+    assert.deepEqual(fs.readdirSync(restoredPath(t2, src)).sort(), ['one', 'two']);
+    await assertSameTree(path.join(src, 'one'), path.join(restoredPath(t2, src), 'one'));
+    await assertSameTree(path.join(src, 'two'), path.join(restoredPath(t2, src), 'two'));
+    ok(['check'], env);
+  });
+
+  test('an ambiguous id prefix is refused; a unique one works', async () => {
+    // 17 snapshots: by the pigeonhole principle two share their first hex digit.
+    for (let i = 0; i < 15; i++) ok(['backup', path.join(src, 'top'), '--tag', `n${i}`], env);
+    const ids = okJson<Array<{ id: string }>>(['snapshots'], env).map((s) => s.id);
+    assert.equal(ids.length, 17);
+    const shared = [...'0123456789abcdef'].find((c) => ids.filter((id) => id.startsWith(c)).length >= 2)!;
+    fails(['ls', shared], env, 17, 'SNAPSHOT_NOT_FOUND', 'ambiguous');
+    fails(['restore', shared, '--target', path.join(dir, 'never')], env, 17, 'SNAPSHOT_NOT_FOUND', 'ambiguous');
+    assert.ok(!fs.existsSync(path.join(dir, 'never')));
+    const target = ids.find((id) => id.startsWith(shared))!;
+    ok(['ls', uniquePrefix(target, ids)], env);
+    ok(['ls', target], env);
   });
 });
 

@@ -25,7 +25,7 @@ interface CheckJson {
  * files count: the write has begun), then SIGKILL it. Bounded: fails after 90 s or if the
  * backup ends on its own before the kill point.
  */
-async function killBackupMidway(repo: string, env: Env, paths: string[], packs: number, rng: Rng): Promise<void> {
+async function killBackupMidway(repo: string, env: Env, paths: string[], packs: number, rng: Rng, signal: NodeJS.Signals = 'SIGKILL'): Promise<{ code: number | null; stderr: string }> {
   const data = path.join(repo, 'data');
   const base = listFiles(data).length;
   const child = cliSpawn(['backup', ...paths], env);
@@ -43,11 +43,15 @@ async function killBackupMidway(repo: string, env: Env, paths: string[], packs: 
   }
   // A little seeded jitter so the kill lands at different points of a pack write.
   if (reached) await sleep(rng.int(40));
-  child.kill('SIGKILL');
+  const running = child.exitCode === null && child.signalCode === null;
+  child.kill(signal);
   const end = await Promise.race([exited, sleep(30_000).then(() => undefined)]);
-  assert.ok(end, 'backup did not exit within 30 s of SIGKILL');
+  if (!end) child.kill('SIGKILL');
+  assert.ok(end, `backup did not exit within 30 s of ${signal}`);
   assert.ok(reached, `backup never wrote ${packs} pack file(s): exit ${String(end.code)} ${String(end.signal)}\n${stderr}`);
-  assert.equal(end.signal, 'SIGKILL', `backup finished (exit ${String(end.code)}) before the kill point of ${packs} packs: use a bigger tree\n${stderr}`);
+  assert.ok(running, `backup finished (exit ${String(end.code)}) before the kill point of ${packs} packs: use a bigger tree\n${stderr}`);
+  if (signal === 'SIGKILL') assert.equal(end.signal, 'SIGKILL', stderr);
+  return { code: end.code, stderr };
 }
 
 function expectCheckAccepts(env: Env): CheckJson {
@@ -79,6 +83,13 @@ test('SIGKILL during backup leaves a repository that check accepts, and the next
     assert.deepEqual(okJson(['snapshots'], env), [], 'a killed backup must not leave a snapshot');
   }
   assert.ok(warned > 0, 'packs written before the kills should be reported as unindexed');
+
+  // SIGINT: a clean stop with exit 130 and nothing committed.
+  const int = await killBackupMidway(repo, env, [src], 2, rng, 'SIGINT');
+  assert.equal(int.code, 130, int.stderr);
+  assert.match(int.stderr, /\[INTERRUPTED\]/);
+  expectCheckAccepts(env);
+  assert.deepEqual(okJson(['snapshots'], env), [], 'an interrupted backup must not leave a snapshot');
 
   const first = okJson<{ snapshot: string; summary: { errors: number } }>(['backup', src], env);
   assert.equal(first.summary.errors, 0);

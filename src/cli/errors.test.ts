@@ -76,6 +76,14 @@ describe('error codes', { timeout: 120_000 }, () => {
     fails(['snapshots', '--repo', 's3://bucket/x'], { HOLDFAST_PASSWORD: PASSWORD }, 3, 'CONFIG_INVALID', 's3');
   });
 
+  test('a backup path that does not exist: exit 2, USAGE, nothing written', () => {
+    const size = dirSize(repo);
+    const missing = path.join(dir, 'no such source');
+    fails(['backup', src, missing], env, 2, 'USAGE', missing);
+    fails(['backup', path.join(src, 'a.txt', 'below-a-file')], env, 2, 'USAGE', 'below-a-file');
+    assert.equal(dirSize(repo), size);
+  });
+
   test('init over an existing repository: exit 13, REPO_EXISTS', () => {
     const size = dirSize(repo);
     fails(['init', '--kdf-cost', '10'], env, 13, 'REPO_EXISTS');

@@ -5,7 +5,7 @@
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { hostname, userInfo } from 'node:os';
-import { HoldfastError, fsError } from '../errors/catalogue.js';
+import { HoldfastError, fsError, systemCode } from '../errors/catalogue.js';
 import { Archiver, newArchiveProgress } from '../files/archiver.js';
 import { Excluder } from '../files/exclude.js';
 import { type Compression, parseCompression } from '../repository/compress.js';
@@ -51,6 +51,12 @@ export async function backup(ref: RepoRef, p: BackupParams, ctx: OpContext): Pro
     try {
       await fsp.lstat(x);
     } catch (err) {
+      // A path that does not exist is a wrong argument, not a storage failure (STORAGE_IO would
+      // say "retry" and point at the repository's disk).
+      const code = systemCode(err);
+      if (code === 'ENOENT' || code === 'ENOTDIR') {
+        throw new HoldfastError('USAGE', `cannot back up ${x}: no such file or directory`, { path: x, hint: 'Check the paths given to backup; nothing was written.' }, { cause: err });
+      }
       throw fsError(err, 'back up', x);
     }
   }
