@@ -12,7 +12,8 @@ type Zstd = { compress(buf: Buffer, level?: number): Promise<Buffer>; decompress
 let zstdModule: Promise<Zstd> | undefined;
 
 function zstd(): Promise<Zstd> {
-  zstdModule ??= import('@mongodb-js/zstd') as Promise<Zstd>;
+  // The package's JS wrapper (1.2.2) drops the level argument; its native binding honours it.
+  zstdModule ??= import('@mongodb-js/zstd/bindings.js').then((m: { default?: unknown }) => (m.default ?? m) as Zstd);
   return zstdModule;
 }
 
