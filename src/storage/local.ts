@@ -80,15 +80,7 @@ export class LocalBackend implements Backend {
       await this.ensureDir(dir);
       const fh = await fsp.open(tmp, 'wx', 0o600);
       try {
-        let pos = 0;
-        for (const part of putParts(data)) {
-          let off = 0;
-          while (off < part.byteLength) {
-            const { bytesWritten } = await fh.write(part, off, part.byteLength - off, pos);
-            off += bytesWritten;
-            pos += bytesWritten;
-          }
-        }
+        await writeAllAt(fh, putParts(data), 0);
         await fh.sync();
       } finally {
         await fh.close();
@@ -141,14 +133,7 @@ export class LocalBackend implements Backend {
     return {
       write: async (parts) => {
         try {
-          for (const part of parts) {
-            let off = 0;
-            while (off < part.byteLength) {
-              const { bytesWritten } = await fh.write(part, off, part.byteLength - off, pos);
-              off += bytesWritten;
-              pos += bytesWritten;
-            }
-          }
+          pos = await writeAllAt(fh, parts, pos);
         } catch (err) {
           throw this.wrap(err, '(new object)', 'cannot write');
         }
@@ -256,6 +241,31 @@ export class LocalBackend implements Backend {
   async close(): Promise<void> {
     // Nothing held open between calls.
   }
+}
+
+/** Write `parts` back to back at `pos` with one writev where possible; returns the end position. */
+async function writeAllAt(fh: fsp.FileHandle, parts: readonly Uint8Array[], pos: number): Promise<number> {
+  let total = 0;
+  for (const p of parts) total += p.byteLength;
+  const { bytesWritten } = await fh.writev(parts as Uint8Array[], pos);
+  if (bytesWritten === total) return pos + total;
+  // Short writev (rare): write what is left part by part.
+  let skip = bytesWritten;
+  let at = pos + bytesWritten;
+  for (const part of parts) {
+    if (skip >= part.byteLength) {
+      skip -= part.byteLength;
+      continue;
+    }
+    let off = skip;
+    skip = 0;
+    while (off < part.byteLength) {
+      const w = await fh.write(part, off, part.byteLength - off, at);
+      off += w.bytesWritten;
+      at += w.bytesWritten;
+    }
+  }
+  return at;
 }
 
 export async function fsyncDir(dir: string): Promise<void> {
