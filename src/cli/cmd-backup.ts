@@ -1,11 +1,20 @@
 import type { Invocation } from './invocation.js';
 import { repoRef } from './invocation.js';
-import { backup } from '../ops/backup.js';
-import { CATALOGUE } from '../errors/catalogue.js';
+import { backup, checkCompression } from '../ops/backup.js';
+import { CATALOGUE, HoldfastError, isHoldfastError } from '../errors/catalogue.js';
 import { formatBytes, formatDuration } from '../ui/output.js';
 
 export async function run(inv: Invocation): Promise<number> {
   const o = inv.options;
+  const compression = o.str('compression')!;
+  try {
+    checkCompression(compression);
+  } catch (err) {
+    // Name where the bad value came from (flag, variable or file:line), like every config error.
+    if (!isHoldfastError(err, 'CONFIG_INVALID')) throw err;
+    const where = o.where('compression');
+    throw new HoldfastError('CONFIG_INVALID', `${where}: ${err.message}`, { ...err.data, option: 'compression', where });
+  }
   const r = await backup(
     repoRef(inv),
     {
@@ -15,7 +24,7 @@ export async function run(inv: Invocation): Promise<number> {
       host: o.str('host'),
       parent: o.str('parent'),
       readAll: o.bool('read-all'),
-      compression: o.str('compression')!,
+      compression,
       packSize: o.num('pack-size'),
     },
     inv.ctx,

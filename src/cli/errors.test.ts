@@ -126,13 +126,26 @@ describe('error codes', { timeout: 120_000 }, () => {
     fails(['snapshots', '--config', conf], { HOLDFAST_PASSWORD: PASSWORD }, 3, 'CONFIG_INVALID', 'postgres');
     fails(['snapshots', '--config', path.join(dir, 'absent.conf')], env, 3, 'CONFIG_INVALID', 'absent.conf');
 
-    fails(['backup', src, '--compression', 'lz9'], env, 3, 'CONFIG_INVALID', 'lz9');
-    fails(['backup', src], { ...env, HOLDFAST_COMPRESSION: 'zstd:99' }, 3, 'CONFIG_INVALID', 'zstd:99');
+    fails(['backup', src, '--compression', 'lz9'], env, 3, 'CONFIG_INVALID', '--compression: ', 'lz9');
+    fails(['backup', src], { ...env, HOLDFAST_COMPRESSION: 'zstd:99' }, 3, 'CONFIG_INVALID', 'HOLDFAST_COMPRESSION: ', 'zstd:99');
     fails(['backup', src, '--pack-size', '1KiB'], env, 3, 'CONFIG_INVALID', '--pack-size');
     fails(['init', '--kdf-cost', '5'], { ...env, HOLDFAST_REPO: path.join(dir, 'never') }, 3, 'CONFIG_INVALID', '--kdf-cost');
     fails(['snapshots', '--log-level', 'loud'], env, 3, 'CONFIG_INVALID', 'loud');
     assert.equal(dirSize(repo), size, 'a configuration error must not write to the repository');
     assert.ok(!fs.existsSync(path.join(dir, 'never')));
+  });
+
+  test('precedence is flag > environment > config file, and only the winning value is used', async () => {
+    const conf = path.join(dir, 'precedence.conf');
+    const missing = path.join(dir, 'not-a-repo');
+    await fsp.writeFile(conf, `repo = ${missing}\ncompression = lz9\n`);
+    fails(['snapshots', '--config', conf], { HOLDFAST_PASSWORD: PASSWORD }, 10, 'REPO_NOT_FOUND', missing);
+    ok(['snapshots', '--config', conf], env); // HOLDFAST_REPO beats the file
+    fails(['snapshots', '--config', conf, '--repo', missing], env, 10, 'REPO_NOT_FOUND', missing); // the flag beats HOLDFAST_REPO
+    fails(['backup', src, '--config', conf], env, 3, 'CONFIG_INVALID', 'lz9', `${conf}:2`);
+    ok(['backup', src, '--config', conf], { ...env, HOLDFAST_COMPRESSION: 'none' });
+    ok(['backup', src, '--config', conf, '--compression', 'zstd:1'], { ...env, HOLDFAST_COMPRESSION: 'bogus' });
+    ok(['check'], env);
   });
 
   test('restore target not empty: exit 22, TARGET_NOT_EMPTY, the target untouched; --force overrides', async () => {

@@ -203,6 +203,7 @@ export class Options {
   constructor(
     private readonly values: Map<string, OptionValue>,
     private readonly sources: Map<string, Source>,
+    private readonly origins: Map<string, string> = new Map(),
   ) {}
 
   get(name: string): OptionValue | undefined {
@@ -232,12 +233,21 @@ export class Options {
   source(name: string): Source | undefined {
     return this.sources.get(name);
   }
+
+  /**
+   * Where the value came from, as error messages name it: `--name`, `HOLDFAST_NAME`,
+   * `file:line (name)` or `default`. For checks made after resolution (e.g. by an operation).
+   */
+  where(name: string): string {
+    return this.origins.get(name) ?? 'default';
+  }
 }
 
 /** Resolve every option that applies to `command`. */
 export function resolveOptions(command: string, parsed: ParsedArgs, env: NodeJS.ProcessEnv): Options {
   const values = new Map<string, OptionValue>();
   const sources = new Map<string, Source>();
+  const origins = new Map<string, string>();
   const configFlag = parsed.flags.get('config');
   const configPath = configFlag?.at(-1) ?? env['HOLDFAST_CONFIG'] ?? DEFAULT_CONFIG;
   const config = readConfigFile(configPath, configFlag !== undefined || env['HOLDFAST_CONFIG'] !== undefined);
@@ -251,17 +261,20 @@ export function resolveOptions(command: string, parsed: ParsedArgs, env: NodeJS.
     if (flag) {
       values.set(spec.name, convert(spec, flag, `--${spec.name}`));
       sources.set(spec.name, 'flag');
+      origins.set(spec.name, `--${spec.name}`);
     } else if (envValue !== undefined && envValue !== '') {
       values.set(spec.name, convert(spec, [envValue], envName(spec)));
       sources.set(spec.name, 'env');
+      origins.set(spec.name, envName(spec));
     } else if (cfg) {
       values.set(spec.name, convert(spec, cfg.values, `${configPath}:${cfg.line} (${spec.name})`));
       sources.set(spec.name, 'config');
+      origins.set(spec.name, `${configPath}:${cfg.line} (${spec.name})`);
     } else if (spec.default !== undefined) {
       const d = spec.default;
       values.set(spec.name, spec.type === 'size' && typeof d === 'string' ? parseSize(d)! : d);
       sources.set(spec.name, 'default');
     }
   }
-  return new Options(values, sources);
+  return new Options(values, sources, origins);
 }
