@@ -10,9 +10,8 @@ import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { COMMANDS } from './commands.js';
 import { OPTIONS, appliesTo } from '../config/options.js';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { ROOT, Rng, cli, cliSpawn } from '../testing/helpers.js';
-import { type Env, assertSameTree, dirSize, fails, initRepo, ok, okJson, restoredPath, show, workspace } from '../testing/e2e.js';
+import { type Env, assertSameTree, dirSize, fails, initRepo, ok, okJson, restoredPath, show, within, workspace } from '../testing/e2e.js';
 
 interface SnapshotJson {
   id: string;
@@ -287,8 +286,8 @@ describe('snapshot ids and backup paths', { timeout: 120_000 }, () => {
     // Close our end after the first chunk; about 200 kB more are still to be written.
     await new Promise<void>((resolve) => child.stdout?.once('data', () => resolve()));
     child.stdout?.destroy();
-    const code = await Promise.race([exited, sleep(30_000).then(() => 'timeout' as const)]);
-    if (code === 'timeout') child.kill('SIGKILL');
+    const code = await within(exited, 30_000);
+    if (code === undefined) child.kill('SIGKILL');
     assert.equal(code, 141, `exit ${String(code)}\n${stderr}`);
     assert.doesNotMatch(stderr, /EPIPE|Unhandled|at /, stderr);
   });

@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Rng, cliSpawn, generateTree } from '../testing/helpers.js';
-import { type Env, assertSameTree, initRepo, listFiles, ok, okJson, restoredPath, workspace } from '../testing/e2e.js';
+import { type Env, assertSameTree, initRepo, listFiles, ok, okJson, restoredPath, within, workspace } from '../testing/e2e.js';
 
 const MiB = 1 << 20;
 
@@ -45,7 +45,7 @@ async function killBackupMidway(repo: string, env: Env, paths: string[], packs: 
   if (reached) await sleep(rng.int(40));
   const running = child.exitCode === null && child.signalCode === null;
   child.kill(signal);
-  const end = await Promise.race([exited, sleep(30_000).then(() => undefined)]);
+  const end = await within(exited, 30_000);
   if (!end) child.kill('SIGKILL');
   assert.ok(end, `backup did not exit within 30 s of ${signal}`);
   assert.ok(reached, `backup never wrote ${packs} pack file(s): exit ${String(end.code)} ${String(end.signal)}\n${stderr}`);
@@ -116,4 +116,45 @@ test('SIGKILL during backup leaves a repository that check accepts, and the next
   ok(['restore', 'latest', '--target', target2], env);
   await assertSameTree(src, restoredPath(target2, src));
   ok(['check', '--read-data'], env);
+});
+
+test('two backups running at once into one repository both succeed and restore exactly', { timeout: 120_000 }, async (t) => {
+  const { dir, cleanup } = await workspace('holdfast-e2e-concurrent-');
+  t.after(cleanup);
+  const rng = new Rng(2718);
+  const a = path.join(dir, 'a');
+  const b = path.join(dir, 'b');
+  await generateTree(a, { seed: 1, smallFiles: 60, symlinks: true });
+  await generateTree(b, { seed: 2, smallFiles: 60, emptyFiles: 2 });
+  const shared = rng.bytes(24 * MiB); // in both trees: both runs store it, dedup races are harmless
+  for (const d of [a, b]) {
+    await fsp.writeFile(path.join(d, 'shared.bin'), shared);
+    await fsp.writeFile(path.join(d, 'own.bin'), rng.bytes(16 * MiB));
+  }
+  const repo = path.join(dir, 'repo');
+  const env = initRepo(repo);
+  const run = (p: string): Promise<{ code: number | null; out: string; err: string }> =>
+    new Promise((resolve) => {
+      const child = cliSpawn(['backup', p, '--pack-size', '2MiB', '--json'], env);
+      let out = '';
+      let err = '';
+      child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+      child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
+      const timer = setTimeout(() => child.kill('SIGKILL'), 90_000);
+      child.on('exit', (code) => {
+        clearTimeout(timer);
+        resolve({ code, out, err });
+      });
+    });
+  const results = await Promise.all([run(a), run(b)]);
+  for (const r of results) assert.equal(r.code, 0, r.err);
+  expectCheckAccepts(env);
+  ok(['check', '--read-data'], env);
+  for (const [i, r] of results.entries()) {
+    const id = (JSON.parse(r.out) as { snapshot: string }).snapshot;
+    const target = path.join(dir, `restore-${i}`);
+    ok(['restore', id, '--target', target], env);
+    const srcDir = i === 0 ? a : b;
+    await assertSameTree(srcDir, restoredPath(target, srcDir));
+  }
 });

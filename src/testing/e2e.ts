@@ -119,6 +119,17 @@ export async function assertSameTree(expected: string, actual: string): Promise<
   assert.equal(diffs.length, 0, `${diffs.length} of ${a.size} entries differ between ${expected} and ${actual}:\n${diffs.slice(0, 15).join('\n')}`);
 }
 
+/** `promise`'s value, or undefined after `ms`; the timer never outlives the promise. */
+export async function within<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), ms)));
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** Whether the CLI can be run as an unprivileged user here (root with runuser, or already not root). */
 export function unprivilegedAvailable(): boolean {
   if (process.getuid?.() !== 0) return true;
