@@ -137,6 +137,7 @@ describe('backup and restore of a generated tree', { timeout: 240_000 }, () => {
     const r = ok(['backup', src], env);
     const added = dirSize(repo) - before;
     assert.match(r.stdout, new RegExp(`^Files: 0 new, 0 changed, ${files} unchanged;`, 'm'));
+    assert.equal(r.stderr, '', 'stderr is not a terminal: no progress, no noise');
     assert.ok(added < treeBytes / 100, `second backup added ${added} bytes for a ${treeBytes}-byte tree`);
     assert.ok(added > 0, 'the second snapshot must be stored');
 
