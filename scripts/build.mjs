@@ -2,6 +2,7 @@
 // start-up (once per WAL segment under archive_command) parses only what the command needs.
 import { build } from 'esbuild';
 import { readFileSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 
 const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
 rmSync(new URL('../dist', import.meta.url), { recursive: true, force: true });
@@ -20,3 +21,17 @@ await build({
   define: { __HOLDFAST_VERSION__: JSON.stringify(pkg.version) },
   logLevel: 'warning',
 });
+
+// Optional native helper (glibc mallopt), compiled against Node's own headers. Failure is not an
+// error: holdfast runs without it, with a higher peak RSS.
+const nodeInclude = ['/usr/include/node', `${process.execPath.replace(/\/bin\/node$/, '')}/include/node`];
+const include = nodeInclude.find((d) => { try { readFileSync(`${d}/node_api.h`); return true; } catch { return false; } });
+if (include) {
+  try {
+    execFileSync('cc', ['-O2', '-shared', '-fPIC', `-I${include}`, '-o', 'dist/malloc-tune.node', 'native/malloc-tune.c'], { stdio: 'inherit' });
+  } catch {
+    console.warn('build: native/malloc-tune.c did not compile; continuing without it');
+  }
+} else {
+  console.warn("build: Node's headers (node_api.h) not found; building without native/malloc-tune");
+}

@@ -9,6 +9,7 @@ import { type Options, parseArgs, resolveOptions } from '../config/resolve.js';
 import { OPTIONS, appliesTo, envName } from '../config/options.js';
 import { type LogLevel, Logger } from '../ui/output.js';
 import type { Invocation } from './invocation.js';
+import { startHeapTrimmer } from '../util/malloc.js';
 
 export async function main(argv: readonly string[]): Promise<number> {
   if (argv[0] === '--version' || argv[0] === '-V' || argv[0] === 'version') {
@@ -68,6 +69,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       out: (line) => void process.stdout.write(line + '\n'),
       outJson: (value) => void process.stdout.write(JSON.stringify(value, null, 2) + '\n'),
     };
+    log.debug(startHeapTrimmer());
     const mod = await spec.load();
     return await mod.run(inv);
   } catch (err) {

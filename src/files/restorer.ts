@@ -79,7 +79,7 @@ export async function restoreTree(repo: Repository, rootTree: string, opts: Rest
   // Pass 2: write. Directories are created on the way down and get their metadata at the end,
   // deepest first, so writing their contents does not disturb their mtimes.
   const dirs: Array<{ dest: string; node: TreeNode }> = [];
-  const slots = new Semaphore(6);
+  const slots = new Semaphore(4);
   const files: Array<Promise<void>> = [];
   let firstError: unknown;
   for await (const e of walkTree(repo, rootTree, descend)) {

@@ -56,7 +56,9 @@ export function unseal(key: Buffer, aad: Buffer, sealed: Uint8Array): Buffer {
   decipher.setAAD(aad);
   decipher.setAuthTag(tag);
   try {
-    return Buffer.concat([decipher.update(buf.subarray(NONCE_LEN, buf.length - TAG_LEN)), decipher.final()]);
+    const body = decipher.update(buf.subarray(NONCE_LEN, buf.length - TAG_LEN));
+    const fin = decipher.final(); // GCM: empty, but it is what checks the tag
+    return fin.length === 0 ? body : Buffer.concat([body, fin]);
   } catch {
     throw new DecryptError();
   }
