@@ -1,14 +1,17 @@
 // Bundle the CLI into dist/ with esbuild. Commands are split into lazily loaded chunks so that
 // start-up (once per WAL segment under archive_command) parses only what the command needs.
 import { build } from 'esbuild';
-import { readFileSync, rmSync } from 'node:fs';
+import { readFileSync, renameSync, rmSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 
 const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
-rmSync(new URL('../dist', import.meta.url), { recursive: true, force: true });
+// Build into a fresh directory and swap it in at the end, so a process running the CLI while
+// someone rebuilds never sees a half-written dist/.
+const out = `dist.tmp-${process.pid}`;
+rmSync(out, { recursive: true, force: true });
 await build({
   entryPoints: { holdfast: 'src/cli/entry.ts' },
-  outdir: 'dist',
+  outdir: out,
   outExtension: { '.js': '.mjs' },
   bundle: true,
   splitting: true,
@@ -28,10 +31,19 @@ const nodeInclude = ['/usr/include/node', `${process.execPath.replace(/\/bin\/no
 const include = nodeInclude.find((d) => { try { readFileSync(`${d}/node_api.h`); return true; } catch { return false; } });
 if (include) {
   try {
-    execFileSync('cc', ['-O2', '-shared', '-fPIC', `-I${include}`, '-o', 'dist/malloc-tune.node', 'native/malloc-tune.c'], { stdio: 'inherit' });
+    execFileSync('cc', ['-O2', '-shared', '-fPIC', `-I${include}`, '-o', `${out}/malloc-tune.node`, 'native/malloc-tune.c'], { stdio: 'inherit' });
   } catch {
     console.warn('build: native/malloc-tune.c did not compile; continuing without it');
   }
 } else {
   console.warn("build: Node's headers (node_api.h) not found; building without native/malloc-tune");
 }
+
+const old = `dist.old-${process.pid}`;
+try {
+  renameSync('dist', old);
+} catch {
+  // no previous build
+}
+renameSync(out, 'dist');
+rmSync(old, { recursive: true, force: true });

@@ -109,7 +109,7 @@ export async function checkRepository(repo: Repository, opts: CheckOptions): Pro
   }
   opts.onProgress?.(total, total, 'packs');
   for (const id of stored.keys()) {
-    if (!repo.index.packs.has(id)) warnings.push(`pack ${id} is not in any index (left by an interrupted backup; not used by any snapshot)`);
+    if (!repo.index.packs.has(id)) warnings.push(`pack ${id} is not in any index (left by an interrupted backup, or written by one still running; not used by any snapshot)`);
   }
 
   // 3. Snapshots and trees.

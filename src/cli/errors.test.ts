@@ -164,6 +164,14 @@ describe('error codes', { timeout: 120_000 }, () => {
     assert.ok(fs.readFileSync(path.join(restoredPath(target, src), 'a.txt')).equals(fs.readFileSync(path.join(src, 'a.txt'))));
   });
 
+  test('restore --force where the target has a directory in place of a snapshot file: exit 25, TARGET_CONFLICT, nothing replaced', async () => {
+    const target = path.join(dir, 'conflict');
+    const clash = path.join(restoredPath(target, src), 'a.txt');
+    await fsp.mkdir(path.join(clash, 'inside'), { recursive: true });
+    fails(['restore', 'latest', '--target', target, '--force'], env, 25, 'TARGET_CONFLICT', clash);
+    assert.ok(fs.statSync(path.join(clash, 'inside')).isDirectory(), 'the directory in the way is left alone');
+  });
+
   describe('permission denied (run unprivileged)', { skip: unprivilegedAvailable() ? false : 'cannot run as an unprivileged user here (root without runuser)' }, () => {
     test('an unreadable password file: exit 16, PERMISSION_DENIED', async () => {
       const pwFile = path.join(dir, 'root-only.pw');

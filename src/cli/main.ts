@@ -122,7 +122,8 @@ function generalHelp(): string {
     'Run `holdfast help COMMAND` for a command\'s options, `holdfast help config` for the config file.',
     'Exit codes: 0 ok, 2 usage, 3 bad config, 10 no repository, 11 locked, 12 wrong password,',
     '14 corrupt object, 15 missing object, 16 permission denied, 17 no such snapshot, 18 unsafe path,',
-    '21 some files unreadable (snapshot saved), 22 restore target not empty, 23 check found problems.',
+    '21 some files unreadable (snapshot saved), 22 restore target not empty, 23 check found problems,',
+    '25 restore target conflict, 26 restore target write failed. The README lists them all.',
     '',
   ].join('\n');
 }

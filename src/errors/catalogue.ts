@@ -25,7 +25,7 @@ export const CATALOGUE = {
   USAGE: { exit: 2, retryable: false, hint: 'Run the command with --help to see its arguments and options.' },
   CONFIG_INVALID: { exit: 3, retryable: false, hint: 'Fix the named option in the config file, environment variable or flag; `holdfast help config` lists every option.' },
   REPO_NOT_FOUND: { exit: 10, retryable: false, hint: 'Check --repo / HOLDFAST_REPO, or create a repository there with `holdfast init`.' },
-  REPO_LOCKED: { exit: 11, retryable: true, hint: 'Another holdfast process holds a conflicting lock; wait for it or use --lock-wait.' },
+  REPO_LOCKED: { exit: 11, retryable: true, hint: 'Another holdfast process holds a conflicting lock; wait for it to finish, then run the command again.' },
   WRONG_PASSWORD: { exit: 12, retryable: false, hint: 'No key of this repository opens with the given password. Check HOLDFAST_PASSWORD / --password-file, or `holdfast key list` with a working password.' },
   REPO_EXISTS: { exit: 13, retryable: false, hint: 'A repository already exists at that location; use it, or choose an empty location for a new one.' },
   INTEGRITY: { exit: 14, retryable: false, hint: 'A stored object failed verification. Run `holdfast check --read-data` to see what is affected.' },
@@ -38,6 +38,8 @@ export const CATALOGUE = {
   SOURCE_UNREADABLE: { exit: 21, retryable: false, hint: 'Some source files could not be read; the snapshot was saved without them. Check the listed paths.' },
   TARGET_NOT_EMPTY: { exit: 22, retryable: false, hint: 'Restore into an empty or new directory, or pass --force to overwrite files in place.' },
   CHECK_FAILED: { exit: 23, retryable: false, hint: 'The repository has the problems listed above. Back up again to a healthy repository if data is missing.' },
+  TARGET_CONFLICT: { exit: 25, retryable: false, hint: 'Something in the restore target stands where the snapshot has an entry of another kind (a directory where it has a file, or a file where it has a directory). Move it away or restore into an empty directory.' },
+  TARGET_IO: { exit: 26, retryable: true, hint: 'Writing the restore target failed. Check free space and the filesystem holding the target, then run the restore again (--force to overwrite what was already written).' },
   KEY_IN_USE: { exit: 24, retryable: false, hint: 'A repository must keep at least one key, and you cannot remove the key you opened it with; add another key first or open with a different password.' },
   INTERRUPTED: { exit: 130, retryable: true, hint: 'The operation was interrupted; nothing partial was committed. Run it again.' },
 } as const satisfies Record<string, ErrorSpec>;
@@ -93,12 +95,12 @@ export function systemCode(err: unknown): string | undefined {
  * Turn a filesystem error met while reading sources or writing restore targets into the catalogue.
  * Permission problems get their own code; everything else is a storage/IO error.
  */
-export function fsError(err: unknown, what: string, path: string): HoldfastError {
+export function fsError(err: unknown, what: string, path: string, ioCode: 'STORAGE_IO' | 'TARGET_IO' = 'STORAGE_IO'): HoldfastError {
   if (err instanceof HoldfastError) return err;
   const code = systemCode(err);
   if (code === 'EACCES' || code === 'EPERM') {
     return new HoldfastError('PERMISSION_DENIED', `permission denied: cannot ${what} ${path}`, { path, errno: code }, { cause: err });
   }
   const msg = err instanceof Error ? err.message : String(err);
-  return new HoldfastError('STORAGE_IO', `cannot ${what} ${path}: ${msg}`, { path, errno: code }, { cause: err });
+  return new HoldfastError(ioCode, `cannot ${what} ${path}: ${msg}`, { path, errno: code }, { cause: err });
 }

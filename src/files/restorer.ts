@@ -15,7 +15,7 @@ import * as path from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import type { Repository } from '../repository/repository.js';
-import { HoldfastError, fsError, systemCode } from '../errors/catalogue.js';
+import { HoldfastError, fsError as anyFsError, systemCode } from '../errors/catalogue.js';
 import { Semaphore } from '../util/semaphore.js';
 import { PathSelector, type WalkEntry, walkTree } from './walk.js';
 import { type TreeNode, nsToSeconds } from './tree.js';
@@ -39,6 +39,11 @@ export interface RestoreOptions {
 
 export function newRestoreProgress(): RestoreProgress {
   return { filesTotal: 0, bytesTotal: 0, filesDone: 0, bytesDone: 0, current: '' };
+}
+
+/** Failures writing the target are the target's, not the repository's. */
+function fsError(err: unknown, what: string, path: string): HoldfastError {
+  return anyFsError(err, what, path, 'TARGET_IO');
 }
 
 const ZERO = Buffer.alloc(1 << 20);
@@ -159,7 +164,7 @@ async function makeDir(dest: string, force: boolean): Promise<void> {
   }
   const st = await fsp.lstat(dest);
   if (st.isDirectory()) return;
-  if (!force) throw new HoldfastError('UNSAFE_PATH', `${dest} exists and is not a directory; refusing to write through it`, { path: dest });
+  if (!force) throw new HoldfastError('TARGET_CONFLICT', `${dest} exists and is not a directory; refusing to write through it`, { path: dest });
   await fsp.unlink(dest).catch((e: unknown) => {
     throw fsError(e, 'replace', dest);
   });
@@ -170,7 +175,7 @@ async function makeDir(dest: string, force: boolean): Promise<void> {
 async function clearForReplace(dest: string, force: boolean, err: unknown): Promise<void> {
   if (systemCode(err) !== 'EEXIST' || !force) throw fsError(err, 'create', dest);
   const st = await fsp.lstat(dest);
-  if (st.isDirectory()) throw new HoldfastError('UNSAFE_PATH', `${dest} is a directory in the target but not in the snapshot`, { path: dest });
+  if (st.isDirectory()) throw new HoldfastError('TARGET_CONFLICT', `${dest} is a directory in the target, but the snapshot has a file or link there`, { path: dest });
   await fsp.unlink(dest);
 }
 

@@ -102,6 +102,10 @@ export async function backup(ref: RepoRef, p: BackupParams, ctx: OpContext): Pro
       });
       tree = await archiver.archive(paths);
       await repo.flush();
+    } catch (err) {
+      // Keep what is already durable usable: index finished packs, write no snapshot.
+      await repo.abandon();
+      throw err;
     } finally {
       ticker.stop();
     }

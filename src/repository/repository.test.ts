@@ -582,3 +582,21 @@ describe('Repository: keys', () => {
     await assertHealthy(backend, 'other');
   });
 });
+
+describe('Repository: giving up', () => {
+  test('abandon() indexes the packs that became durable, discards the open one, and leaves a healthy repository', async () => {
+    const { backend, repo } = await fresh();
+    repo.setWriteOptions({ compression: { algo: 'none' }, packSize: 1 << 20 });
+    const rng = new Rng(404);
+    const ids: string[] = [];
+    // ~3.5 packs of 1 MiB: three finish, the fourth stays open.
+    for (let i = 0; i < 14; i++) ids.push((await repo.saveBlob('data', rng.bytes(256 << 10))).id.toString('hex'));
+    await repo.abandon();
+    const again = await reopen(backend);
+    const kept = ids.filter((id) => again.index.has(id, 'data'));
+    assert.ok(kept.length >= 8 && kept.length < ids.length, `finished packs are indexed, the open one is not (kept ${kept.length} of ${ids.length})`);
+    for (const id of kept) assert.equal((await again.loadBlob('data', id)).length, 256 << 10);
+    assert.equal((await names(backend, 'snapshots/')).length, 0, 'no snapshot is written');
+    await assertHealthy(backend);
+  });
+});

@@ -454,6 +454,21 @@ export class Repository {
     await this.saveIndex();
   }
 
+  /**
+   * Give up writing (an interrupted or failed backup): discard open packs, let packs already
+   * being committed finish, and index those that became durable, so their blobs are reused by the
+   * next backup instead of uploaded again. Writes no snapshot; never throws.
+   */
+  async abandon(): Promise<void> {
+    for (const [type, pack] of [...this.packers]) {
+      this.packers.delete(type);
+      await pack.chain.catch(() => undefined);
+      await pack.writer.abort().catch(() => undefined);
+    }
+    while (this.uploads.size > 0) await Promise.all([...this.uploads]);
+    await this.saveIndex().catch(() => undefined);
+  }
+
   private async saveIndex(): Promise<void> {
     if (this.unsavedPacks.length === 0) return;
     const packs = this.unsavedPacks;
