@@ -26,6 +26,7 @@ export async function run(inv: Invocation): Promise<number> {
       readAll: o.bool('read-all'),
       compression,
       packSize: o.num('pack-size'),
+      jobs: typeof o.get('jobs') === 'number' ? o.num('jobs') : undefined,
     },
     inv.ctx,
   );

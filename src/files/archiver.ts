@@ -13,6 +13,7 @@ import { sha256 } from '../repository/crypto.js';
 import type { Repository } from '../repository/repository.js';
 import { Semaphore } from '../util/semaphore.js';
 import { Chunker } from './chunker.js';
+import type { ReaderPool } from './reader-pool.js';
 import type { Excluder } from './exclude.js';
 import { type NodeType, type Tree, type TreeNode, decodeTree, encodeTree } from './tree.js';
 import { systemCode } from '../errors/catalogue.js';
@@ -38,6 +39,8 @@ export interface ArchiveOptions {
   readonly progress: ArchiveProgress;
   readonly signal?: AbortSignal | undefined;
   readonly fileSlots?: number;
+  /** Worker threads that read, chunk and seal files; without it files are read in this thread. */
+  readonly pool?: ReaderPool | undefined;
 }
 
 export function newArchiveProgress(): ArchiveProgress {
@@ -61,7 +64,7 @@ export class Archiver {
     private readonly opts: ArchiveOptions,
   ) {
     this.chunker = new Chunker(repo.config.chunker);
-    this.slots = new Semaphore(opts.fileSlots ?? 4);
+    this.slots = new Semaphore(opts.fileSlots ?? (opts.pool ? 32 : 4));
     this.p = opts.progress;
   }
 
@@ -211,6 +214,33 @@ export class Archiver {
     return this.saveTree({ nodes });
   }
 
+  private async saveFileInPool(pool: ReaderPool, absPath: string, node: TreeNode, parentNode: TreeNode | undefined): Promise<TreeNode | undefined> {
+    try {
+      const r = await pool.read(absPath, node.size ?? 0, {
+        onBytes: (n) => {
+          this.p.bytesDone += n;
+        },
+        onBlobAdded: (n) => {
+          this.p.blobsAdded++;
+          this.p.bytesAdded += n;
+        },
+      });
+      node.content = r.content;
+      node.size = r.size;
+    } catch (err) {
+      this.opts.signal?.throwIfAborted();
+      if (isSourceError(err)) {
+        this.fail(absPath, err);
+        return undefined;
+      }
+      throw err;
+    }
+    if (parentNode?.type === 'file') this.p.filesChanged++;
+    else this.p.filesNew++;
+    this.p.filesDone++;
+    return node;
+  }
+
   /** Reuse the parent snapshot's content when size, mtime, ctime and inode are unchanged. */
   private unchanged(node: TreeNode, parentNode: TreeNode | undefined): boolean {
     if (
@@ -232,6 +262,7 @@ export class Archiver {
 
   private async saveFile(absPath: string, node: TreeNode, parentNode: TreeNode | undefined): Promise<TreeNode | undefined> {
     this.p.current = absPath;
+    if (this.opts.pool) return this.saveFileInPool(this.opts.pool, absPath, node, parentNode);
     // Files above the initial mmap threshold share pooled windows: allocating and freeing one per
     // file makes glibc raise that threshold and fragment the heap.
     const big = (node.size ?? 0) >= 128 << 10;
@@ -245,7 +276,9 @@ export class Archiver {
       const inflight: Array<Promise<unknown>> = [];
       let size = 0;
       // Chunks are views into the window: everything in flight must be stored before it refills.
-      for await (const chunk of this.chunker.chunks(fh, window, () => Promise.all(inflight.splice(0)))) {
+      const handle = fh;
+      const read = async (buf: Buffer, off: number, len: number, at: number): Promise<number> => (await handle.read(buf, off, len, at)).bytesRead;
+      for await (const chunk of this.chunker.chunks(read, window, () => Promise.all(inflight.splice(0)))) {
         this.opts.signal?.throwIfAborted();
         const id = sha256(chunk);
         content.push(id.toString('hex'));

@@ -8,7 +8,8 @@
  * The gear hash depends on the last 32 bytes only, so an insertion changes only nearby chunks.
  */
 import { createHash } from 'node:crypto';
-import type { FileHandle } from 'node:fs/promises';
+/** Reads up to `length` bytes at `position` into `buf` at `offset`; returns the count (0 at EOF). */
+export type ReadAt = (buf: Buffer, offset: number, length: number, position: number) => number | Promise<number>;
 
 export interface ChunkerSpec {
   readonly seed: string;
@@ -71,14 +72,14 @@ export class Chunker {
   }
 
   /**
-   * Stream the chunks of an open file through `window`, a buffer of at least `max + 1` bytes (or
+   * Stream the chunks of a file (read through `read`) through `window`, a buffer of at least `max + 1` bytes (or
    * the file size plus one for smaller files) that the caller may reuse once this generator is
    * done. Each chunk is a view into the window, valid until `beforeRefill` is next called: the
    * generator awaits it before it moves or overwrites window bytes, so the caller can finish
    * with outstanding chunks there. No chunk is ever copied; only an unfinished chunk at the end
    * of the window is moved to its start before the next read.
    */
-  async *chunks(fh: FileHandle, window: Buffer, beforeRefill: () => Promise<unknown> = async () => undefined): AsyncGenerator<Buffer> {
+  async *chunks(read: ReadAt, window: Buffer, beforeRefill: () => Promise<unknown> = async () => undefined): AsyncGenerator<Buffer> {
     let start = 0;
     let end = 0;
     let eof = false;
@@ -93,7 +94,7 @@ export class Chunker {
           start = 0;
         }
         while (!eof && end < window.length) {
-          const { bytesRead } = await fh.read(window, end, window.length - end, pos);
+          const bytesRead = await read(window, end, window.length - end, pos);
           if (bytesRead === 0) eof = true;
           end += bytesRead;
           pos += bytesRead;

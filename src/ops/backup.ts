@@ -7,6 +7,8 @@ import * as path from 'node:path';
 import { hostname, userInfo } from 'node:os';
 import { HoldfastError, fsError, systemCode } from '../errors/catalogue.js';
 import { Archiver, newArchiveProgress } from '../files/archiver.js';
+import { ReaderPool } from '../files/reader-pool.js';
+import { availableParallelism } from 'node:os';
 import { Excluder } from '../files/exclude.js';
 import { type Compression, parseCompression } from '../repository/compress.js';
 import { type Snapshot, type SnapshotSummary, findSnapshot, listSnapshots, saveSnapshot } from '../repository/snapshot.js';
@@ -26,6 +28,8 @@ export interface BackupParams {
   readonly readAll: boolean;
   readonly compression: string;
   readonly packSize: number;
+  /** Worker threads for reading files; undefined = number of CPUs, 0 = none. */
+  readonly jobs?: number | undefined;
 }
 
 export interface BackupResult {
@@ -88,8 +92,11 @@ export async function backup(ref: RepoRef, p: BackupParams, ctx: OpContext): Pro
       ctx.progress,
     );
     let tree: string;
+    const pool = ReaderPool.start(repo, p.jobs ?? Math.min(availableParallelism(), 8));
+    ctx.log.debug(pool ? `reading files in ${p.jobs ?? Math.min(availableParallelism(), 8)} worker thread(s)` : 'reading files in the main thread');
     try {
       const archiver = new Archiver(repo, {
+        pool,
         excluder,
         parentTree,
         progress,
@@ -108,6 +115,7 @@ export async function backup(ref: RepoRef, p: BackupParams, ctx: OpContext): Pro
       throw err;
     } finally {
       ticker.stop();
+      await pool?.close();
     }
     ctx.signal?.throwIfAborted();
     const summary: SnapshotSummary = {

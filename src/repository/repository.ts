@@ -17,7 +17,8 @@ import { randomBytes } from 'node:crypto';
 import { type Backend, type ObjectWriter, StorageError, isNotFound } from '../storage/backend.js';
 import { HoldfastError } from '../errors/catalogue.js';
 import { Semaphore } from '../util/semaphore.js';
-import { DecryptError, KEY_LEN, type ScryptParams, seal, sealParts, sha256, sha256Hex, unseal } from './crypto.js';
+import { DecryptError, KEY_LEN, type ScryptParams, seal, sha256, sha256Hex, unseal } from './crypto.js';
+import { type SealedBlob, sealBlob } from './seal-blob.js';
 import { type Compression, compress, decompress } from './compress.js';
 import { type KeyFile, KeyFormatError, createKeyFile, parseKeyFile, unwrapKey } from './keys.js';
 import { type BlobType, PackBuilder, PackFormatError, blobAad, packName } from './pack.js';
@@ -112,6 +113,9 @@ interface OpenPack {
   chain: Promise<void>;
   /** Bytes queued but not yet written. */
   pending: number;
+  /** Parts waiting for the next write, and whether a write loop is running. */
+  queue: Buffer[];
+  draining: boolean;
 }
 
 export class Repository {
@@ -349,18 +353,51 @@ export class Repository {
    */
   async saveBlob(type: BlobType, data: Buffer, id: Buffer = sha256(data)): Promise<{ id: Buffer; added: boolean }> {
     const hex = id.toString('hex');
-    if (this.knows(type, hex)) return { id, added: false };
-    this.pending.add(`${type}:${hex}`);
-    let sealed: { parts: Buffer[]; length: number };
+    if (!this.claimBlob(type, hex)) return { id, added: false };
+    let sealed: SealedBlob;
     await this.sealSem.acquire();
     try {
-      const [mode, payload] = await compress(data, this.writeOptions.compression);
-      sealed = sealParts(this.masterKey, blobAad(type, id), [Buffer.of(mode), payload]);
+      sealed = await sealBlob(this.masterKey, type, id, data, this.writeOptions.compression);
+    } catch (err) {
+      this.releaseBlob(type, hex);
+      throw err;
     } finally {
       this.sealSem.release();
     }
+    await this.addSealedBlob(type, id, sealed, data.length);
+    return { id, added: true };
+  }
+
+  /**
+   * Reserve (type, id) for storing by this process. False when the blob is already stored or
+   * claimed; true obliges the caller to `addSealedBlob` it, or `releaseBlob` if it cannot.
+   */
+  claimBlob(type: BlobType, hex: string): boolean {
+    if (this.knows(type, hex)) return false;
+    this.pending.add(`${type}:${hex}`);
+    return true;
+  }
+
+  releaseBlob(type: BlobType, hex: string): void {
+    this.pending.delete(`${type}:${hex}`);
+  }
+
+  /** What sealing a blob for this repository needs (backup worker threads seal blobs themselves). */
+  sealingParams(): { key: Buffer; compression: Compression } {
+    return { key: this.masterKey, compression: this.writeOptions.compression };
+  }
+
+  /**
+   * Append a claimed blob, already sealed with `sealBlob`, to the open pack of its type. Resolves
+   * once it is queued (not yet durable: `flush()` makes it so); applies backpressure while packs
+   * are written.
+   */
+  async addSealedBlob(type: BlobType, id: Buffer, sealed: SealedBlob, rawLength: number): Promise<void> {
     while (this.queuedPacks >= this.maxQueuedPacks) await new Promise<void>((resolve) => this.packWaiters.push(resolve));
-    if (this.uploadError) throw this.uploadError;
+    if (this.uploadError) {
+      this.releaseBlob(type, id.toString('hex'));
+      throw this.uploadError;
+    }
     let pack = this.packers.get(type);
     if (!pack) {
       pack = await this.startPack();
@@ -370,14 +407,13 @@ export class Repository {
         pack = this.packers.get(type)!;
       } else this.packers.set(type, pack);
     }
-    const parts = pack.builder.add(type, id, sealed, data.length);
+    const parts = pack.builder.add(type, id, sealed, rawLength);
     this.append(pack, parts, sealed.length);
     if (pack.pending > 8 << 20) await pack.chain;
     if (pack.builder.byteSize >= this.writeOptions.packSize && this.packers.get(type) === pack) {
       this.packers.delete(type);
       await this.finishPack(pack);
     }
-    return { id, added: true };
   }
 
   private async startPack(): Promise<OpenPack> {
@@ -387,22 +423,39 @@ export class Repository {
     } catch (err) {
       throw storageToHoldfast(err, this.backend);
     }
-    const pack: OpenPack = { builder: new PackBuilder(), writer, chain: Promise.resolve(), pending: 0 };
+    const pack: OpenPack = { builder: new PackBuilder(), writer, chain: Promise.resolve(), pending: 0, queue: [], draining: false };
     this.append(pack, pack.builder.head(), 0);
     return pack;
   }
 
-  /** Queue bytes for the pack's writer, in order; the first failure is kept in uploadError. */
-  private append(pack: OpenPack, parts: Buffer[], length: number): void {
+  /**
+   * Queue bytes for the pack's writer, in order. Parts queued while a write is under way go out
+   * together in the next write (one writev for many small blobs). The first failure is kept in
+   * uploadError.
+   */
+  private append(pack: OpenPack, parts: Buffer[], length: number, force = false): void {
     pack.pending += length;
+    pack.queue.push(...parts);
+    // Small blobs wait until 1 MiB is queued: one write per MiB instead of one per blob.
+    if (pack.draining || (pack.pending < 1 << 20 && !force)) return;
+    pack.draining = true;
     pack.chain = pack.chain.then(async () => {
       try {
-        await pack.writer.write(parts);
+        while (pack.queue.length > 0) {
+          const batch = pack.queue.splice(0, 1024); // IOV_MAX
+          let bytes = 0;
+          for (const b of batch) bytes += b.length;
+          try {
+            await pack.writer.write(batch);
+          } finally {
+            pack.pending -= bytes;
+          }
+        }
       } catch (err) {
         this.uploadError ??= storageToHoldfast(err, this.backend);
         throw err;
       } finally {
-        pack.pending -= length;
+        pack.draining = false;
       }
     });
     pack.chain.catch(() => undefined); // observed through uploadError and finishPack
@@ -418,6 +471,7 @@ export class Repository {
     this.queuedPacks++;
     const task = (async () => {
       try {
+        this.append(pack, [], 0, true);
         await pack.chain;
         const { id, tail, size, entries } = pack.builder.finish(this.masterKey);
         await pack.writer.write(tail);

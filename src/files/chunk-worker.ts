@@ -1,0 +1,176 @@
+/**
+ * Backup worker thread: reads files, splits them into chunks, hashes them, and compresses and
+ * seals the chunks the repository does not have yet. The main thread keeps the index, the packs
+ * and the tree; see reader-pool.ts for the protocol.
+ *
+ * Per file: for each batch of chunks (at most one window's worth) the worker sends their ids,
+ * waits for the main thread to say which are new (it claims them), seals those, sends them, and
+ * waits for the acknowledgement that they are queued in a pack (backpressure) before it reuses
+ * the window. Chunks are views into the window and are never copied before sealing.
+ */
+import { parentPort } from 'node:worker_threads';
+import { closeSync, openSync, readSync } from 'node:fs';
+import { sha256 } from '../repository/crypto.js';
+import type { Compression } from '../repository/compress.js';
+import { sealBlob } from '../repository/seal-blob.js';
+import { Chunker, type ChunkerSpec } from './chunker.js';
+import type { MainToWorker, WorkerToMain } from './reader-pool.js';
+
+const port = parentPort;
+if (!port) throw new Error('chunk-worker must run in a worker thread');
+
+let key: Buffer | undefined;
+let chunker: Chunker | undefined;
+let compression: Compression = { algo: 'zstd', level: 3 };
+const windows: Buffer[] = [];
+/** Replies the main thread owes, by job: resolves with `need` flags or on `ack`. */
+const waiting = new Map<number, (msg: MainToWorker) => void>();
+
+function send(msg: WorkerToMain, transfer: ArrayBuffer[] = []): void {
+  port!.postMessage(msg, transfer);
+}
+
+function reply(job: number): Promise<MainToWorker> {
+  return new Promise((resolve) => waiting.set(job, resolve));
+}
+
+/** Seal into one exactly-sized, transferable buffer (cipher outputs may share pooled memory). */
+async function sealTransferable(id: Buffer, chunk: Buffer): Promise<Uint8Array> {
+  const s = await sealBlob(key!, 'data', id, chunk, compression);
+  const out = new Uint8Array(new ArrayBuffer(s.length));
+  let off = 0;
+  for (const p of s.parts) {
+    out.set(p, off);
+    off += p.length;
+  }
+  return out;
+}
+
+/**
+ * A file below SMALL bytes is read whole, sealed without asking which chunks are new, and sent in
+ * one message with its content list: one message instead of five, no round trip. Sealing a chunk
+ * the repository already has costs a little CPU, but small files are read only when they are new
+ * or changed, so their chunks are rarely known.
+ */
+const SMALL = 1 << 20;
+
+function processSmallFile(job: number, path: string, size: number): Promise<void> {
+  const fd = openSync(path, 'r');
+  let data: Buffer;
+  try {
+    const buf = Buffer.allocUnsafe(size + 1);
+    let got = 0;
+    for (;;) {
+      const n = readSync(fd, buf, got, buf.length - got, got);
+      if (n === 0) break;
+      got += n;
+      if (got === buf.length) break; // grew while we read: take what fits, as a window would
+    }
+    data = buf.subarray(0, got);
+  } finally {
+    closeSync(fd);
+  }
+  return (async () => {
+    const content: string[] = [];
+    const blobs: Array<{ id: string; data: Uint8Array; rawLength: number }> = [];
+    const transfer: ArrayBuffer[] = [];
+    let off = 0;
+    while (off < data.length) {
+      const n = chunker!.cut(data.subarray(off), data.length - off);
+      const chunk = data.subarray(off, off + n);
+      const id = sha256(chunk);
+      const hex = id.toString('hex');
+      content.push(hex);
+      const sealed = await sealTransferable(id, chunk);
+      blobs.push({ id: hex, data: sealed, rawLength: n });
+      transfer.push(sealed.buffer as ArrayBuffer);
+      off += n;
+    }
+    send({ t: 'whole', job, content, size: data.length, blobs }, transfer);
+  })();
+}
+
+async function processFile(job: number, path: string, size: number): Promise<void> {
+  if (!key || !chunker) throw new Error('worker not initialised');
+  if (size < SMALL) return processSmallFile(job, path, size);
+  const c = chunker;
+  const big = true; // files below SMALL took the whole-file path
+  const window = big ? (windows.pop() ?? Buffer.allocUnsafe(c.windowSize(Infinity))) : Buffer.allocUnsafe(c.windowSize(size));
+  // Synchronous I/O: this thread does nothing else, and per call it costs ~6 µs against ~70 µs
+  // for the promise API (which dominated backups of many small files).
+  let fd: number | undefined;
+  try {
+    fd = openSync(path, 'r');
+    const file = fd;
+    const read = (buf: Buffer, off: number, len: number, at: number): number => readSync(file, buf, off, len, at);
+    const content: string[] = [];
+    let total = 0;
+    let batch: Array<{ id: Buffer; hex: string; chunk: Buffer }> = [];
+    const flush = async (): Promise<void> => {
+      if (batch.length === 0) return;
+      const current = batch;
+      batch = [];
+      const answer = reply(job);
+      send({ t: 'ids', job, ids: current.map((b) => b.hex), lengths: current.map((b) => b.chunk.length) });
+      const need = await answer;
+      if (need.t !== 'need') throw new Error(`protocol: expected need, got ${need.t}`);
+      const sealed: Array<{ id: string; data: Uint8Array; rawLength: number }> = [];
+      const transfer: ArrayBuffer[] = [];
+      for (const [i, b] of current.entries()) {
+        if (!need.need[i]) continue;
+        const out = await sealTransferable(b.id, b.chunk);
+        sealed.push({ id: b.hex, data: out, rawLength: b.chunk.length });
+        transfer.push(out.buffer as ArrayBuffer);
+      }
+      if (sealed.length > 0) {
+        const ack = reply(job);
+        send({ t: 'sealed', job, blobs: sealed }, transfer);
+        const a = await ack;
+        if (a.t !== 'ack') throw new Error(`protocol: expected ack, got ${a.t}`);
+        if (a.abort) throw new Error('aborted by the main thread');
+      }
+    };
+    for await (const chunk of c.chunks(read, window, flush)) {
+      const id = sha256(chunk);
+      const hex = id.toString('hex');
+      content.push(hex);
+      total += chunk.length;
+      batch.push({ id, hex, chunk });
+    }
+    await flush();
+    send({ t: 'done', job, content, size: total });
+  } finally {
+    if (fd !== undefined) {
+      try {
+        closeSync(fd);
+      } catch {
+        // nothing to do
+      }
+    }
+    if (big) windows.push(window);
+  }
+}
+
+port.on('message', (msg: MainToWorker) => {
+  switch (msg.t) {
+    case 'init':
+      key = Buffer.from(msg.key);
+      chunker = new Chunker(msg.chunker as ChunkerSpec);
+      compression = msg.compression;
+      return;
+    case 'file':
+      processFile(msg.job, msg.path, msg.size).catch((err: unknown) => {
+        waiting.delete(msg.job);
+        const e = err as { code?: string; message?: string };
+        send({ t: 'fail', job: msg.job, code: e.code ?? '', message: e.message ?? String(err) });
+      });
+      return;
+    case 'need':
+    case 'ack': {
+      const resolve = waiting.get(msg.job);
+      waiting.delete(msg.job);
+      resolve?.(msg);
+      return;
+    }
+  }
+});
