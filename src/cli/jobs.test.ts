@@ -48,6 +48,4 @@ describe('backup with and without worker threads', () => {
     }
     ok(['check', '--read-data'], env);
   });
-
-  });
 });
