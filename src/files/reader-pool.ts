@@ -95,7 +95,9 @@ export class ReaderPool {
     const pool = new ReaderPool(repo, perWorker);
     const { key, compression } = repo.sealingParams();
     for (let i = 0; i < count; i++) {
-      const worker = new Worker(script);
+      // A small young generation: workers allocate mostly short-lived buffers, and V8's default
+      // (tens of MB per isolate) kept that much garbage alive per worker between scavenges.
+      const worker = new Worker(script, { resourceLimits: { maxYoungGenerationSizeMb: 8 } });
       const slot: Slot = { worker, jobs: 0, big: 0 };
       worker.on('message', (msg: WorkerToMain) => void pool.onMessage(slot, msg));
       worker.on('error', (err) => pool.fatal(new Error(`backup worker failed: ${err.message}`)));
