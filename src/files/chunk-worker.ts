@@ -11,7 +11,7 @@
 import { parentPort } from 'node:worker_threads';
 import { closeSync, openSync, readSync } from 'node:fs';
 import { sha256 } from '../repository/crypto.js';
-import type { Compression } from '../repository/compress.js';
+import { type Compression, useSyncCompression } from '../repository/compress.js';
 import { sealBlob } from '../repository/seal-blob.js';
 import { Chunker, type ChunkerSpec } from './chunker.js';
 import type { MainToWorker, WorkerToMain } from './reader-pool.js';
@@ -74,17 +74,19 @@ function processSmallFile(job: number, path: string, size: number): Promise<void
     const content: string[] = [];
     const blobs: Array<{ id: string; data: Uint8Array; rawLength: number }> = [];
     const transfer: ArrayBuffer[] = [];
-    let off = 0;
-    while (off < data.length) {
+    const pieces: Array<{ id: Buffer; chunk: Buffer }> = [];
+    for (let off = 0; off < data.length; ) {
       const n = chunker!.cut(data.subarray(off), data.length - off);
       const chunk = data.subarray(off, off + n);
-      const id = sha256(chunk);
-      const hex = id.toString('hex');
-      content.push(hex);
-      const sealed = await sealTransferable(id, chunk);
-      blobs.push({ id: hex, data: sealed, rawLength: n });
-      transfer.push(sealed.buffer as ArrayBuffer);
+      pieces.push({ id: sha256(chunk), chunk });
       off += n;
+    }
+    const outs = await Promise.all(pieces.map((p) => sealTransferable(p.id, p.chunk)));
+    for (const [i, p] of pieces.entries()) {
+      const hex = p.id.toString('hex');
+      content.push(hex);
+      blobs.push({ id: hex, data: outs[i]!, rawLength: p.chunk.length });
+      transfer.push(outs[i]!.buffer as ArrayBuffer);
     }
     send({ t: 'whole', job, content, size: data.length, blobs }, transfer);
   })();
@@ -114,14 +116,12 @@ async function processFile(job: number, path: string, size: number): Promise<voi
       send({ t: 'ids', job, ids: current.map((b) => b.hex), lengths: current.map((b) => b.chunk.length) });
       const need = await answer;
       if (need.t !== 'need') throw new Error(`protocol: expected need, got ${need.t}`);
-      const sealed: Array<{ id: string; data: Uint8Array; rawLength: number }> = [];
-      const transfer: ArrayBuffer[] = [];
-      for (const [i, b] of current.entries()) {
-        if (!need.need[i]) continue;
-        const out = await sealTransferable(b.id, b.chunk);
-        sealed.push({ id: b.hex, data: out, rawLength: b.chunk.length });
-        transfer.push(out.buffer as ArrayBuffer);
-      }
+      // Seal the batch's new chunks concurrently: compression runs on the thread pool, so one
+      // chunk at a time would leave this thread idle while a single pool thread works.
+      const todo = current.filter((_, i) => need.need[i]);
+      const outs = await Promise.all(todo.map((b) => sealTransferable(b.id, b.chunk)));
+      const sealed = todo.map((b, i) => ({ id: b.hex, data: outs[i]!, rawLength: b.chunk.length }));
+      const transfer = outs.map((o) => o.buffer as ArrayBuffer);
       if (sealed.length > 0) {
         const ack = reply(job);
         send({ t: 'sealed', job, blobs: sealed }, transfer);
@@ -154,6 +154,7 @@ async function processFile(job: number, path: string, size: number): Promise<voi
 port.on('message', (msg: MainToWorker) => {
   switch (msg.t) {
     case 'init':
+      useSyncCompression(); // this thread may block; falls back to the async binding
       key = Buffer.from(msg.key);
       chunker = new Chunker(msg.chunker as ChunkerSpec);
       compression = msg.compression;

@@ -3,6 +3,7 @@
  * 0 = stored as is, 1 = zstd frame. Incompressible payloads are stored as is.
  * The native zstd module is loaded on first use so commands that never compress don't pay for it.
  */
+import { createRequire } from 'node:module';
 export type Compression = { readonly algo: 'none' } | { readonly algo: 'zstd'; readonly level: number };
 
 export const MODE_NONE = 0;
@@ -30,10 +31,31 @@ export function formatCompression(c: Compression): string {
   return c.algo === 'none' ? 'none' : `zstd:${c.level}`;
 }
 
+type SyncCompress = (data: Buffer, level: number) => Buffer;
+let syncCompress: SyncCompress | undefined;
+
+/**
+ * Compress synchronously from now on in this thread, when the optional native helper
+ * (native/zstd-sync.c) is available: for threads that may block (backup workers), where it
+ * costs a fraction of the async binding's per-call overhead. Returns whether it is in use.
+ */
+export function useSyncCompression(): boolean {
+  const require = createRequire(import.meta.url);
+  for (const candidate of ['./zstd-sync.node', '../zstd-sync.node']) {
+    try {
+      syncCompress = (require(candidate) as { compress: SyncCompress }).compress;
+      return true;
+    } catch {
+      // try the next location
+    }
+  }
+  return false;
+}
+
 /** Returns [mode, payload]. */
 export async function compress(data: Buffer, c: Compression): Promise<[number, Buffer]> {
   if (c.algo === 'none' || data.length < 64) return [MODE_NONE, data];
-  const z = await (await zstd()).compress(data, c.level);
+  const z = syncCompress ? syncCompress(data, c.level) : await (await zstd()).compress(data, c.level);
   return z.length < data.length ? [MODE_ZSTD, z] : [MODE_NONE, data];
 }
 

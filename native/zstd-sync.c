@@ -1,0 +1,61 @@
+/*
+ * zstd-sync: synchronous zstd compression with one reused context per thread, for holdfast's
+ * backup worker threads (which may block). The async binding (@mongodb-js/zstd) costs ~80 us of
+ * CPU per call whatever the input size (a new context and a thread-pool round trip each time),
+ * which dominated backups of many small files; this costs a few microseconds per small blob.
+ *
+ * Links against the system libzstd (libzstd.so.1, present wherever apt is). Only functions of
+ * zstd's stable API are used, declared here because the -dev headers need not be installed.
+ * Output is an ordinary zstd frame: anything can decompress it.
+ * Exposes compress(buffer, level) -> Buffer (exactly sized).
+ */
+#include <stdlib.h>
+#include <node_api.h>
+
+typedef struct ZSTD_CCtx_s ZSTD_CCtx;
+size_t ZSTD_compressBound(size_t srcSize);
+ZSTD_CCtx *ZSTD_createCCtx(void);
+size_t ZSTD_compressCCtx(ZSTD_CCtx *cctx, void *dst, size_t dstCapacity, const void *src, size_t srcSize, int compressionLevel);
+unsigned ZSTD_isError(size_t code);
+const char *ZSTD_getErrorName(size_t code);
+
+static __thread ZSTD_CCtx *cctx;
+static __thread char *scratch;
+static __thread size_t scratch_size;
+
+static napi_value fail(napi_env env, const char *msg) {
+  napi_throw_error(env, "ZSTD_SYNC", msg);
+  return NULL;
+}
+
+static napi_value compress(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  void *src;
+  size_t len;
+  int32_t level = 3;
+  napi_value out;
+  void *copy;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1) return fail(env, "compress(buffer, level) needs a buffer");
+  if (napi_get_buffer_info(env, argv[0], &src, &len) != napi_ok) return fail(env, "compress: first argument must be a Buffer");
+  if (argc >= 2) napi_get_value_int32(env, argv[1], &level);
+  if (!cctx && !(cctx = ZSTD_createCCtx())) return fail(env, "ZSTD_createCCtx failed");
+  size_t bound = ZSTD_compressBound(len);
+  if (bound > scratch_size) {
+    free(scratch);
+    scratch = malloc(bound);
+    scratch_size = scratch ? bound : 0;
+    if (!scratch) return fail(env, "out of memory");
+  }
+  size_t n = ZSTD_compressCCtx(cctx, scratch, scratch_size, src, len, level);
+  if (ZSTD_isError(n)) return fail(env, ZSTD_getErrorName(n));
+  if (napi_create_buffer_copy(env, n, scratch, &copy, &out) != napi_ok) return fail(env, "cannot allocate the output buffer");
+  return out;
+}
+
+NAPI_MODULE_INIT() {
+  napi_value fn;
+  if (napi_create_function(env, "compress", NAPI_AUTO_LENGTH, compress, NULL, &fn) != napi_ok) return NULL;
+  if (napi_set_named_property(env, exports, "compress", fn) != napi_ok) return NULL;
+  return exports;
+}
