@@ -10,22 +10,12 @@ import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { COMMANDS } from './commands.js';
 import { OPTIONS, appliesTo } from '../config/options.js';
+import type { SnapshotSummary, SnapshotWithId } from '../repository/snapshot.js';
 import { ROOT, Rng, cli, cliSpawn } from '../testing/helpers.js';
 import { type Env, assertSameTree, dirSize, fails, initRepo, ok, okJson, restoredPath, show, within, workspace } from '../testing/e2e.js';
 
-interface SnapshotJson {
-  id: string;
-  time: string;
-  host: string;
-  username: string;
-  paths: string[];
-  tags: string[];
-  excludes: string[];
-  tree: string;
-  parent?: string;
-  program: string;
-  summary: { files: number; bytes: number; filesNew: number; filesChanged: number; filesUnchanged: number };
-}
+/** What `snapshots --json` prints: the snapshot manifest with its id. */
+type SnapshotJson = SnapshotWithId & { summary: SnapshotSummary };
 
 /** The shortest prefix of `id` that no other id shares. */
 function uniquePrefix(id: string, all: readonly string[]): string {
