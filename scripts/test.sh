@@ -5,5 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 npm ci --no-audit --no-fund --loglevel=error
 npm run --silent build
+./scripts/pg-deps.sh  # PostgreSQL 15 for the real-server tests (src/testing/pg.ts); quiet when present
 # Tests run from the type-checked build; CLI tests spawn the bundled dist/.
 exec node --test --test-concurrency=2 build/
