@@ -136,6 +136,30 @@ export const COMMANDS: readonly CommandSpec[] = [
     maxArgs: 0,
     load: () => import('./cmd-key.js'),
   },
+  {
+    name: 'pg archive-push',
+    summary: 'Archive a WAL file (PostgreSQL archive_command)',
+    usage: 'holdfast pg archive-push [--cluster NAME] WAL-PATH',
+    description:
+      'Stores one WAL segment, .partial segment, timeline history or backup history file, compressed and encrypted, and exits 0 only once it is durable in the repository. ' +
+      'Segments are checked first: the name must match the page header, and the system identifier, major version and segment size must match the cluster (bound on first push). ' +
+      'A file already archived with identical content succeeds with a warning; different content is an error (exit 29) and the stored copy is kept.',
+    examples: ["archive_command = 'holdfast pg archive-push --cluster main %p'"],
+    minArgs: 1,
+    maxArgs: 1,
+    load: () => import('./cmd-pg-archive.js'),
+  },
+  {
+    name: 'pg archive-get',
+    summary: 'Fetch a WAL file (PostgreSQL restore_command)',
+    usage: 'holdfast pg archive-get [--cluster NAME] WAL-FILE DEST-PATH',
+    description:
+      'Writes the archived file WAL-FILE (%f) to DEST-PATH (%p) atomically and exits 0. Exits 1 without a message when the archive has no such file, which ends archive recovery normally; any other failure exits with another code and a message.',
+    examples: ["restore_command = 'holdfast pg archive-get --cluster main %f %p'"],
+    minArgs: 2,
+    maxArgs: 2,
+    load: () => import('./cmd-pg-archive.js'),
+  },
 ];
 
 export function findCommand(argv: readonly string[]): { spec: CommandSpec; rest: string[] } | undefined {

@@ -87,6 +87,11 @@ function report(err: unknown, log: Logger, json: boolean): number {
     if (err instanceof Error && err.stack) log.debug(err.stack);
   }
   if (json) process.stdout.write(JSON.stringify({ error: e.toJSON() }, null, 2) + '\n');
+  if (e.code === 'WAL_NOT_FOUND') {
+    // restore_command asks for files that do not exist as a matter of course: stay quiet.
+    log.debug(`${e.message} [${e.code}]`);
+    return e.exitCode;
+  }
   log.error(`${e.message} [${e.code}]`);
   log.hint(e.hint);
   return e.exitCode;
@@ -102,7 +107,7 @@ function argCount(spec: CommandSpec): string {
 function generalHelp(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));
   return [
-    `holdfast ${VERSION}: encrypted, deduplicating backups of files (PostgreSQL support is coming).`,
+    `holdfast ${VERSION}: encrypted, deduplicating backups of files; PostgreSQL WAL archiving (backup and PITR are coming).`,
     '',
     'Usage: holdfast COMMAND [options] [arguments]',
     '',
@@ -120,10 +125,11 @@ function generalHelp(): string {
     '  holdfast restore latest --target /tmp/restore',
     '',
     'Run `holdfast help COMMAND` for a command\'s options, `holdfast help config` for the config file.',
-    'Exit codes: 0 ok, 2 usage, 3 bad config, 10 no repository, 11 locked, 12 wrong password,',
+    'Exit codes: 0 ok, 1 no such WAL file (archive-get), 2 usage, 3 bad config, 10 no repository, 12 wrong password,',
     '14 corrupt object, 15 missing object, 16 permission denied, 17 no such snapshot, 18 unsafe path,',
     '21 some files unreadable (snapshot saved), 22 restore target not empty, 23 check found problems,',
-    '25 restore target conflict, 26 restore target write failed. The README lists them all.',
+    '25 restore target conflict, 26 restore target write failed, 27 not a valid WAL file, 28 WAL of another',
+    'cluster, 29 WAL archived with other content, 70 internal error. The README lists them all.',
     '',
   ].join('\n');
 }

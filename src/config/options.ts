@@ -56,6 +56,9 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'jobs', type: 'int', short: 'j', min: 0, max: 64, env: true, config: true, commands: ['backup'], arg: 'N', help: 'Worker threads that read, chunk, compress and encrypt files (default: the number of CPUs; 0 does it all in the main thread).' },
   { name: 'read-all', type: 'bool', default: false, commands: ['backup'], help: 'Read every file even when the parent snapshot says it is unchanged.' },
 
+  // --- PostgreSQL
+  { name: 'cluster', type: 'string', default: 'main', env: true, config: true, commands: ['pg archive-push', 'pg archive-get'], arg: 'NAME', help: 'Which PostgreSQL cluster of the repository: bound to one system identifier and major version on first archive-push.' },
+
   // --- reading data
   { name: 'target', type: 'path', short: 't', commands: ['restore'], arg: 'DIR', help: 'Directory to restore into (created if missing; must be empty unless --force).' },
   { name: 'include', type: 'list', short: 'i', commands: ['restore'], arg: 'PATH', help: 'Restore only PATH (a path inside the snapshot, as `ls` shows it) and what lies below it (repeatable).' },

@@ -12,7 +12,7 @@
  */
 
 export interface ErrorSpec {
-  /** Process exit code. 1 is reserved for "not found, quietly" (archive-get) and general errors. */
+  /** Process exit code. 1 means only "no such WAL file" (archive-get), as PostgreSQL expects. */
   readonly exit: number;
   /** True when repeating the same operation later may succeed without a human doing anything. */
   readonly retryable: boolean;
@@ -21,7 +21,8 @@ export interface ErrorSpec {
 }
 
 export const CATALOGUE = {
-  INTERNAL: { exit: 1, retryable: false, hint: 'This is a bug in holdfast. Please report it with the output of the command run with --log-level debug.' },
+  INTERNAL: { exit: 70, retryable: false, hint: 'This is a bug in holdfast. Please report it with the output of the command run with --log-level debug.' },
+  WAL_NOT_FOUND: { exit: 1, retryable: false, hint: 'The repository has no such WAL file; for restore_command this is the normal end of archive recovery.' },
   USAGE: { exit: 2, retryable: false, hint: 'Run the command with --help to see its arguments and options.' },
   CONFIG_INVALID: { exit: 3, retryable: false, hint: 'Fix the named option in the config file, environment variable or flag; `holdfast help config` lists every option.' },
   REPO_NOT_FOUND: { exit: 10, retryable: false, hint: 'Check --repo / HOLDFAST_REPO, or create a repository there with `holdfast init`.' },
@@ -40,6 +41,9 @@ export const CATALOGUE = {
   CHECK_FAILED: { exit: 23, retryable: false, hint: 'The repository has the problems listed above. Back up again to a healthy repository if data is missing.' },
   TARGET_CONFLICT: { exit: 25, retryable: false, hint: 'Something in the restore target stands where the snapshot has an entry of another kind (a directory where it has a file, or a file where it has a directory). Move it away or restore into an empty directory.' },
   TARGET_IO: { exit: 26, retryable: true, hint: 'Writing the restore target failed. Check free space and the filesystem holding the target, then run the restore again (--force to overwrite what was already written).' },
+  WAL_INVALID: { exit: 27, retryable: false, hint: 'The file is not a PostgreSQL WAL, history or backup history file holdfast accepts (wrong name, damaged or renamed). Nothing was stored.' },
+  CLUSTER_MISMATCH: { exit: 28, retryable: false, hint: 'This WAL belongs to another PostgreSQL cluster than the one this repository binds to --cluster (another system identifier, major version or segment size). Check --cluster and the repository; after initdb or pg_upgrade use a new cluster name. Nothing was stored.' },
+  WAL_CONFLICT: { exit: 29, retryable: false, hint: 'A WAL file with this name but different content is already archived; the stored copy was left untouched. Two clusters may be archiving into the same --cluster name.' },
   KEY_IN_USE: { exit: 24, retryable: false, hint: 'A repository must keep at least one key, and you cannot remove the key you opened it with; add another key first or open with a different password.' },
   INTERRUPTED: { exit: 130, retryable: true, hint: 'The operation was interrupted; nothing partial was committed. Run it again.' },
 } as const satisfies Record<string, ErrorSpec>;

@@ -376,6 +376,61 @@ export class Repository {
     }
   }
 
+  // ---------------------------------------------------------------- named objects
+
+  /**
+   * Objects stored under a name chosen by the caller rather than their hash (WAL files, cluster
+   * records): sealed like every object, with the name in the AAD, so content cannot be moved to
+   * another name undetected. `createOnly` makes the put fail with REPO_EXISTS-free semantics:
+   * returns false when the name exists. Returns the bytes stored.
+   */
+  async putNamed(name: string, plain: Buffer, options: { createOnly?: boolean } = {}): Promise<{ created: boolean; size: number }> {
+    const [mode, payload] = await compress(plain, this.writeOptions.compression);
+    const sealed = seal(this.masterKey, namedAad(name), [Buffer.of(mode), payload]);
+    try {
+      await this.backend.put(name, sealed, options.createOnly ? { createOnly: true } : {});
+    } catch (err) {
+      if (err instanceof StorageError && err.kind === 'exists') return { created: false, size: 0 };
+      throw storageToHoldfast(err, this.backend, name);
+    }
+    this.addedBytes += sealed.length;
+    return { created: true, size: sealed.length };
+  }
+
+  /** The plaintext of a named object, or undefined when it does not exist. */
+  async getNamed(name: string): Promise<Buffer | undefined> {
+    let sealed: Buffer;
+    try {
+      sealed = await this.backend.get(name);
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw storageToHoldfast(err, this.backend, name);
+    }
+    let plain: Buffer;
+    try {
+      plain = unseal(this.masterKey, namedAad(name), sealed);
+    } catch (err) {
+      if (err instanceof DecryptError) throw new HoldfastError('INTEGRITY', `${name}: ${err.message}`, { object: name });
+      throw err;
+    }
+    try {
+      return await decompress(plain[0]!, plain.subarray(1));
+    } catch (err) {
+      throw new HoldfastError('INTEGRITY', `${name}: cannot decompress: ${(err as Error).message}`, { object: name }, { cause: err });
+    }
+  }
+
+  /** Names below a directory prefix (e.g. `wal/main/`), without the prefix. */
+  async listNamed(prefix: string): Promise<string[]> {
+    const out: string[] = [];
+    try {
+      for await (const o of this.backend.list(prefix)) out.push(o.name.slice(prefix.length));
+    } catch (err) {
+      throw storageToHoldfast(err, this.backend);
+    }
+    return out.sort();
+  }
+
   // ---------------------------------------------------------------- index
 
   /**
@@ -688,6 +743,10 @@ export class Repository {
   async close(): Promise<void> {
     await this.backend.close();
   }
+}
+
+function namedAad(name: string): Buffer {
+  return Buffer.from(`holdfast:named:${name}`, 'utf8');
 }
 
 function fileAad(kind: FileKind): Buffer {

@@ -1,0 +1,180 @@
+/**
+ * PostgreSQL WAL archiving: `pg archive-push` (archive_command) and `pg archive-get`
+ * (restore_command).
+ *
+ * Storage (see docs/design.md §12): each cluster name has a record `clusters/<name>` binding it to
+ * a system identifier, major version and WAL segment size on first push; every archived file is a
+ * named object `wal/<name>/<file>`. archive-push exits 0 only after the object is durable.
+ */
+import { readFileSync, openSync, writeSync, fsyncSync, closeSync, renameSync, unlinkSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import * as path from 'node:path';
+import { HoldfastError, fsError } from '../errors/catalogue.js';
+import type { Repository } from '../repository/repository.js';
+import { checkSegment, parseWalHeader } from '../wal/header.js';
+import { WalFormatError, WalMismatchError } from '../wal/errors.js';
+import { parseTimelineHistory, parseWalName } from '../wal/names.js';
+import type { OpContext, RepoRef } from './context.js';
+import { openRepository } from './repo.js';
+
+export interface ClusterRecord {
+  version: 1;
+  name: string;
+  /** Decimal system identifier. */
+  systemId: string;
+  pgVersion: number;
+  segSize: number;
+  created: string;
+}
+
+const CLUSTER_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+
+export function checkClusterName(name: string): string {
+  if (!CLUSTER_NAME.test(name)) {
+    throw new HoldfastError('CONFIG_INVALID', `cluster name ${JSON.stringify(name)} is invalid`, { option: 'cluster', hint: 'Use 1-64 letters, digits, "_", "." or "-", starting with a letter or digit.' });
+  }
+  return name;
+}
+
+export function walObjectName(cluster: string, file: string): string {
+  return `wal/${cluster}/${file}`;
+}
+
+async function loadCluster(repo: Repository, cluster: string): Promise<ClusterRecord | undefined> {
+  const raw = await repo.getNamed(`clusters/${cluster}`);
+  if (!raw) return undefined;
+  try {
+    return JSON.parse(raw.toString('utf8')) as ClusterRecord;
+  } catch {
+    throw new HoldfastError('INTEGRITY', `clusters/${cluster} is not valid JSON`, { object: `clusters/${cluster}` });
+  }
+}
+
+/** Bind the cluster name on first use (create-only, so two first pushes cannot disagree). */
+async function bindCluster(repo: Repository, cluster: string, fields: Omit<ClusterRecord, 'version' | 'name' | 'created'>, log: OpContext['log']): Promise<ClusterRecord> {
+  const record: ClusterRecord = { version: 1, name: cluster, ...fields, created: new Date().toISOString() };
+  const { created } = await repo.putNamed(`clusters/${cluster}`, Buffer.from(JSON.stringify(record)), { createOnly: true });
+  if (created) {
+    log.info(`cluster "${cluster}" bound to system identifier ${record.systemId}, PostgreSQL ${record.pgVersion}`);
+    return record;
+  }
+  return (await loadCluster(repo, cluster))!;
+}
+
+function walError(err: unknown, file: string): never {
+  if (err instanceof WalMismatchError && (err.reason === 'system-id' || err.reason === 'pg-version' || err.reason === 'seg-size')) {
+    throw new HoldfastError('CLUSTER_MISMATCH', err.message, { file, reason: err.reason, actual: err.actual, expected: err.expected });
+  }
+  if (err instanceof WalMismatchError || err instanceof WalFormatError) {
+    throw new HoldfastError('WAL_INVALID', `${file}: ${err.message}`, { file, reason: err.reason });
+  }
+  throw err;
+}
+
+export interface PushResult {
+  file: string;
+  stored: boolean;
+  /** Already archived with identical content (a retried push). */
+  duplicate: boolean;
+  bytes: number;
+  storedBytes: number;
+}
+
+/** Validate and archive one WAL, history, backup history or `.partial` file. */
+export async function archivePush(ref: RepoRef, cluster: string, walPath: string, ctx: OpContext): Promise<PushResult> {
+  checkClusterName(cluster);
+  const file = path.basename(walPath);
+  const name = parseWalName(file);
+  if (!name) {
+    throw new HoldfastError('WAL_INVALID', `${file} is not a WAL segment, .partial, timeline history or backup history file name`, {
+      file,
+      hint: 'archive_command must pass %p of a file PostgreSQL archives. Nothing was stored.',
+    });
+  }
+  let data: Buffer;
+  try {
+    data = readFileSync(walPath);
+  } catch (err) {
+    throw fsError(err, 'read WAL file', walPath);
+  }
+  // Validate what can be validated without the repository first: a bad file fails fast.
+  let header: ReturnType<typeof parseWalHeader> | undefined;
+  try {
+    if (name.kind === 'segment' || name.kind === 'partial') header = checkSegment(data, { segmentName: file.replace(/\.partial$/, '') });
+    else if (name.kind === 'history') parseTimelineHistory(data, name.timeline);
+    else if (!data.toString('latin1', 0, 64).startsWith('START WAL LOCATION:')) throw new WalFormatError('invalid-name', 'a backup history file starts with "START WAL LOCATION:"');
+  } catch (err) {
+    walError(err, file);
+  }
+
+  const repo = await openRepository(ref, false);
+  try {
+    let record = await loadCluster(repo, cluster);
+    if (header) {
+      if (!record) record = await bindCluster(repo, cluster, { systemId: header.systemId.toString(), pgVersion: header.pgVersion, segSize: header.segSize }, ctx.log);
+      try {
+        checkSegment(data, { segmentName: file.replace(/\.partial$/, ''), systemId: BigInt(record.systemId), pgVersion: record.pgVersion, segSize: record.segSize, fileSize: data.length });
+      } catch (err) {
+        walError(err, file);
+      }
+    }
+    const object = walObjectName(cluster, file);
+    const existing = await repo.getNamed(object);
+    if (existing) return sameOrConflict(existing, data, file, object, ctx);
+    const { created, size } = await repo.putNamed(object, data, { createOnly: true });
+    if (!created) {
+      // Another process archived it between our look and our write.
+      return sameOrConflict((await repo.getNamed(object))!, data, file, object, ctx);
+    }
+    return { file, stored: true, duplicate: false, bytes: data.length, storedBytes: size };
+  } finally {
+    await repo.close();
+  }
+}
+
+function sameOrConflict(existing: Buffer, data: Buffer, file: string, object: string, ctx: OpContext): PushResult {
+  if (existing.equals(data)) {
+    ctx.log.warn(`${file} was already archived with identical content; nothing to do`);
+    return { file, stored: false, duplicate: true, bytes: data.length, storedBytes: 0 };
+  }
+  throw new HoldfastError('WAL_CONFLICT', `${file} is already archived with different content (${existing.length} bytes stored, ${data.length} offered)`, { file, object });
+}
+
+/**
+ * Fetch an archived file to `dest` (restore_command's %p): written to a temporary name beside it,
+ * fsynced and renamed, so PostgreSQL never sees a partial file. A missing file is WAL_NOT_FOUND
+ * (exit 1), which tells PostgreSQL the archive has nothing more.
+ */
+export async function archiveGet(ref: RepoRef, cluster: string, file: string, dest: string): Promise<{ file: string; bytes: number }> {
+  checkClusterName(cluster);
+  if (!parseWalName(file)) {
+    throw new HoldfastError('WAL_INVALID', `${file} is not a WAL segment, .partial, timeline history or backup history file name`, { file, hint: 'restore_command must pass %f and %p.' });
+  }
+  const repo = await openRepository(ref, false);
+  let data: Buffer | undefined;
+  try {
+    data = await repo.getNamed(walObjectName(cluster, file));
+  } finally {
+    await repo.close();
+  }
+  if (!data) throw new HoldfastError('WAL_NOT_FOUND', `${file} is not in the archive of cluster "${cluster}"`, { file, cluster });
+  const tmp = path.join(path.dirname(dest), `.${path.basename(dest)}.holdfast-${randomBytes(4).toString('hex')}`);
+  try {
+    const fd = openSync(tmp, 'wx', 0o600);
+    try {
+      for (let off = 0; off < data.length; ) off += writeSync(fd, data, off, data.length - off);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, dest);
+  } catch (err) {
+    try {
+      unlinkSync(tmp);
+    } catch {
+      // nothing to remove
+    }
+    throw fsError(err, 'write', dest, 'TARGET_IO');
+  }
+  return { file, bytes: data.length };
+}
