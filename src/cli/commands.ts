@@ -160,6 +160,30 @@ export const COMMANDS: readonly CommandSpec[] = [
     maxArgs: 2,
     load: () => import('./cmd-pg-archive.js'),
   },
+  {
+    name: 'pg backup',
+    summary: 'Back up a running PostgreSQL cluster',
+    usage: 'holdfast pg backup [--cluster NAME] [--type full|incr] [--pgdata DIR] [--jobs N]',
+    description:
+      'Takes an online backup through pg_backup_start/pg_backup_stop while the database keeps taking writes, copying the data directory with the same exclusions as pg_basebackup. ' +
+      'incr (the default) reads only files changed since the previous backup of the cluster. The backup is recorded only once the WAL that makes it consistent is in the repository (bounded by --archive-timeout), so archive_command must run `holdfast pg archive-push` into the same repository and cluster.',
+    examples: ['PGHOST=/var/run/postgresql holdfast pg backup --cluster main --type full'],
+    minArgs: 0,
+    maxArgs: 0,
+    load: () => import('./cmd-pg-backup.js'),
+  },
+  {
+    name: 'pg restore',
+    summary: 'Restore a PostgreSQL backup, to a point in time',
+    usage: 'holdfast pg restore [--cluster NAME] [--set ID|latest] --target-dir DIR [--target-time T | --target-lsn L | --target-xid X | --target-name N | --target-immediate]',
+    description:
+      'Writes a backup into DIR with backup_label, recovery settings in postgresql.auto.conf between holdfast markers (restore_command calling `holdfast pg archive-get` for this repository and cluster, and the target; earlier conflicting settings are commented out) and recovery.signal (or standby.signal). ' +
+      'Without --set it picks the newest backup that ends before a time or LSN target. Start PostgreSQL on DIR to recover. The password must come from a file (--password-file) so that restore_command can read it.',
+    examples: ['holdfast pg restore --target-dir /var/lib/postgresql/15/restored --target-time "2026-11-21 10:15:00+00" --target-action promote'],
+    minArgs: 0,
+    maxArgs: 0,
+    load: () => import('./cmd-pg-backup.js'),
+  },
 ];
 
 export function findCommand(argv: readonly string[]): { spec: CommandSpec; rest: string[] } | undefined {

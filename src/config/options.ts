@@ -47,22 +47,37 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'new-password', type: 'string', env: true, noFlag: true, commands: ['key add', 'key passwd'], help: 'The new password (environment only: HOLDFAST_NEW_PASSWORD).' },
 
   // --- writing data
-  { name: 'compression', type: 'string', default: 'zstd:3', env: true, config: true, commands: ['backup'], arg: 'ALGO[:LEVEL]', help: 'none, zstd or zstd:LEVEL (-7..22). Incompressible data is stored as is either way.' },
-  { name: 'pack-size', type: 'size', default: '16MiB', min: 1 << 20, max: 512 << 20, env: true, config: true, commands: ['backup'], arg: 'SIZE', help: 'Target size of pack files.' },
+  { name: 'compression', type: 'string', default: 'zstd:3', env: true, config: true, commands: ['backup', 'pg backup'], arg: 'ALGO[:LEVEL]', help: 'none, zstd or zstd:LEVEL (-7..22). Incompressible data is stored as is either way.' },
+  { name: 'pack-size', type: 'size', default: '16MiB', min: 1 << 20, max: 512 << 20, env: true, config: true, commands: ['backup', 'pg backup'], arg: 'SIZE', help: 'Target size of pack files.' },
   { name: 'exclude', type: 'list', short: 'e', config: true, commands: ['backup'], arg: 'PATTERN', help: 'Skip paths matching PATTERN (repeatable). No "/": matches names at any depth (*.tmp). With "/": matches the path (/home/*/.cache).' },
   { name: 'tag', type: 'list', commands: ['backup', 'snapshots'], arg: 'TAG', help: 'backup: attach TAG to the snapshot (repeatable). snapshots: list only snapshots with every TAG.' },
   { name: 'host', type: 'string', commands: ['backup', 'snapshots'], arg: 'NAME', help: 'backup: record NAME as the host (default: this machine\'s hostname). snapshots: list only this host.' },
   { name: 'parent', type: 'string', commands: ['backup'], arg: 'SNAPSHOT', help: 'Compare against SNAPSHOT to skip unchanged files (default: latest snapshot of the same host and paths).' },
-  { name: 'jobs', type: 'int', short: 'j', min: 0, max: 64, env: true, config: true, commands: ['backup'], arg: 'N', help: 'Worker threads that read, chunk, compress and encrypt files (default: the number of CPUs; 0 does it all in the main thread).' },
+  { name: 'jobs', type: 'int', short: 'j', min: 0, max: 64, env: true, config: true, commands: ['backup', 'pg backup'], arg: 'N', help: 'Worker threads that read, chunk, compress and encrypt files (default: the number of CPUs; 0 does it all in the main thread).' },
   { name: 'read-all', type: 'bool', default: false, commands: ['backup'], help: 'Read every file even when the parent snapshot says it is unchanged.' },
 
   // --- PostgreSQL
-  { name: 'cluster', type: 'string', default: 'main', env: true, config: true, commands: ['pg archive-push', 'pg archive-get'], arg: 'NAME', help: 'Which PostgreSQL cluster of the repository: bound to one system identifier and major version on first archive-push.' },
+  { name: 'cluster', type: 'string', default: 'main', env: true, config: true, commands: ['pg archive-push', 'pg archive-get', 'pg backup', 'pg restore'], arg: 'NAME', help: 'Which PostgreSQL cluster of the repository: bound to one system identifier and major version on first archive-push.' },
+
+  { name: 'pgdata', type: 'path', env: true, config: true, commands: ['pg backup'], arg: 'DIR', help: 'The data directory to back up (default: the server\'s data_directory; must be on this host).' },
+  { name: 'pg-url', type: 'string', env: true, config: true, commands: ['pg backup'], arg: 'URL', help: 'Connection string (postgresql://user@host:port/db); default: the libpq environment PGHOST, PGPORT, PGUSER, PGDATABASE.' },
+  { name: 'type', type: 'enum', values: ['full', 'incr'], default: 'incr', commands: ['pg backup'], help: 'incr reads only files changed since the previous backup of the cluster (a full backup when there is none).' },
+  { name: 'archive-timeout', type: 'int', min: 1, max: 86400, default: 60, env: true, config: true, commands: ['pg backup'], arg: 'SECONDS', help: 'How long to wait for the WAL that makes the backup consistent to reach the repository.' },
+  { name: 'set', type: 'string', commands: ['pg restore'], arg: 'BACKUP', help: 'The backup to restore: an id, a unique prefix, or latest (default: the newest that ends before a time or LSN target, else the latest).' },
+  { name: 'target-dir', type: 'path', commands: ['pg restore'], arg: 'DIR', help: 'The data directory to create (must be empty unless --force).' },
+  { name: 'target-time', type: 'string', commands: ['pg restore'], arg: 'TIMESTAMP', help: 'Recover up to this time (recovery_target_time), e.g. "2026-11-21 10:15:00+00".' },
+  { name: 'target-lsn', type: 'string', commands: ['pg restore'], arg: 'LSN', help: 'Recover up to this WAL location (recovery_target_lsn), e.g. 0/3000060.' },
+  { name: 'target-xid', type: 'string', commands: ['pg restore'], arg: 'XID', help: 'Recover up to this transaction id (recovery_target_xid).' },
+  { name: 'target-name', type: 'string', commands: ['pg restore'], arg: 'NAME', help: 'Recover up to this restore point, made with pg_create_restore_point (recovery_target_name).' },
+  { name: 'target-immediate', type: 'bool', default: false, commands: ['pg restore'], help: 'Stop as soon as the backup is consistent (recovery_target = immediate).' },
+  { name: 'target-action', type: 'enum', values: ['pause', 'promote', 'shutdown'], commands: ['pg restore'], help: 'What the server does at the target (recovery_target_action; PostgreSQL\'s default is pause).' },
+  { name: 'target-timeline', type: 'string', commands: ['pg restore'], arg: 'TLI', help: 'Timeline to recover along: a number, current or latest (recovery_target_timeline).' },
+  { name: 'standby', type: 'bool', default: false, commands: ['pg restore'], help: 'Start as a standby (standby.signal) that keeps fetching WAL from the repository.' },
 
   // --- reading data
   { name: 'target', type: 'path', short: 't', commands: ['restore'], arg: 'DIR', help: 'Directory to restore into (created if missing; must be empty unless --force).' },
   { name: 'include', type: 'list', short: 'i', commands: ['restore'], arg: 'PATH', help: 'Restore only PATH (a path inside the snapshot, as `ls` shows it) and what lies below it (repeatable).' },
-  { name: 'force', type: 'bool', default: false, commands: ['restore'], help: 'Restore into a non-empty target, replacing files and symlinks that stand in the way.' },
+  { name: 'force', type: 'bool', default: false, commands: ['restore', 'pg restore'], help: 'restore: restore into a non-empty target, replacing files and symlinks that stand in the way. pg restore: delete the target\'s contents first.' },
   { name: 'long', type: 'bool', short: 'l', default: false, commands: ['ls'], help: 'Show mode, owner, size and modification time.' },
   { name: 'read-data', type: 'bool', default: false, commands: ['check'], help: 'Also read every pack, and decrypt and verify every blob (reads the whole repository).' },
 ];

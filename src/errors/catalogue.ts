@@ -44,6 +44,9 @@ export const CATALOGUE = {
   WAL_INVALID: { exit: 27, retryable: false, hint: 'The file is not a PostgreSQL WAL, history or backup history file holdfast accepts (wrong name, damaged or renamed). Nothing was stored.' },
   CLUSTER_MISMATCH: { exit: 28, retryable: false, hint: 'This WAL belongs to another PostgreSQL cluster than the one this repository binds to --cluster (another system identifier, major version or segment size). Check --cluster and the repository; after initdb or pg_upgrade use a new cluster name. Nothing was stored.' },
   WAL_CONFLICT: { exit: 29, retryable: false, hint: 'A WAL file with this name but different content is already archived; the stored copy was left untouched. Two clusters may be archiving into the same --cluster name.' },
+  ARCHIVE_TIMEOUT: { exit: 30, retryable: true, hint: 'The WAL this backup needs did not reach the repository in time. Check that archive_command runs `holdfast pg archive-push` for this repository and --cluster (`holdfast pg check`), and the server log for archive failures; or raise --archive-timeout.' },
+  PG_ERROR: { exit: 31, retryable: false, hint: 'PostgreSQL refused a request; see its message. The backup user needs the right to run pg_backup_start/pg_backup_stop (superuser, or granted EXECUTE on them).' },
+  PG_RUNNING: { exit: 32, retryable: false, hint: 'A PostgreSQL server is running in the restore target (postmaster.pid names a live process). Stop it first; restoring under a running server would corrupt it.' },
   KEY_IN_USE: { exit: 24, retryable: false, hint: 'A repository must keep at least one key, and you cannot remove the key you opened it with; add another key first or open with a different password.' },
   INTERRUPTED: { exit: 130, retryable: true, hint: 'The operation was interrupted; nothing partial was committed. Run it again.' },
 } as const satisfies Record<string, ErrorSpec>;

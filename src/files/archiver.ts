@@ -41,6 +41,13 @@ export interface ArchiveOptions {
   readonly fileSlots?: number;
   /** Worker threads that read, chunk and seal files; without it files are read in this thread. */
   readonly pool?: ReaderPool | undefined;
+  /** Extra rule: true skips the entry (checked with --exclude patterns; PostgreSQL exclusions). */
+  readonly skip?: ((absPath: string, name: string) => boolean) | undefined;
+  /**
+   * Files whose mtime (ns) is at or after this are read again even when the parent snapshot says
+   * they are unchanged: they may have been written during the parent's backup (PostgreSQL).
+   */
+  readonly rereadModifiedSince?: bigint | undefined;
 }
 
 export function newArchiveProgress(): ArchiveProgress {
@@ -199,7 +206,7 @@ export class Archiver {
     }
     const pending: Array<Promise<TreeNode>> = [];
     const base = absPath === '/' ? '' : absPath;
-    const included = names.filter((name) => !this.opts.excluder.excluded(`${base}/${name}`, name));
+    const included = names.filter((name) => !this.opts.excluder.excluded(`${base}/${name}`, name) && !this.opts.skip?.(`${base}/${name}`, name));
     // Stat a batch of entries at once: one thread-pool round trip per entry in series would
     // dominate backups of many small or unchanged files.
     for (let i = 0; i < included.length; i += STAT_BATCH) {
@@ -245,6 +252,7 @@ export class Archiver {
   private unchanged(node: TreeNode, parentNode: TreeNode | undefined): boolean {
     if (
       parentNode?.type !== 'file' ||
+      (this.opts.rereadModifiedSince !== undefined && BigInt(node.mtime) >= this.opts.rereadModifiedSince) ||
       parentNode.size !== node.size ||
       parentNode.mtime !== node.mtime ||
       parentNode.ctime !== node.ctime ||

@@ -35,6 +35,12 @@ export interface RestoreOptions {
   readonly progress: RestoreProgress;
   readonly onWarning: (message: string) => void;
   readonly signal?: AbortSignal | undefined;
+  /**
+   * A directory in the snapshot whose contents go directly into the target (PostgreSQL restores:
+   * the data directory's path). Without it the snapshot's absolute paths are recreated below the
+   * target. Its own metadata (mode, owner) is applied to the target.
+   */
+  readonly root?: string | undefined;
 }
 
 export function newRestoreProgress(): RestoreProgress {
@@ -59,7 +65,8 @@ function isZero(buf: Buffer): boolean {
 }
 
 export async function restoreTree(repo: Repository, rootTree: string, opts: RestoreOptions): Promise<void> {
-  const select = new PathSelector(opts.includes);
+  const rootPrefix = opts.root ? '/' + opts.root.split('/').filter((x) => x !== '').join('/') : '';
+  const select = new PathSelector(rootPrefix ? (opts.includes.length ? opts.includes.map((i) => rootPrefix + '/' + i.replace(/^\/+/, '')) : [rootPrefix]) : opts.includes);
   const descend = (e: WalkEntry): boolean => select.classify(e.path) !== 'out';
   const p = opts.progress;
 
@@ -92,8 +99,14 @@ export async function restoreTree(repo: Repository, rootTree: string, opts: Rest
     if (firstError) break;
     const cls = select.classify(e.path);
     if (cls === 'out') continue;
-    const dest = path.join(target, ...e.path.split('/').filter((s) => s !== ''));
     const node = e.node;
+    if (rootPrefix && (e.path === rootPrefix || !e.path.startsWith(rootPrefix + '/'))) {
+      // The root itself becomes the target; its ancestors are not restored.
+      if (e.path === rootPrefix) dirs.push({ dest: target, node });
+      continue;
+    }
+    const rel = rootPrefix ? e.path.slice(rootPrefix.length) : e.path;
+    const dest = path.join(target, ...rel.split('/').filter((s) => s !== ''));
     if (cls === 'ancestor') {
       if (node.type === 'dir') {
         await makeDir(dest, opts.force);

@@ -15,6 +15,7 @@ import { type Snapshot, type SnapshotSummary, findSnapshot, listSnapshots, saveS
 import { Ticker, formatBytes, rateAndEta } from '../ui/output.js';
 import type { OpContext, RepoRef } from './context.js';
 import { openRepository } from './repo.js';
+import type { Repository } from '../repository/repository.js';
 import { VERSION } from '../version.js';
 
 export const PROGRAM = `holdfast ${VERSION}`;
@@ -79,57 +80,8 @@ export async function backup(ref: RepoRef, p: BackupParams, ctx: OpContext): Pro
     }
     if (parentId) ctx.log.debug(`using parent snapshot ${parentId.slice(0, 8)}`);
 
-    const excluder = new Excluder(p.excludes);
-    const progress = newArchiveProgress();
-    const sourceErrors: BackupResult['sourceErrors'] = [];
-    const totals = { files: 0, bytes: 0, done: false };
-    if (ctx.progress) void scanTotals(paths, excluder, totals, ctx.signal);
-    const ticker = new Ticker(
-      ctx.log,
-      (ms) =>
-        `${progress.filesDone}${totals.done ? `/${totals.files}` : ''} files, ${formatBytes(progress.bytesDone)}${totals.done ? ` of ${formatBytes(totals.bytes)}` : ''}, ` +
-        `${rateAndEta(progress.bytesDone, totals.done ? totals.bytes : undefined, ms)}, added ${formatBytes(repo.addedBytes)}${progress.errors ? `, ${progress.errors} errors` : ''}`,
-      ctx.progress,
-    );
-    let tree: string;
-    const pool = ReaderPool.start(repo, p.jobs ?? Math.min(availableParallelism(), 8));
-    ctx.log.debug(pool ? `reading files in ${p.jobs ?? Math.min(availableParallelism(), 8)} worker thread(s)` : 'reading files in the main thread');
-    try {
-      const archiver = new Archiver(repo, {
-        pool,
-        excluder,
-        parentTree,
-        progress,
-        signal: ctx.signal,
-        onError: (x, err) => {
-          const message = fsError(err, 'read', x).message;
-          sourceErrors.push({ path: x, message });
-          ctx.log.warn(message);
-        },
-      });
-      tree = await archiver.archive(paths);
-      await repo.flush();
-    } catch (err) {
-      // Keep what is already durable usable: index finished packs, write no snapshot.
-      await repo.abandon();
-      throw err;
-    } finally {
-      ticker.stop();
-      await pool?.close();
-    }
-    ctx.signal?.throwIfAborted();
-    const summary: SnapshotSummary = {
-      files: progress.filesDone,
-      dirs: progress.dirsDone,
-      bytes: progress.bytesDone,
-      filesNew: progress.filesNew,
-      filesChanged: progress.filesChanged,
-      filesUnchanged: progress.filesUnchanged,
-      blobsAdded: progress.blobsAdded,
-      bytesAdded: repo.addedBytes,
-      errors: progress.errors,
-      durationMs: 0,
-    };
+    const run = await archiveTrees(repo, ctx, { paths, excludes: p.excludes, parentTree, jobs: p.jobs });
+    const { tree, summary, sourceErrors } = run;
     let username = 'unknown';
     try {
       username = userInfo().username;
@@ -158,8 +110,87 @@ export async function backup(ref: RepoRef, p: BackupParams, ctx: OpContext): Pro
   }
 }
 
+export interface ArchiveRun {
+  tree: string;
+  summary: SnapshotSummary;
+  sourceErrors: Array<{ path: string; message: string }>;
+}
+
+export interface ArchiveParams {
+  readonly paths: readonly string[];
+  readonly excludes: readonly string[];
+  readonly parentTree?: string | undefined;
+  readonly jobs?: number | undefined;
+  readonly skip?: ((absPath: string, name: string) => boolean) | undefined;
+  readonly rereadModifiedSince?: bigint | undefined;
+}
+
+/**
+ * The data phase shared by file and PostgreSQL backups: archive `paths` (workers, progress on a
+ * terminal), then make everything durable (packs, index). On failure the durable packs are
+ * indexed and the error rethrown; no snapshot is written here.
+ */
+export async function archiveTrees(repo: Repository, ctx: OpContext, a: ArchiveParams): Promise<ArchiveRun> {
+  const started = Date.now();
+  const excluder = new Excluder(a.excludes);
+  const progress = newArchiveProgress();
+  const sourceErrors: ArchiveRun['sourceErrors'] = [];
+  const totals = { files: 0, bytes: 0, done: false };
+  if (ctx.progress) void scanTotals(a.paths, excluder, totals, ctx.signal, a.skip);
+  const ticker = new Ticker(
+    ctx.log,
+    (ms) =>
+      `${progress.filesDone}${totals.done ? `/${totals.files}` : ''} files, ${formatBytes(progress.bytesDone)}${totals.done ? ` of ${formatBytes(totals.bytes)}` : ''}, ` +
+      `${rateAndEta(progress.bytesDone, totals.done ? totals.bytes : undefined, ms)}, added ${formatBytes(repo.addedBytes)}${progress.errors ? `, ${progress.errors} errors` : ''}`,
+    ctx.progress,
+  );
+  let tree: string;
+  const jobs = a.jobs ?? Math.min(availableParallelism(), 8);
+  const pool = ReaderPool.start(repo, jobs);
+  ctx.log.debug(pool ? `reading files in ${jobs} worker thread(s)` : 'reading files in the main thread');
+  try {
+    const archiver = new Archiver(repo, {
+      pool,
+      excluder,
+      parentTree: a.parentTree,
+      skip: a.skip,
+      rereadModifiedSince: a.rereadModifiedSince,
+      progress,
+      signal: ctx.signal,
+      onError: (x, err) => {
+        const message = fsError(err, 'read', x).message;
+        sourceErrors.push({ path: x, message });
+        ctx.log.warn(message);
+      },
+    });
+    tree = await archiver.archive(a.paths);
+    await repo.flush();
+  } catch (err) {
+    // Keep what is already durable usable: index finished packs, write no snapshot.
+    await repo.abandon();
+    throw err;
+  } finally {
+    ticker.stop();
+    await pool?.close();
+  }
+  ctx.signal?.throwIfAborted();
+  const summary: SnapshotSummary = {
+    files: progress.filesDone,
+    dirs: progress.dirsDone,
+    bytes: progress.bytesDone,
+    filesNew: progress.filesNew,
+    filesChanged: progress.filesChanged,
+    filesUnchanged: progress.filesUnchanged,
+    blobsAdded: progress.blobsAdded,
+    bytesAdded: repo.addedBytes,
+    errors: progress.errors,
+    durationMs: Date.now() - started,
+  };
+  return { tree, summary, sourceErrors };
+}
+
 /** Count what a backup will read, for the ETA. Runs beside the backup; errors are ignored here. */
-async function scanTotals(paths: readonly string[], excluder: Excluder, totals: { files: number; bytes: number; done: boolean }, signal?: AbortSignal): Promise<void> {
+async function scanTotals(paths: readonly string[], excluder: Excluder, totals: { files: number; bytes: number; done: boolean }, signal?: AbortSignal, skip?: (absPath: string, name: string) => boolean): Promise<void> {
   const stack = [...paths];
   while (stack.length > 0 && !signal?.aborted) {
     const p = stack.pop()!;
@@ -168,7 +199,7 @@ async function scanTotals(paths: readonly string[], excluder: Excluder, totals: 
       if (st.isDirectory()) {
         for (const name of await fsp.readdir(p)) {
           const child = p === '/' ? `/${name}` : `${p}/${name}`;
-          if (!excluder.excluded(child, name)) stack.push(child);
+          if (!excluder.excluded(child, name) && !skip?.(child, name)) stack.push(child);
         }
       } else if (st.isFile()) {
         totals.files++;

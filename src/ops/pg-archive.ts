@@ -61,6 +61,20 @@ async function bindCluster(repo: Repository, cluster: string, fields: Omit<Clust
   return (await loadCluster(repo, cluster))!;
 }
 
+/**
+ * The cluster record for `cluster`, created from `fields` on first use; CLUSTER_MISMATCH when the
+ * name is bound to another system identifier, major version or segment size.
+ */
+export async function bindClusterRecord(repo: Repository, cluster: string, fields: Omit<ClusterRecord, 'version' | 'name' | 'created'>, log: OpContext['log']): Promise<ClusterRecord> {
+  const record = (await loadCluster(repo, cluster)) ?? (await bindCluster(repo, cluster, fields, log));
+  for (const k of ['systemId', 'pgVersion', 'segSize'] as const) {
+    if (String(record[k]) !== String(fields[k])) {
+      throw new HoldfastError('CLUSTER_MISMATCH', `cluster "${cluster}" is bound to ${k} ${record[k]}, but this server has ${fields[k]}`, { cluster, field: k, expected: String(record[k]), actual: String(fields[k]) });
+    }
+  }
+  return record;
+}
+
 function walError(err: unknown, file: string): never {
   if (err instanceof WalMismatchError && (err.reason === 'system-id' || err.reason === 'pg-version' || err.reason === 'seg-size')) {
     throw new HoldfastError('CLUSTER_MISMATCH', err.message, { file, reason: err.reason, actual: err.actual, expected: err.expected });

@@ -20,6 +20,28 @@ export interface SnapshotSummary {
   durationMs: number;
 }
 
+/** Present on snapshots that are PostgreSQL backups (`pg backup`). */
+export interface PgBackupInfo {
+  cluster: string;
+  type: 'full' | 'incr';
+  systemId: string;
+  pgVersion: number;
+  /** The data directory that was backed up (the snapshot's only path). */
+  pgdata: string;
+  timeline: number;
+  startLsn: string;
+  stopLsn: string;
+  /** First and last WAL segment needed to make the backup consistent. */
+  startWal: string;
+  stopWal: string;
+  startTime: string;
+  stopTime: string;
+  /** backup_label and tablespace_map contents from pg_backup_stop. */
+  labelFile: string;
+  spcmapFile: string;
+  dataChecksums: boolean;
+}
+
 export interface Snapshot {
   version: number;
   time: string;
@@ -32,6 +54,7 @@ export interface Snapshot {
   parent?: string;
   program: string;
   summary?: SnapshotSummary;
+  pg?: PgBackupInfo;
 }
 
 export interface SnapshotWithId extends Snapshot {

@@ -1,0 +1,81 @@
+import * as path from 'node:path';
+import type { Invocation } from './invocation.js';
+import { repoRef } from './invocation.js';
+import { pgBackup } from '../ops/pg-backup.js';
+import { pgRestore } from '../ops/pg-restore.js';
+import { shellQuote } from '../postgres/recovery.js';
+import { HoldfastError } from '../errors/catalogue.js';
+import { formatBytes, formatDuration } from '../ui/output.js';
+
+export async function run(inv: Invocation): Promise<number> {
+  const o = inv.options;
+  const cluster = o.str('cluster')!;
+  if (inv.command === 'pg backup') {
+    const r = await pgBackup(
+      repoRef(inv),
+      {
+        cluster,
+        type: o.str('type') as 'full' | 'incr',
+        pgdata: o.str('pgdata'),
+        pgUrl: o.str('pg-url'),
+        compression: o.str('compression')!,
+        packSize: o.num('pack-size'),
+        jobs: typeof o.get('jobs') === 'number' ? o.num('jobs') : undefined,
+        archiveTimeoutMs: o.num('archive-timeout') * 1000,
+      },
+      inv.ctx,
+    );
+    if (inv.json) inv.outJson(r);
+    else {
+      inv.out(`${r.type} backup ${r.snapshotId.slice(0, 8)} of cluster "${cluster}": LSN ${r.pg.startLsn} .. ${r.pg.stopLsn}, WAL ${r.pg.startWal} .. ${r.pg.stopWal}`);
+      inv.out(`read ${formatBytes(r.summary.bytes)} (${r.summary.filesUnchanged} files unchanged), added ${formatBytes(r.summary.bytesAdded)} in ${formatDuration(r.summary.durationMs)}`);
+    }
+    return 0;
+  }
+  const targetDir = o.str('target-dir');
+  if (!targetDir) throw new HoldfastError('USAGE', 'pg restore needs --target-dir DIR', {});
+  const ref = repoRef(inv);
+  const r = await pgRestore(
+    ref,
+    {
+      cluster,
+      set: o.str('set'),
+      targetDir,
+      target: {
+        time: o.str('target-time'),
+        lsn: o.str('target-lsn'),
+        xid: o.str('target-xid'),
+        name: o.str('target-name'),
+        immediate: o.bool('target-immediate'),
+        action: o.str('target-action') as 'pause' | 'promote' | 'shutdown' | undefined,
+        timeline: o.str('target-timeline'),
+      },
+      standby: o.bool('standby'),
+      force: o.bool('force'),
+      restoreCommand: restoreCommand(inv, ref.location, cluster),
+    },
+    inv.ctx,
+  );
+  if (inv.json) inv.outJson(r);
+  else {
+    inv.out(`restored backup ${r.snapshotId.slice(0, 8)} into ${r.targetDir}: ${r.files} files, ${formatBytes(r.bytes)}`);
+    inv.out(`recovery settings: ${r.settings.map(([k, v]) => `${k} = '${v}'`).join('; ')}`);
+    inv.out(`start PostgreSQL on ${r.targetDir} to recover`);
+  }
+  return 0;
+}
+
+/** The restore_command that fetches WAL from this repository, as this holdfast was invoked. */
+function restoreCommand(inv: Invocation, repo: string, cluster: string): string {
+  const pwFile = inv.options.str('password-file');
+  if (!pwFile) {
+    throw new HoldfastError('CONFIG_INVALID', 'pg restore needs the password in a file (--password-file or HOLDFAST_PASSWORD_FILE): restore_command runs holdfast without your environment', {
+      hint: 'Put the password in a file readable by the postgres user, and pass --password-file.',
+    });
+  }
+  const args = [process.execPath, path.resolve(process.argv[1] ?? 'holdfast'), 'pg', 'archive-get', '--cluster', cluster, '--repo', path.isAbsolute(repo) || repo.includes('://') ? repo : path.resolve(repo), '--password-file', path.resolve(pwFile)];
+  const config = inv.options.str('config');
+  if (config) args.push('--config', path.resolve(config));
+  // PostgreSQL expands %-escapes in restore_command: a literal % must be %%.
+  return `${args.map((a) => shellQuote(a).replace(/%/g, '%%')).join(' ')} %f %p`;
+}

@@ -1,0 +1,173 @@
+/**
+ * `pg backup`: an online backup through the non-exclusive backup API.
+ *
+ * 1. Connect; check the server (not a standby, wal_level, archiving) and bind the cluster name to
+ *    its system identifier and major version (the same record archive-push uses).
+ * 2. pg_backup_start (immediate checkpoint) in one session that stays open.
+ * 3. Archive the data directory with pg_basebackup's exclusions (datadir.ts), in worker threads,
+ *    while the database keeps taking writes. Files not changed since the parent backup (size,
+ *    mtime, ctime, inode) are not read again, unless modified after the parent started.
+ * 4. pg_backup_stop: the stop LSN, backup_label and tablespace_map.
+ * 5. Wait (bounded by --archive-timeout) until every WAL segment from start to stop is durable in
+ *    the repository: without them the backup cannot be made consistent.
+ * 6. Only then write the snapshot, with the backup's PostgreSQL metadata.
+ */
+import * as path from 'node:path';
+import { hostname, userInfo } from 'node:os';
+import { HoldfastError } from '../errors/catalogue.js';
+import type { Repository } from '../repository/repository.js';
+import { type PgBackupInfo, type Snapshot, type SnapshotSummary, listSnapshots, saveSnapshot } from '../repository/snapshot.js';
+import { PgConnection } from '../postgres/connection.js';
+import { dataDirSkipper } from '../postgres/datadir.js';
+import { nextSegmentName, parseLsn, segmentName, segNoOfEndLsn } from '../wal/names.js';
+import { PROGRAM, archiveTrees, checkCompression } from './backup.js';
+import type { OpContext, RepoRef } from './context.js';
+import { bindClusterRecord, checkClusterName, walObjectName } from './pg-archive.js';
+import { openRepository } from './repo.js';
+
+export interface PgBackupParams {
+  readonly cluster: string;
+  readonly type: 'full' | 'incr';
+  readonly pgdata?: string | undefined;
+  readonly pgUrl?: string | undefined;
+  readonly compression: string;
+  readonly packSize: number;
+  readonly jobs?: number | undefined;
+  readonly archiveTimeoutMs: number;
+}
+
+export interface PgBackupResult {
+  snapshotId: string;
+  type: 'full' | 'incr';
+  parent?: string;
+  pg: PgBackupInfo;
+  summary: SnapshotSummary;
+}
+
+/** PostgreSQL backups of `cluster` in the repository, oldest first. */
+export async function listPgBackups(repo: Repository, cluster: string): Promise<Array<Snapshot & { id: string; pg: PgBackupInfo }>> {
+  return (await listSnapshots(repo)).filter((s): s is typeof s & { pg: PgBackupInfo } => s.pg?.cluster === cluster);
+}
+
+export async function pgBackup(ref: RepoRef, p: PgBackupParams, ctx: OpContext): Promise<PgBackupResult> {
+  checkClusterName(p.cluster);
+  const compression = checkCompression(p.compression);
+  const conn = await PgConnection.open(p.pgUrl);
+  try {
+    const info = await conn.info();
+    if (info.inRecovery) throw new HoldfastError('PG_ERROR', 'the server is a standby; back up the primary', { hint: 'Backups from standbys are not supported yet.' });
+    if (info.walLevel === 'minimal') throw new HoldfastError('PG_ERROR', 'wal_level is minimal: an online backup needs replica or logical', { hint: 'Set wal_level = replica and restart PostgreSQL.' });
+    if (info.archiveMode === 'off') {
+      throw new HoldfastError('PG_ERROR', 'archive_mode is off: the WAL that makes the backup consistent would never reach the repository', {
+        hint: "Set archive_mode = on and archive_command = 'holdfast pg archive-push --cluster NAME %p', restart, then check with `holdfast pg check`.",
+      });
+    }
+    const pgdata = path.resolve(p.pgdata ?? info.dataDirectory);
+    if (p.pgdata && path.resolve(info.dataDirectory) !== pgdata) {
+      throw new HoldfastError('CONFIG_INVALID', `--pgdata ${pgdata} is not the data directory of the server holdfast connected to (${info.dataDirectory})`, { hint: 'Point PGHOST/PGPORT (or --pg-url) at the server that owns --pgdata.' });
+    }
+
+    const repo = await openRepository(ref);
+    try {
+      repo.setWriteOptions({ compression, packSize: p.packSize });
+      await bindClusterRecord(repo, p.cluster, { systemId: info.systemId, pgVersion: info.major, segSize: info.walSegmentSize }, ctx.log);
+      const previous = (await listPgBackups(repo, p.cluster)).filter((b) => b.pg.systemId === info.systemId).at(-1);
+      const parent = p.type === 'incr' ? previous : undefined;
+      if (p.type === 'incr' && !parent) ctx.log.warn(`no earlier backup of cluster "${p.cluster}": taking a full backup`);
+      const type = parent ? 'incr' : 'full';
+
+      const start = await conn.backupStart(`holdfast ${new Date().toISOString()}`, info.major);
+      ctx.log.info(`backup started at ${start.lsn} on timeline ${start.timeline} (WAL ${start.walFile})`);
+      let run;
+      try {
+        run = await archiveTrees(repo, ctx, {
+          paths: [pgdata],
+          excludes: [],
+          parentTree: parent?.tree,
+          jobs: p.jobs,
+          skip: dataDirSkipper(pgdata),
+          // Files written while the parent backup ran may have kept size and mtime: read them again.
+          rereadModifiedSince: parent ? BigInt(Date.parse(parent.pg.startTime)) * 1_000_000n - 1_000_000_000n : undefined,
+        });
+      } catch (err) {
+        await conn.backupStop(info.major).catch(() => undefined);
+        throw err;
+      }
+      const stop = await conn.backupStop(info.major);
+      const startWal = start.walFile;
+      // The last segment needed holds the byte before the stop LSN.
+      const stopWal = segmentName(start.timeline, segNoOfEndLsn(parseLsn(stop.lsn), info.walSegmentSize), info.walSegmentSize);
+      ctx.log.info(`backup stopped at ${stop.lsn}; waiting until WAL ${startWal}..${stopWal} is in the repository`);
+      await waitForWal(repo, p.cluster, startWal, stopWal, info.walSegmentSize, p.archiveTimeoutMs, ctx);
+
+      const pg: PgBackupInfo = {
+        cluster: p.cluster,
+        type,
+        systemId: info.systemId,
+        pgVersion: info.major,
+        pgdata,
+        timeline: start.timeline,
+        startLsn: start.lsn,
+        stopLsn: stop.lsn,
+        startWal,
+        stopWal,
+        startTime: new Date(start.time).toISOString(),
+        stopTime: new Date(stop.time).toISOString(),
+        labelFile: stop.labelFile,
+        spcmapFile: stop.spcmapFile,
+        dataChecksums: info.dataChecksums,
+      };
+      let username = 'unknown';
+      try {
+        username = userInfo().username;
+      } catch {
+        // no passwd entry
+      }
+      const sn: Snapshot = {
+        version: 1,
+        time: pg.startTime,
+        host: hostname(),
+        username,
+        paths: [pgdata],
+        tags: [`pg:${p.cluster}`, `pg-${type}`],
+        excludes: [],
+        tree: run.tree,
+        ...(parent ? { parent: parent.id } : {}),
+        program: PROGRAM,
+        summary: run.summary,
+        pg,
+      };
+      const snapshotId = await saveSnapshot(repo, sn);
+      return { snapshotId, type, ...(parent ? { parent: parent.id } : {}), pg, summary: run.summary };
+    } finally {
+      await repo.close();
+    }
+  } finally {
+    await conn.close();
+  }
+}
+
+/** Wait until every segment from `startWal` to `last` is stored (bounded by `timeoutMs`). */
+async function waitForWal(repo: Repository, cluster: string, startWal: string, last: string, segSize: number, timeoutMs: number, ctx: OpContext): Promise<void> {
+  const needed: string[] = [];
+  for (let seg = startWal; ; seg = nextSegmentName(seg, segSize)) {
+    needed.push(seg);
+    if (seg === last || needed.length > 1_000_000) break;
+  }
+  const deadline = Date.now() + timeoutMs;
+  let missing = needed;
+  for (;;) {
+    const present = new Set(await repo.listNamed(`wal/${cluster}/`));
+    missing = missing.filter((s) => !present.has(s));
+    if (missing.length === 0) return;
+    ctx.signal?.throwIfAborted();
+    if (Date.now() >= deadline) {
+      throw new HoldfastError('ARCHIVE_TIMEOUT', `WAL ${missing[0]}${missing.length > 1 ? ` and ${missing.length - 1} more` : ''} did not reach the repository within ${Math.round(timeoutMs / 1000)} s`, {
+        cluster,
+        missing: missing.slice(0, 10),
+        object: walObjectName(cluster, missing[0]!),
+      });
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}

@@ -1,0 +1,165 @@
+/**
+ * `pg restore`: write a PostgreSQL backup into a new data directory, ready to recover to a point
+ * in time.
+ *
+ * The backup is chosen by --set, or as the newest that ends before a time or LSN target, or the
+ * latest. The target must be empty (or --force: its contents are removed first) and no server may
+ * be running in it. The data directory's files are restored with their owner and modes; then
+ * backup_label and tablespace_map from the backup, the recovery settings (restore_command calling
+ * `holdfast pg archive-get` for this repository and cluster, and the targets) in
+ * postgresql.auto.conf between holdfast's markers, and recovery.signal or standby.signal.
+ */
+import * as fsp from 'node:fs/promises';
+import * as path from 'node:path';
+import { HoldfastError, fsError, systemCode } from '../errors/catalogue.js';
+import { newRestoreProgress, restoreTree } from '../files/restorer.js';
+import { type PgBackupInfo, type Snapshot, findSnapshot } from '../repository/snapshot.js';
+import { writeDurably, writeRecoveryConfig } from '../postgres/recovery.js';
+import { compareLsn, parseLsn } from '../wal/names.js';
+import { Ticker, formatBytes, rateAndEta } from '../ui/output.js';
+import type { OpContext, RepoRef } from './context.js';
+import { checkClusterName } from './pg-archive.js';
+import { listPgBackups } from './pg-backup.js';
+import { openRepository } from './repo.js';
+
+export interface RecoveryTarget {
+  readonly time?: string | undefined;
+  readonly lsn?: string | undefined;
+  readonly xid?: string | undefined;
+  readonly name?: string | undefined;
+  readonly immediate?: boolean | undefined;
+  readonly action?: 'pause' | 'promote' | 'shutdown' | undefined;
+  readonly timeline?: string | undefined;
+}
+
+export interface PgRestoreParams {
+  readonly cluster: string;
+  readonly set?: string | undefined;
+  readonly targetDir: string;
+  readonly target: RecoveryTarget;
+  readonly standby: boolean;
+  readonly force: boolean;
+  /** The restore_command, built by the caller (it knows how holdfast was invoked). */
+  readonly restoreCommand: string;
+}
+
+export interface PgRestoreResult {
+  snapshotId: string;
+  backup: PgBackupInfo;
+  targetDir: string;
+  files: number;
+  bytes: number;
+  settings: Array<[string, string]>;
+}
+
+export function recoverySettings(restoreCommand: string, t: RecoveryTarget): Array<[string, string]> {
+  const given = [t.time, t.lsn, t.xid, t.name, t.immediate ? 'immediate' : undefined].filter((v) => v !== undefined);
+  if (given.length > 1) throw new HoldfastError('USAGE', 'give at most one of --target-time, --target-lsn, --target-xid, --target-name, --target-immediate', {});
+  const s: Array<[string, string]> = [['restore_command', restoreCommand]];
+  if (t.time !== undefined) {
+    if (Number.isNaN(Date.parse(t.time))) throw new HoldfastError('USAGE', `--target-time ${JSON.stringify(t.time)} is not a timestamp`, { hint: 'Use a form such as "2026-11-21 10:15:00+00".' });
+    s.push(['recovery_target_time', t.time]);
+  }
+  if (t.lsn !== undefined) {
+    try {
+      parseLsn(t.lsn);
+    } catch {
+      throw new HoldfastError('USAGE', `--target-lsn ${JSON.stringify(t.lsn)} is not an LSN`, { hint: 'Use the X/Y form, e.g. 0/3000060.' });
+    }
+    s.push(['recovery_target_lsn', t.lsn]);
+  }
+  if (t.xid !== undefined) {
+    if (!/^\d+$/.test(t.xid)) throw new HoldfastError('USAGE', `--target-xid ${JSON.stringify(t.xid)} is not a transaction id`, {});
+    s.push(['recovery_target_xid', t.xid]);
+  }
+  if (t.name !== undefined) s.push(['recovery_target_name', t.name]);
+  if (t.immediate) s.push(['recovery_target', 'immediate']);
+  if (t.action !== undefined) {
+    if (given.length === 0) throw new HoldfastError('USAGE', '--target-action needs a recovery target', {});
+    s.push(['recovery_target_action', t.action]);
+  }
+  if (t.timeline !== undefined) s.push(['recovery_target_timeline', t.timeline]);
+  return s;
+}
+
+/** The backup to restore: --set, else the newest ending before a time/LSN target, else the latest. */
+async function chooseBackup(backups: Array<Snapshot & { id: string; pg: PgBackupInfo }>, p: PgRestoreParams, pick: (ref: string) => Promise<Snapshot & { id: string }>): Promise<Snapshot & { id: string; pg: PgBackupInfo }> {
+  if (p.set && p.set !== 'latest') {
+    const sn = await pick(p.set);
+    if (!sn.pg || sn.pg.cluster !== p.cluster) throw new HoldfastError('SNAPSHOT_NOT_FOUND', `${sn.id.slice(0, 8)} is not a PostgreSQL backup of cluster "${p.cluster}"`, { set: p.set });
+    return sn as Snapshot & { id: string; pg: PgBackupInfo };
+  }
+  let candidates = backups;
+  if (p.target.time !== undefined) {
+    const t = Date.parse(p.target.time);
+    candidates = candidates.filter((b) => Date.parse(b.pg.stopTime) < t);
+  } else if (p.target.lsn !== undefined) {
+    const t = parseLsn(p.target.lsn);
+    candidates = candidates.filter((b) => compareLsn(parseLsn(b.pg.stopLsn), t) < 0);
+  }
+  const chosen = candidates.at(-1);
+  if (!chosen) {
+    throw new HoldfastError('SNAPSHOT_NOT_FOUND', backups.length === 0 ? `no PostgreSQL backup of cluster "${p.cluster}" in the repository` : `no backup of cluster "${p.cluster}" ends before the recovery target`, {
+      cluster: p.cluster,
+      hint: 'Run `holdfast pg info` to list backups and their stop times and LSNs.',
+    });
+  }
+  return chosen;
+}
+
+/** Refuse a running server and, without --force, a non-empty target. */
+async function prepareTarget(dir: string, force: boolean): Promise<void> {
+  let entries: string[];
+  try {
+    entries = await fsp.readdir(dir);
+  } catch (err) {
+    if (systemCode(err) === 'ENOENT') return;
+    throw fsError(err, 'use restore target', dir, 'TARGET_IO');
+  }
+  try {
+    const pid = Number((await fsp.readFile(path.join(dir, 'postmaster.pid'), 'utf8')).split('\n')[0]);
+    if (pid > 0) {
+      try {
+        process.kill(pid, 0);
+        throw new HoldfastError('PG_RUNNING', `a PostgreSQL server (pid ${pid}) is running in ${dir}`, { pid, dir });
+      } catch (err) {
+        if (err instanceof HoldfastError) throw err;
+        if (systemCode(err) === 'EPERM') throw new HoldfastError('PG_RUNNING', `a PostgreSQL server (pid ${pid}) is running in ${dir}`, { pid, dir });
+      }
+    }
+  } catch (err) {
+    if (err instanceof HoldfastError) throw err;
+  }
+  if (entries.length === 0) return;
+  if (!force) throw new HoldfastError('TARGET_NOT_EMPTY', `restore target ${dir} is not empty (${entries.length} entries)`, { target: dir, hint: 'Restore into an empty directory, or pass --force to delete its contents first.' });
+  for (const e of entries) await fsp.rm(path.join(dir, e), { recursive: true, force: true });
+}
+
+export async function pgRestore(ref: RepoRef, p: PgRestoreParams, ctx: OpContext): Promise<PgRestoreResult> {
+  checkClusterName(p.cluster);
+  const settings = recoverySettings(p.restoreCommand, p.target);
+  const targetDir = path.resolve(p.targetDir);
+  const repo = await openRepository(ref);
+  try {
+    const backups = await listPgBackups(repo, p.cluster);
+    const sn = await chooseBackup(backups, p, (r) => findSnapshot(repo, r));
+    ctx.log.info(`restoring backup ${sn.id.slice(0, 8)} (${sn.pg.type}, ${sn.pg.startTime} .. ${sn.pg.stopTime}, LSN ${sn.pg.startLsn} .. ${sn.pg.stopLsn})`);
+    await prepareTarget(targetDir, p.force);
+    const progress = newRestoreProgress();
+    const ticker = new Ticker(ctx.log, (ms) => `${progress.filesDone}/${progress.filesTotal} files, ${formatBytes(progress.bytesDone)} of ${formatBytes(progress.bytesTotal)}, ${rateAndEta(progress.bytesDone, progress.bytesTotal, ms)}`, ctx.progress);
+    try {
+      await restoreTree(repo, sn.tree, { target: targetDir, root: sn.pg.pgdata, includes: [], force: true, progress, signal: ctx.signal, onWarning: (m) => ctx.log.warn(m) });
+    } finally {
+      ticker.stop();
+    }
+    const st = await fsp.stat(targetDir);
+    const owner = { uid: st.uid, gid: st.gid };
+    await writeDurably(path.join(targetDir, 'backup_label'), sn.pg.labelFile, owner);
+    if (sn.pg.spcmapFile) await writeDurably(path.join(targetDir, 'tablespace_map'), sn.pg.spcmapFile, owner);
+    await writeRecoveryConfig(targetDir, settings, p.standby, owner);
+    await fsp.chmod(targetDir, 0o700);
+    return { snapshotId: sn.id, backup: sn.pg, targetDir, files: progress.filesDone, bytes: progress.bytesDone, settings };
+  } finally {
+    await repo.close();
+  }
+}
