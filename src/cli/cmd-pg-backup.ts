@@ -4,7 +4,7 @@ import { repoRef } from './invocation.js';
 import { pgBackup } from '../ops/pg-backup.js';
 import { pgRestore } from '../ops/pg-restore.js';
 import { shellQuote } from '../postgres/recovery.js';
-import { HoldfastError } from '../errors/catalogue.js';
+import { CATALOGUE, HoldfastError } from '../errors/catalogue.js';
 import { formatBytes, formatDuration } from '../ui/output.js';
 
 export async function run(inv: Invocation): Promise<number> {
@@ -29,6 +29,11 @@ export async function run(inv: Invocation): Promise<number> {
     else {
       inv.out(`${r.type} backup ${r.snapshotId.slice(0, 8)} of cluster "${cluster}": LSN ${r.pg.startLsn} .. ${r.pg.stopLsn}, WAL ${r.pg.startWal} .. ${r.pg.stopWal}`);
       inv.out(`read ${formatBytes(r.summary.bytes)} (${r.summary.filesUnchanged} files unchanged), added ${formatBytes(r.summary.bytesAdded)} in ${formatDuration(r.summary.durationMs)}`);
+    }
+    if (r.pg.corruptPages?.length) {
+      inv.log.error(`${r.pg.corruptPages.length} corrupt page(s) found: the backup was stored and is flagged; the damage is on the server (run pg_amcheck / pg_checksums) [PAGES_CORRUPT]`);
+      inv.log.hint(CATALOGUE.PAGES_CORRUPT.hint);
+      return CATALOGUE.PAGES_CORRUPT.exit;
     }
     return 0;
   }

@@ -47,6 +47,8 @@ export const CATALOGUE = {
   ARCHIVE_TIMEOUT: { exit: 30, retryable: true, hint: 'The WAL this backup needs did not reach the repository in time. Check that archive_command runs `holdfast pg archive-push` for this repository and --cluster (`holdfast pg check`), and the server log for archive failures; or raise --archive-timeout.' },
   PG_ERROR: { exit: 31, retryable: false, hint: 'PostgreSQL refused a request; see its message. The backup user needs the right to run pg_backup_start/pg_backup_stop (superuser, or granted EXECUTE on them).' },
   PG_RUNNING: { exit: 32, retryable: false, hint: 'A PostgreSQL server is running in the restore target (postmaster.pid names a live process). Stop it first; restoring under a running server would corrupt it.' },
+  PG_CHECK_FAILED: { exit: 33, retryable: false, hint: 'pg check found the items marked FAIL above. Fix each as its message says (postgresql.conf changes to wal_level and archive_mode need a restart; archive_command needs a reload), then run `holdfast pg check` again.' },
+  PAGES_CORRUPT: { exit: 34, retryable: false, hint: 'PostgreSQL data pages failed their checksums while being backed up: the damage is in the running cluster, not the repository. The backup was stored and flagged (see `holdfast pg info`); check the listed relation files with pg_amcheck and restore them from an older backup if needed.' },
   KEY_IN_USE: { exit: 24, retryable: false, hint: 'A repository must keep at least one key, and you cannot remove the key you opened it with; add another key first or open with a different password.' },
   INTERRUPTED: { exit: 130, retryable: true, hint: 'The operation was interrupted; nothing partial was committed. Run it again.' },
 } as const satisfies Record<string, ErrorSpec>;

@@ -14,6 +14,8 @@ import type { Repository } from '../repository/repository.js';
 import { Semaphore } from '../util/semaphore.js';
 import { Chunker } from './chunker.js';
 import type { ReaderPool } from './reader-pool.js';
+import { type CorruptPage, type FileMode, cutterFor, inspectChunk } from './file-mode.js';
+import { chunkStream } from './chunker.js';
 import type { Excluder } from './exclude.js';
 import { type NodeType, type Tree, type TreeNode, decodeTree, encodeTree } from './tree.js';
 import { systemCode } from '../errors/catalogue.js';
@@ -48,6 +50,10 @@ export interface ArchiveOptions {
    * they are unchanged: they may have been written during the parent's backup (PostgreSQL).
    */
   readonly rereadModifiedSince?: bigint | undefined;
+  /** How to read a file (fixed chunks, page verification); default: content-defined chunks. */
+  readonly fileMode?: ((absPath: string) => FileMode | undefined) | undefined;
+  /** Pages that failed verification in a file read with FileMode.verify. */
+  readonly onCorrupt?: ((absPath: string, pages: CorruptPage[]) => void) | undefined;
 }
 
 export function newArchiveProgress(): ArchiveProgress {
@@ -223,6 +229,7 @@ export class Archiver {
 
   private async saveFileInPool(pool: ReaderPool, absPath: string, node: TreeNode, parentNode: TreeNode | undefined): Promise<TreeNode | undefined> {
     try {
+      const mode = this.opts.fileMode?.(absPath);
       const r = await pool.read(absPath, node.size ?? 0, {
         onBytes: (n) => {
           this.p.bytesDone += n;
@@ -231,9 +238,10 @@ export class Archiver {
           this.p.blobsAdded++;
           this.p.bytesAdded += n;
         },
-      });
+      }, mode);
       node.content = r.content;
       node.size = r.size;
+      if (r.corrupt?.length) this.opts.onCorrupt?.(absPath, r.corrupt);
     } catch (err) {
       this.opts.signal?.throwIfAborted();
       if (isSourceError(err)) {
@@ -273,23 +281,27 @@ export class Archiver {
     if (this.opts.pool) return this.saveFileInPool(this.opts.pool, absPath, node, parentNode);
     // Files above the initial mmap threshold share pooled windows: allocating and freeing one per
     // file makes glibc raise that threshold and fragment the heap.
-    const big = (node.size ?? 0) >= 128 << 10;
+    const mode = this.opts.fileMode?.(absPath);
+    const cutter = cutterFor(this.chunker, mode);
+    const big = (node.size ?? 0) >= 128 << 10 && !mode?.fixedChunk;
     if (big) await this.bigSlots.acquire();
     let window: Buffer | undefined;
     let fh: fsp.FileHandle | undefined;
+    const corrupt: CorruptPage[] = [];
     try {
       fh = await fsp.open(absPath, 'r');
-      window = big ? (this.windows.pop() ?? Buffer.allocUnsafe(this.chunker.windowSize(Infinity))) : Buffer.allocUnsafe(this.chunker.windowSize(node.size ?? 0));
+      window = big ? (this.windows.pop() ?? Buffer.allocUnsafe(this.chunker.windowSize(Infinity))) : Buffer.allocUnsafe(cutter.windowSize(node.size ?? 0));
       const content: string[] = [];
       const inflight: Array<Promise<unknown>> = [];
       let size = 0;
       // Chunks are views into the window: everything in flight must be stored before it refills.
       const handle = fh;
       const read = async (buf: Buffer, off: number, len: number, at: number): Promise<number> => (await handle.read(buf, off, len, at)).bytesRead;
-      for await (const chunk of this.chunker.chunks(read, window, () => Promise.all(inflight.splice(0)))) {
+      for await (const chunk of chunkStream(cutter, read, window, () => Promise.all(inflight.splice(0)))) {
         this.opts.signal?.throwIfAborted();
         const id = sha256(chunk);
         content.push(id.toString('hex'));
+        inspectChunk(mode, chunk, size, corrupt);
         size += chunk.length;
         this.p.bytesDone += chunk.length;
         if (inflight.length >= 3) await inflight.shift();
@@ -305,6 +317,7 @@ export class Archiver {
       await Promise.all(inflight);
       node.content = content;
       node.size = size;
+      if (corrupt.length) this.opts.onCorrupt?.(absPath, corrupt);
       if (parentNode?.type === 'file') this.p.filesChanged++;
       else this.p.filesNew++;
       this.p.filesDone++;

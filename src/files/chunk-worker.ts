@@ -13,7 +13,8 @@ import { closeSync, openSync, readSync } from 'node:fs';
 import { sha256 } from '../repository/crypto.js';
 import { type Compression, useSyncCompression } from '../repository/compress.js';
 import { sealBlob } from '../repository/seal-blob.js';
-import { Chunker, type ChunkerSpec } from './chunker.js';
+import { Chunker, type ChunkerSpec, chunkStream } from './chunker.js';
+import { type CorruptPage, type FileMode, cutterFor, inspectChunk } from './file-mode.js';
 import type { MainToWorker, WorkerToMain } from './reader-pool.js';
 
 const port = parentPort;
@@ -22,7 +23,8 @@ if (!port) throw new Error('chunk-worker must run in a worker thread');
 let key: Buffer | undefined;
 let chunker: Chunker | undefined;
 let compression: Compression = { algo: 'zstd', level: 3 };
-const windows: Buffer[] = [];
+/** Reusable read windows, by size. */
+const windows = new Map<number, Buffer[]>();
 /** Replies the main thread owes, by job: resolves with `need` flags or on `ack`. */
 const waiting = new Map<number, (msg: MainToWorker) => void>();
 
@@ -54,7 +56,7 @@ async function sealTransferable(id: Buffer, chunk: Buffer): Promise<Uint8Array> 
  */
 const SMALL = 1 << 20;
 
-function processSmallFile(job: number, path: string, size: number): Promise<void> {
+function processSmallFile(job: number, path: string, size: number, mode: FileMode | undefined): Promise<void> {
   const fd = openSync(path, 'r');
   let data: Buffer;
   try {
@@ -75,9 +77,12 @@ function processSmallFile(job: number, path: string, size: number): Promise<void
     const blobs: Array<{ id: string; data: Uint8Array; rawLength: number }> = [];
     const transfer: ArrayBuffer[] = [];
     const pieces: Array<{ id: Buffer; chunk: Buffer }> = [];
+    const corrupt: CorruptPage[] = [];
+    const c = cutterFor(chunker!, mode);
     for (let off = 0; off < data.length; ) {
-      const n = chunker!.cut(data.subarray(off), data.length - off);
+      const n = c.cut(data.subarray(off), data.length - off);
       const chunk = data.subarray(off, off + n);
+      inspectChunk(mode, chunk, off, corrupt);
       pieces.push({ id: sha256(chunk), chunk });
       off += n;
     }
@@ -88,16 +93,19 @@ function processSmallFile(job: number, path: string, size: number): Promise<void
       blobs.push({ id: hex, data: outs[i]!, rawLength: p.chunk.length });
       transfer.push(outs[i]!.buffer as ArrayBuffer);
     }
-    send({ t: 'whole', job, content, size: data.length, blobs }, transfer);
+    send({ t: 'whole', job, content, size: data.length, blobs, ...(corrupt.length ? { corrupt } : {}) }, transfer);
   })();
 }
 
-async function processFile(job: number, path: string, size: number): Promise<void> {
+async function processFile(job: number, path: string, size: number, mode: FileMode | undefined): Promise<void> {
   if (!key || !chunker) throw new Error('worker not initialised');
-  if (size < SMALL) return processSmallFile(job, path, size);
-  const c = chunker;
-  const big = true; // files below SMALL took the whole-file path
-  const window = big ? (windows.pop() ?? Buffer.allocUnsafe(c.windowSize(Infinity))) : Buffer.allocUnsafe(c.windowSize(size));
+  if (size < SMALL) return processSmallFile(job, path, size, mode);
+  const c = cutterFor(chunker, mode);
+  const windowSize = c.windowSize(Infinity);
+  let pool = windows.get(windowSize);
+  if (!pool) windows.set(windowSize, (pool = []));
+  const window = pool.pop() ?? Buffer.allocUnsafe(windowSize);
+  const corrupt: CorruptPage[] = [];
   // Synchronous I/O: this thread does nothing else, and per call it costs ~6 µs against ~70 µs
   // for the promise API (which dominated backups of many small files).
   let fd: number | undefined;
@@ -130,15 +138,16 @@ async function processFile(job: number, path: string, size: number): Promise<voi
         if (a.abort) throw new Error('aborted by the main thread');
       }
     };
-    for await (const chunk of c.chunks(read, window, flush)) {
+    for await (const chunk of chunkStream(c, read, window, flush)) {
       const id = sha256(chunk);
       const hex = id.toString('hex');
       content.push(hex);
+      inspectChunk(mode, chunk, total, corrupt);
       total += chunk.length;
       batch.push({ id, hex, chunk });
     }
     await flush();
-    send({ t: 'done', job, content, size: total });
+    send({ t: 'done', job, content, size: total, ...(corrupt.length ? { corrupt } : {}) });
   } finally {
     if (fd !== undefined) {
       try {
@@ -147,7 +156,7 @@ async function processFile(job: number, path: string, size: number): Promise<voi
         // nothing to do
       }
     }
-    if (big) windows.push(window);
+    pool.push(window);
   }
 }
 
@@ -160,7 +169,7 @@ port.on('message', (msg: MainToWorker) => {
       compression = msg.compression;
       return;
     case 'file':
-      processFile(msg.job, msg.path, msg.size).catch((err: unknown) => {
+      processFile(msg.job, msg.path, msg.size, msg.mode).catch((err: unknown) => {
         waiting.delete(msg.job);
         const e = err as { code?: string; message?: string };
         send({ t: 'fail', job: msg.job, code: e.code ?? '', message: e.message ?? String(err) });

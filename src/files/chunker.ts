@@ -18,7 +18,7 @@ export interface ChunkerSpec {
   readonly max: number;
 }
 
-export class Chunker {
+export class Chunker implements CutFinder {
   readonly gear: Uint32Array;
   readonly min: number;
   readonly avg: number;
@@ -79,38 +79,75 @@ export class Chunker {
    * with outstanding chunks there. No chunk is ever copied; only an unfinished chunk at the end
    * of the window is moved to its start before the next read.
    */
-  async *chunks(read: ReadAt, window: Buffer, beforeRefill: () => Promise<unknown> = async () => undefined): AsyncGenerator<Buffer> {
-    let start = 0;
-    let end = 0;
-    let eof = false;
-    let pos = 0;
-    for (;;) {
-      let n = end > start ? this.find(window.subarray(start, end), end - start) : -1;
-      if (n === -1 && !eof && (start > 0 || end < window.length)) {
-        await beforeRefill();
-        if (start > 0) {
-          window.copy(window, 0, start, end);
-          end -= start;
-          start = 0;
-        }
-        while (!eof && end < window.length) {
-          const bytesRead = await read(window, end, window.length - end, pos);
-          if (bytesRead === 0) eof = true;
-          end += bytesRead;
-          pos += bytesRead;
-        }
-        continue;
-      }
-      if (end === start) return;
-      if (n === -1) n = end - start; // EOF, or a full window smaller than max (the file grew): cut here
-      yield window.subarray(start, start + n);
-      start += n;
-    }
+  chunks(read: ReadAt, window: Buffer, beforeRefill: () => Promise<unknown> = async () => undefined): AsyncGenerator<Buffer> {
+    return chunkStream(this, read, window, beforeRefill);
   }
 
   /** Window size for a file of `size` bytes (see `chunks`). */
   windowSize(size: number): number {
     return Math.min(this.max + (1 << 20), size + 1);
+  }
+}
+
+/** What chunkStream needs from a chunker. */
+export interface CutFinder {
+  /** Length of the next chunk in buf[0..len), or -1 when more data is needed (see Chunker.find). */
+  find(buf: Uint8Array, len: number): number;
+  cut(buf: Uint8Array, len: number): number;
+  windowSize(size: number): number;
+  readonly max: number;
+}
+
+export async function* chunkStream(c: CutFinder, read: ReadAt, window: Buffer, beforeRefill: () => Promise<unknown> = async () => undefined): AsyncGenerator<Buffer> {
+  let start = 0;
+  let end = 0;
+  let eof = false;
+  let pos = 0;
+  for (;;) {
+    let n = end > start ? c.find(window.subarray(start, end), end - start) : -1;
+    if (n === -1 && !eof && (start > 0 || end < window.length)) {
+      await beforeRefill();
+      if (start > 0) {
+        window.copy(window, 0, start, end);
+        end -= start;
+        start = 0;
+      }
+      while (!eof && end < window.length) {
+        const bytesRead = await read(window, end, window.length - end, pos);
+        if (bytesRead === 0) eof = true;
+        end += bytesRead;
+        pos += bytesRead;
+      }
+      continue;
+    }
+    if (end === start) return;
+    if (n === -1) n = end - start; // EOF, or a full window smaller than max (the file grew): cut here
+    yield window.subarray(start, start + n);
+    start += n;
+  }
+}
+
+/**
+ * Fixed-size, aligned chunks: for PostgreSQL relation files, whose pages change in place, so a
+ * changed page costs one chunk (and every chunk holds whole pages at a known block number).
+ */
+export class FixedChunker implements CutFinder {
+  constructor(readonly max: number) {}
+
+  find(_buf: Uint8Array, len: number): number {
+    return len >= this.max ? this.max : -1;
+  }
+
+  cut(_buf: Uint8Array, len: number): number {
+    return Math.min(len, this.max);
+  }
+
+  windowSize(size: number): number {
+    return Math.min(this.max * 8, size + 1);
+  }
+
+  chunks(read: ReadAt, window: Buffer, beforeRefill?: () => Promise<unknown>): AsyncGenerator<Buffer> {
+    return chunkStream(this, read, window, beforeRefill);
   }
 }
 

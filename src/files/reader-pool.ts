@@ -25,23 +25,26 @@ import { fileURLToPath } from 'node:url';
 import type { Repository } from '../repository/repository.js';
 import type { Compression } from '../repository/compress.js';
 import type { ChunkerSpec } from './chunker.js';
+import type { CorruptPage, FileMode } from './file-mode.js';
 
 export type MainToWorker =
   | { t: 'init'; key: Uint8Array; chunker: ChunkerSpec; compression: Compression }
-  | { t: 'file'; job: number; path: string; size: number }
+  | { t: 'file'; job: number; path: string; size: number; mode?: FileMode | undefined }
   | { t: 'need'; job: number; need: boolean[] }
   | { t: 'ack'; job: number; abort?: boolean };
 
 export type WorkerToMain =
   | { t: 'ids'; job: number; ids: string[]; lengths: number[] }
   | { t: 'sealed'; job: number; blobs: Array<{ id: string; data: Uint8Array; rawLength: number }> }
-  | { t: 'done'; job: number; content: string[]; size: number }
-  | { t: 'whole'; job: number; content: string[]; size: number; blobs: Array<{ id: string; data: Uint8Array; rawLength: number }> }
+  | { t: 'done'; job: number; content: string[]; size: number; corrupt?: CorruptPage[] }
+  | { t: 'whole'; job: number; content: string[]; size: number; blobs: Array<{ id: string; data: Uint8Array; rawLength: number }>; corrupt?: CorruptPage[] }
   | { t: 'fail'; job: number; code: string; message: string };
 
 export interface ReadResult {
   content: string[];
   size: number;
+  /** Pages that failed verification (FileMode.verify). */
+  corrupt?: CorruptPage[] | undefined;
 }
 
 export interface ReadProgress {
@@ -111,7 +114,7 @@ export class ReaderPool {
   }
 
   /** Read, chunk and store one file; resolves with its content ids. */
-  async read(path: string, size: number, progress: ReadProgress): Promise<ReadResult> {
+  async read(path: string, size: number, progress: ReadProgress, mode?: FileMode): Promise<ReadResult> {
     const big = size >= 128 << 10;
     let slot: Slot | undefined;
     for (;;) {
@@ -126,7 +129,7 @@ export class ReaderPool {
     const s = slot;
     return new Promise<ReadResult>((resolve, reject) => {
       this.jobs.set(job, { claimed: 0, resolve, reject, progress, big, worker: s });
-      s.worker.postMessage({ t: 'file', job, path, size } satisfies MainToWorker);
+      s.worker.postMessage({ t: 'file', job, path, size, mode } satisfies MainToWorker);
     });
   }
 
@@ -173,7 +176,7 @@ export class ReaderPool {
         return;
       }
       case 'done':
-        this.finish(msg.job)?.resolve({ content: msg.content, size: msg.size });
+        this.finish(msg.job)?.resolve({ content: msg.content, size: msg.size, corrupt: msg.corrupt });
         return;
       case 'whole': {
         try {
@@ -185,7 +188,7 @@ export class ReaderPool {
             job?.progress.onBlobAdded(b.rawLength);
           }
           if (this.failure) throw this.failure;
-          this.finish(msg.job)?.resolve({ content: msg.content, size: msg.size });
+          this.finish(msg.job)?.resolve({ content: msg.content, size: msg.size, corrupt: msg.corrupt });
         } catch (err) {
           this.finish(msg.job)?.reject(err instanceof Error ? err : new Error(String(err)));
         }

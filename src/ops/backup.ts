@@ -6,7 +6,7 @@ import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { hostname, userInfo } from 'node:os';
 import { HoldfastError, fsError, systemCode } from '../errors/catalogue.js';
-import { Archiver, newArchiveProgress } from '../files/archiver.js';
+import { type ArchiveOptions, Archiver, newArchiveProgress } from '../files/archiver.js';
 import { ReaderPool } from '../files/reader-pool.js';
 import { availableParallelism } from 'node:os';
 import { Excluder } from '../files/exclude.js';
@@ -123,6 +123,8 @@ export interface ArchiveParams {
   readonly jobs?: number | undefined;
   readonly skip?: ((absPath: string, name: string) => boolean) | undefined;
   readonly rereadModifiedSince?: bigint | undefined;
+  readonly fileMode?: ArchiveOptions['fileMode'];
+  readonly onCorrupt?: ArchiveOptions['onCorrupt'];
 }
 
 /**
@@ -155,6 +157,8 @@ export async function archiveTrees(repo: Repository, ctx: OpContext, a: ArchiveP
       parentTree: a.parentTree,
       skip: a.skip,
       rereadModifiedSince: a.rereadModifiedSince,
+      fileMode: a.fileMode,
+      onCorrupt: a.onCorrupt,
       progress,
       signal: ctx.signal,
       onError: (x, err) => {

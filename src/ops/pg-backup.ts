@@ -19,6 +19,10 @@ import type { Repository } from '../repository/repository.js';
 import { type PgBackupInfo, type Snapshot, type SnapshotSummary, listSnapshots, saveSnapshot } from '../repository/snapshot.js';
 import { PgConnection } from '../postgres/connection.js';
 import { dataDirSkipper } from '../postgres/datadir.js';
+import { isChecksummedRelationFile } from '../postgres/page-checksum.js';
+
+/** Chunk size for relation files: 16 pages. */
+const RELATION_CHUNK = 128 << 10;
 import { nextSegmentName, parseLsn, segmentName, segNoOfEndLsn } from '../wal/names.js';
 import { PROGRAM, archiveTrees, checkCompression } from './backup.js';
 import type { OpContext, RepoRef } from './context.js';
@@ -78,9 +82,24 @@ export async function pgBackup(ref: RepoRef, p: PgBackupParams, ctx: OpContext):
 
       const start = await conn.backupStart(`holdfast ${new Date().toISOString()}`, info.major);
       ctx.log.info(`backup started at ${start.lsn} on timeline ${start.timeline} (WAL ${start.walFile})`);
+      const corruptPages: NonNullable<PgBackupInfo['corruptPages']> = [];
+      const skipLsn = parseLsn(start.lsn).toString();
       let run;
       try {
         run = await archiveTrees(repo, ctx, {
+          // Relation files: fixed 128 KiB chunks (whole pages, so a changed page costs one chunk),
+          // and with data checksums on, every page verified as it is read; pages changed since the
+          // backup started are skipped (recovery rewrites them from WAL).
+          fileMode: (absPath) => {
+            const rel = path.relative(pgdata, absPath);
+            if (!isChecksummedRelationFile(rel)) return undefined;
+            return { fixedChunk: RELATION_CHUNK, ...(info.dataChecksums ? { verify: { relPath: rel, skipLsnAtOrAfter: skipLsn } } : {}) };
+          },
+          onCorrupt: (absPath, pages) => {
+            const rel = path.relative(pgdata, absPath);
+            for (const pg of pages) corruptPages.push({ file: rel, block: pg.block, expected: pg.expected, actual: pg.actual, reason: pg.reason });
+            ctx.log.warn(`${rel}: ${pages.length} page(s) fail verification (block ${pages.slice(0, 5).map((x) => x.block).join(', ')}${pages.length > 5 ? ', …' : ''})`);
+          },
           paths: [pgdata],
           excludes: [],
           parentTree: parent?.tree,
@@ -116,6 +135,7 @@ export async function pgBackup(ref: RepoRef, p: PgBackupParams, ctx: OpContext):
         labelFile: stop.labelFile,
         spcmapFile: stop.spcmapFile,
         dataChecksums: info.dataChecksums,
+        ...(corruptPages.length ? { corruptPages } : {}),
       };
       let username = 'unknown';
       try {

@@ -40,6 +40,11 @@ export interface PgBackupInfo {
   labelFile: string;
   spcmapFile: string;
   dataChecksums: boolean;
+  /**
+   * Pages whose checksum (or header) failed verification while they were read: the backup is
+   * stored, but these pages were already damaged on the server.
+   */
+  corruptPages?: Array<{ file: string; block: number; expected: number; actual: number; reason: 'checksum' | 'header' }>;
 }
 
 export interface Snapshot {
