@@ -184,6 +184,31 @@ export const COMMANDS: readonly CommandSpec[] = [
     maxArgs: 0,
     load: () => import('./cmd-pg-backup.js'),
   },
+  {
+    name: 'pg info',
+    summary: 'Show the backups and the archived WAL of a PostgreSQL cluster',
+    usage: 'holdfast pg info [--cluster NAME] [--json]',
+    description:
+      'Shows the cluster record (system identifier, PostgreSQL version, WAL segment size), every backup of the cluster, oldest first (type, parent, start/stop time and LSN, WAL range and whether all of it is archived, timeline, size, stored size, duration, flags), ' +
+      'and the archived WAL per timeline: first and last segment, count, and gaps (missing segment ranges between them), .partial and backup history files, and the timeline history files. Reads only.',
+    examples: ['holdfast pg info --cluster main', 'holdfast pg info --json | jq ".wal.timelines[].gaps"'],
+    minArgs: 0,
+    maxArgs: 0,
+    load: () => import('./cmd-pg-info.js'),
+  },
+  {
+    name: 'pg check',
+    summary: 'Check that a PostgreSQL server archives into this repository, end to end',
+    usage: 'holdfast pg check [--cluster NAME] [--pg-url URL] [--archive-timeout SECONDS] [--json]',
+    description:
+      'Connects like pg backup and reports each item as ok, warn, FAIL or skip with a reason: wal_level is replica or logical; archive_mode is on; archive_command calls `holdfast pg archive-push` for this --cluster; ' +
+      'the server\'s system identifier matches the repository\'s cluster record (or the name is not bound yet). Then it writes a tiny WAL record, forces pg_switch_wal() and waits (bounded by --archive-timeout) until that segment is in the repository. ' +
+      'Exits 0 only when no item failed; otherwise 33 (PG_CHECK_FAILED).',
+    examples: ['PGHOST=/var/run/postgresql holdfast pg check --cluster main'],
+    minArgs: 0,
+    maxArgs: 0,
+    load: () => import('./cmd-pg-check.js'),
+  },
 ];
 
 export function findCommand(argv: readonly string[]): { spec: CommandSpec; rest: string[] } | undefined {

@@ -57,12 +57,12 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'read-all', type: 'bool', default: false, commands: ['backup'], help: 'Read every file even when the parent snapshot says it is unchanged.' },
 
   // --- PostgreSQL
-  { name: 'cluster', type: 'string', default: 'main', env: true, config: true, commands: ['pg archive-push', 'pg archive-get', 'pg backup', 'pg restore'], arg: 'NAME', help: 'Which PostgreSQL cluster of the repository: bound to one system identifier and major version on first archive-push.' },
+  { name: 'cluster', type: 'string', default: 'main', env: true, config: true, commands: ['pg archive-push', 'pg archive-get', 'pg backup', 'pg restore', 'pg info', 'pg check'], arg: 'NAME', help: 'Which PostgreSQL cluster of the repository: bound to one system identifier and major version on first archive-push.' },
 
   { name: 'pgdata', type: 'path', env: true, config: true, commands: ['pg backup'], arg: 'DIR', help: 'The data directory to back up (default: the server\'s data_directory; must be on this host).' },
-  { name: 'pg-url', type: 'string', env: true, config: true, commands: ['pg backup'], arg: 'URL', help: 'Connection string (postgresql://user@host:port/db); default: the libpq environment PGHOST, PGPORT, PGUSER, PGDATABASE.' },
+  { name: 'pg-url', type: 'string', env: true, config: true, commands: ['pg backup', 'pg check'], arg: 'URL', help: 'Connection string (postgresql://user@host:port/db); default: the libpq environment PGHOST, PGPORT, PGUSER, PGDATABASE.' },
   { name: 'type', type: 'enum', values: ['full', 'incr'], default: 'incr', commands: ['pg backup'], help: 'incr reads only files changed since the previous backup of the cluster (a full backup when there is none).' },
-  { name: 'archive-timeout', type: 'int', min: 1, max: 86400, default: 60, env: true, config: true, commands: ['pg backup'], arg: 'SECONDS', help: 'How long to wait for the WAL that makes the backup consistent to reach the repository.' },
+  { name: 'archive-timeout', type: 'int', min: 1, max: 86400, default: 60, env: true, config: true, commands: ['pg backup', 'pg check'], arg: 'SECONDS', help: 'pg backup: how long to wait for the WAL that makes the backup consistent to reach the repository. pg check: how long to wait for the switched segment.' },
   { name: 'set', type: 'string', commands: ['pg restore'], arg: 'BACKUP', help: 'The backup to restore: an id, a unique prefix, or latest (default: the newest that ends before a time or LSN target, else the latest).' },
   { name: 'target-dir', type: 'path', commands: ['pg restore'], arg: 'DIR', help: 'The data directory to create (must be empty unless --force).' },
   { name: 'target-time', type: 'string', commands: ['pg restore'], arg: 'TIMESTAMP', help: 'Recover up to this time (recovery_target_time), e.g. "2026-11-21 10:15:00+00".' },
