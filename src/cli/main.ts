@@ -107,7 +107,7 @@ function argCount(spec: CommandSpec): string {
 function generalHelp(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));
   return [
-    `holdfast ${VERSION}: encrypted, deduplicating backups of files; PostgreSQL WAL archiving (backup and PITR are coming).`,
+    `holdfast ${VERSION}: encrypted, deduplicating backups of files and PostgreSQL (WAL archiving, online backups, point-in-time restore).`,
     '',
     'Usage: holdfast COMMAND [options] [arguments]',
     '',

@@ -85,6 +85,17 @@ describe('relation files in PostgreSQL backups (real PostgreSQL 15)', { skip: pg
     await pg.destroy();
   });
 
+  test('a server whose datestyle is not ISO is backed up all the same (times are read as ISO UTC)', async () => {
+    const pg = await archivingCluster('datestyle');
+    await pg.psql(["ALTER SYSTEM SET datestyle = 'SQL, DMY'", 'SELECT pg_reload_conf()']);
+    assert.match(await pg.psql('SELECT now()::text'), /^\d\d\/\d\d\/\d{4} /);
+    const r = backup(pg, 'datestyle', 'full');
+    assert.equal(r.status, 0, r.stderr);
+    const times = r.json as unknown as { pg: { startTime: string; stopTime: string } };
+    for (const t of [times.pg.startTime, times.pg.stopTime]) assert.ok(Math.abs(Date.parse(t) - Date.now()) < 10 * 60_000, `backup time ${t} parses and is now`);
+    await pg.destroy();
+  });
+
   test('an incremental backup after changing one row adds a few page-aligned chunks, not the table', async () => {
     const pg = await archivingCluster('aligned');
     await pg.psql(['CREATE TABLE big (id int PRIMARY KEY, pad text)', "INSERT INTO big SELECT g, md5(g::text) || repeat('x', 400) FROM generate_series(1, 60000) g", 'CHECKPOINT']);

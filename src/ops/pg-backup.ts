@@ -177,8 +177,10 @@ async function waitForWal(repo: Repository, cluster: string, startWal: string, l
   const deadline = Date.now() + timeoutMs;
   let missing = needed;
   for (;;) {
-    const present = new Set(await repo.listNamed(`wal/${cluster}/`));
-    missing = missing.filter((s) => !present.has(s));
+    // Look up only the names still missing (listing the whole archive would grow with it).
+    const still: string[] = [];
+    for (const seg of missing) if (!(await repo.hasNamed(walObjectName(cluster, seg)))) still.push(seg);
+    missing = still;
     if (missing.length === 0) return;
     ctx.signal?.throwIfAborted();
     if (Date.now() >= deadline) {

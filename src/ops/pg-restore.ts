@@ -58,6 +58,11 @@ export function recoverySettings(restoreCommand: string, t: RecoveryTarget): Arr
   const s: Array<[string, string]> = [['restore_command', restoreCommand]];
   if (t.time !== undefined) {
     if (Number.isNaN(Date.parse(t.time))) throw new HoldfastError('USAGE', `--target-time ${JSON.stringify(t.time)} is not a timestamp`, { hint: 'Use a form such as "2026-11-21 10:15:00+00".' });
+    // Without an offset PostgreSQL reads the time in the server's time zone, holdfast in its own:
+    // they could pick different backups and stop at different moments. Require the offset.
+    if (!/(?:Z|[+-]\d{2}(?::?\d{2})?)$/i.test(t.time.trim())) {
+      throw new HoldfastError('USAGE', `--target-time ${JSON.stringify(t.time)} has no UTC offset`, { hint: 'Add the offset, e.g. "2026-11-21 10:15:00+00" or "…+01:00", so holdfast and PostgreSQL read the same moment.' });
+    }
     s.push(['recovery_target_time', t.time]);
   }
   if (t.lsn !== undefined) {

@@ -88,10 +88,13 @@ export class PgConnection {
     };
   }
 
+  // Times are read as ISO 8601 UTC text built by to_char: now()::text follows the server's
+  // datestyle (e.g. "21/11/2026 10:54:39 UTC" with SQL, DMY), which JavaScript cannot parse.
+
   /** Non-exclusive backup start with an immediate checkpoint (12-14: pg_start_backup). */
   async backupStart(label: string, major: number): Promise<BackupStart> {
     const fn = major >= 15 ? 'pg_backup_start($1, true)' : 'pg_start_backup($1, true, false)';
-    const rows = await this.query(`SELECT lsn::text AS lsn, pg_walfile_name(lsn) AS walfile, now()::text AS time FROM ${fn} AS lsn`, [label]);
+    const rows = await this.query(`SELECT lsn::text AS lsn, pg_walfile_name(lsn) AS walfile, to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS time FROM ${fn} AS lsn`, [label]);
     const r = rows[0]!;
     const walFile = String(r['walfile']);
     return { lsn: String(r['lsn']), timeline: parseInt(walFile.slice(0, 8), 16), walFile, time: String(r['time']) };
@@ -100,7 +103,7 @@ export class PgConnection {
   /** Non-exclusive backup stop; does not wait for archiving (the caller waits on its repository). */
   async backupStop(major: number): Promise<BackupStop> {
     const fn = major >= 15 ? 'pg_backup_stop(false)' : 'pg_stop_backup(false, false)';
-    const rows = await this.query(`SELECT lsn::text AS lsn, labelfile, spcmapfile, now()::text AS time FROM ${fn}`);
+    const rows = await this.query(`SELECT lsn::text AS lsn, labelfile, spcmapfile, to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS time FROM ${fn}`);
     const r = rows[0]!;
     return { lsn: String(r['lsn']), labelFile: String(r['labelfile'] ?? ''), spcmapFile: String(r['spcmapfile'] ?? ''), time: String(r['time']) };
   }

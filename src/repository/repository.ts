@@ -420,6 +420,17 @@ export class Repository {
     }
   }
 
+  /** Whether a named object exists (not read or verified). */
+  async hasNamed(name: string): Promise<boolean> {
+    try {
+      await this.backend.stat(name);
+      return true;
+    } catch (err) {
+      if (isNotFound(err)) return false;
+      throw storageToHoldfast(err, this.backend, name);
+    }
+  }
+
   /** Names below a directory prefix (e.g. `wal/main/`), without the prefix. */
   async listNamed(prefix: string): Promise<string[]> {
     const out: string[] = [];
