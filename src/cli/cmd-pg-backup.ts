@@ -57,13 +57,14 @@ export async function run(inv: Invocation): Promise<number> {
       },
       standby: o.bool('standby'),
       force: o.bool('force'),
+      delta: o.bool('delta'),
       restoreCommand: restoreCommand(inv, ref.location, cluster),
     },
     inv.ctx,
   );
   if (inv.json) inv.outJson(r);
   else {
-    inv.out(`restored backup ${r.snapshotId.slice(0, 8)} into ${r.targetDir}: ${r.files} files, ${formatBytes(r.bytes)}`);
+    inv.out(`restored backup ${r.snapshotId.slice(0, 8)} into ${r.targetDir}: ${r.files} files, ${formatBytes(r.bytes)}${o.bool('delta') ? ` (${r.kept} kept, ${r.files - r.kept} rewritten, ${r.removed} removed)` : ''}`);
     inv.out(`recovery settings: ${r.settings.map(([k, v]) => `${k} = '${v}'`).join('; ')}`);
     inv.out(`start PostgreSQL on ${r.targetDir} to recover`);
   }

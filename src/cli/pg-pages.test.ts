@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { CLI, TEST_KDF } from '../testing/helpers.js';
+import { CLI, TEST_KDF, describeTree } from '../testing/helpers.js';
 import { type PgCluster, chownToPostgres, destroyAllClusters, pgSkip, runAsPostgres, startCluster } from '../testing/pg.js';
 import { workspace } from '../testing/e2e.js';
 
@@ -82,6 +82,45 @@ describe('relation files in PostgreSQL backups (real PostgreSQL 15)', { skip: pg
     const list = runAsPostgres(process.execPath, [CLI, 'snapshots', '--json'], env);
     const snaps = JSON.parse(list.stdout) as Array<{ id: string; pg?: { corruptPages?: unknown[] } }>;
     assert.ok(snaps.some((s) => s.id === r.json!.snapshotId && (s.pg?.corruptPages?.length ?? 0) === 1));
+    await pg.destroy();
+  });
+
+  test('delta restore over a modified data directory brings it back exactly, rewriting only what differs', async () => {
+    const pg = await archivingCluster('delta');
+    await pg.psql(['CREATE TABLE d (id int, pad text)', "INSERT INTO d SELECT g, repeat('d', 200) FROM generate_series(1, 20000) g", 'CHECKPOINT']);
+    const b = backup(pg, 'delta', 'full');
+    assert.equal(b.status, 0, b.stderr);
+    const rel = await pg.psql("SELECT pg_relation_filepath('d')");
+    const restore = (target: string, extra: string[]): { status: number; stdout: string; stderr: string } =>
+      runAsPostgres(process.execPath, [CLI, 'pg', 'restore', '--cluster', 'delta', '--set', b.json!.snapshotId, '--target-dir', target, '--target-immediate', ...extra], env, { timeoutMs: 120_000 });
+    const a = pg.makeDir('delta-a');
+    const fresh = pg.makeDir('delta-b');
+    assert.equal(restore(a, []).status, 0);
+    assert.equal(restore(fresh, []).status, 0);
+    // Damage a: change a relation file in place, delete one file, add a stray one, truncate another.
+    const relFile = path.join(a, rel);
+    const bytes = fs.readFileSync(relFile);
+    bytes[100_000] = bytes[100_000]! ^ 0xff;
+    fs.writeFileSync(relFile, bytes);
+    fs.rmSync(path.join(a, 'PG_VERSION'));
+    fs.writeFileSync(path.join(a, 'base', 'stray-file'), 'not in the backup');
+    fs.truncateSync(path.join(a, 'postgresql.conf'), 10);
+    const r = restore(a, ['--delta']);
+    assert.equal(r.status, 0, r.stderr);
+    const m = /\((\d+) kept, (\d+) rewritten, (\d+) removed\)/.exec(r.stdout);
+    assert.ok(m, r.stdout);
+    assert.ok(Number(m[1]) > 500, `${m[1]} files kept`);
+    // The three damaged files, and postgresql.auto.conf (the first restore added its recovery block).
+    assert.equal(Number(m[2]), 4, `${m[2]} files rewritten`);
+    assert.ok(Number(m[3]) >= 1, `${m[3]} entries removed`);
+    assert.equal(fs.existsSync(path.join(a, 'base', 'stray-file')), false);
+    // Identical to a fresh restore of the same backup: content, modes, owners, and times, except
+    // the times of the three files every restore writes anew.
+    const [want, got] = await Promise.all([describeTree(fresh), describeTree(a)]);
+    for (const t of [want, got]) for (const f of ['backup_label', 'postgresql.auto.conf', 'recovery.signal']) t.get(f)!.mtimeMs = 0;
+    assert.deepEqual(got, want);
+    // And without --delta a non-empty directory is refused.
+    assert.equal(restore(a, []).status, 22);
     await pg.destroy();
   });
 

@@ -21,6 +21,10 @@ import { PathSelector, type WalkEntry, walkTree } from './walk.js';
 import { type TreeNode, nsToSeconds } from './tree.js';
 
 export interface RestoreProgress {
+  /** Delta restore: files kept because they already had the right content. */
+  kept?: number;
+  /** Delta restore: entries removed because the snapshot does not have them. */
+  removed?: number;
   filesTotal: number;
   bytesTotal: number;
   filesDone: number;
@@ -41,6 +45,12 @@ export interface RestoreOptions {
    * target. Its own metadata (mode, owner) is applied to the target.
    */
   readonly root?: string | undefined;
+  /**
+   * Delta restore: files whose current content this says is already the node's are kept (only
+   * their metadata is set); everything else is rewritten, and entries of the target that the
+   * snapshot does not have are removed. Implies force.
+   */
+  readonly unchanged?: ((dest: string, node: TreeNode) => Promise<boolean>) | undefined;
 }
 
 export function newRestoreProgress(): RestoreProgress {
@@ -91,6 +101,7 @@ export async function restoreTree(repo: Repository, rootTree: string, opts: Rest
   // Pass 2: write. Directories are created on the way down and get their metadata at the end,
   // deepest first, so writing their contents does not disturb their mtimes.
   const dirs: Array<{ dest: string; node: TreeNode }> = [];
+  const present = opts.unchanged ? new Set<string>([target]) : undefined;
   const slots = new Semaphore(4);
   const files: Array<Promise<void>> = [];
   let firstError: unknown;
@@ -107,6 +118,7 @@ export async function restoreTree(repo: Repository, rootTree: string, opts: Rest
     }
     const rel = rootPrefix ? e.path.slice(rootPrefix.length) : e.path;
     const dest = path.join(target, ...rel.split('/').filter((s) => s !== ''));
+    present?.add(dest);
     if (cls === 'ancestor') {
       if (node.type === 'dir') {
         await makeDir(dest, opts.force);
@@ -145,10 +157,28 @@ export async function restoreTree(repo: Repository, rootTree: string, opts: Rest
   }
   await Promise.all(files);
   if (firstError) throw firstError;
+  if (present) opts.progress.removed = await removeExtras(target, present);
   for (let i = dirs.length - 1; i >= 0; i--) {
     const { dest, node } = dirs[i]!;
     await applyMeta(dest, node, false);
   }
+}
+
+/** Delta restore: remove what is below `target` but not in `keep` (iteratively, no symlink followed). */
+async function removeExtras(target: string, keep: Set<string>): Promise<number> {
+  let removed = 0;
+  const stack = [target];
+  while (stack.length > 0) {
+    const dir = stack.pop()!;
+    for (const ent of await fsp.readdir(dir, { withFileTypes: true })) {
+      const p = path.join(dir, ent.name);
+      if (!keep.has(p)) {
+        await fsp.rm(p, { recursive: true, force: true });
+        removed++;
+      } else if (ent.isDirectory()) stack.push(p);
+    }
+  }
+  return removed;
 }
 
 async function prepareTarget(target: string, force: boolean): Promise<void> {
@@ -193,6 +223,13 @@ async function clearForReplace(dest: string, force: boolean, err: unknown): Prom
 }
 
 async function restoreFile(repo: Repository, dest: string, node: TreeNode, opts: RestoreOptions): Promise<void> {
+  if (opts.unchanged && (await opts.unchanged(dest, node))) {
+    await applyMeta(dest, node, false);
+    opts.progress.bytesDone += node.size ?? 0;
+    opts.progress.filesDone++;
+    opts.progress.kept = (opts.progress.kept ?? 0) + 1;
+    return;
+  }
   const flags = fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW;
   let fh: fsp.FileHandle;
   try {

@@ -20,6 +20,7 @@ import { type PgBackupInfo, type Snapshot, type SnapshotSummary, listSnapshots, 
 import { PgConnection } from '../postgres/connection.js';
 import { dataDirSkipper } from '../postgres/datadir.js';
 import { isChecksummedRelationFile } from '../postgres/page-checksum.js';
+import type { FileMode } from '../files/file-mode.js';
 
 /** Chunk size for relation files: 16 pages. */
 const RELATION_CHUNK = 128 << 10;
@@ -46,6 +47,16 @@ export interface PgBackupResult {
   parent?: string;
   pg: PgBackupInfo;
   summary: SnapshotSummary;
+}
+
+/**
+ * How a file of the data directory (path relative to it) is read: relation files in fixed,
+ * page-aligned chunks, their pages verified when `verifySkipLsn` (the backup's start LSN) is given.
+ * Restore uses the same rule to compare files chunk by chunk (--delta).
+ */
+export function relationFileMode(rel: string, verifySkipLsn: string | undefined): FileMode | undefined {
+  if (!isChecksummedRelationFile(rel)) return undefined;
+  return { fixedChunk: RELATION_CHUNK, ...(verifySkipLsn !== undefined ? { verify: { relPath: rel, skipLsnAtOrAfter: verifySkipLsn } } : {}) };
 }
 
 /** PostgreSQL backups of `cluster` in the repository, oldest first. */
@@ -90,11 +101,7 @@ export async function pgBackup(ref: RepoRef, p: PgBackupParams, ctx: OpContext):
           // Relation files: fixed 128 KiB chunks (whole pages, so a changed page costs one chunk),
           // and with data checksums on, every page verified as it is read; pages changed since the
           // backup started are skipped (recovery rewrites them from WAL).
-          fileMode: (absPath) => {
-            const rel = path.relative(pgdata, absPath);
-            if (!isChecksummedRelationFile(rel)) return undefined;
-            return { fixedChunk: RELATION_CHUNK, ...(info.dataChecksums ? { verify: { relPath: rel, skipLsnAtOrAfter: skipLsn } } : {}) };
-          },
+          fileMode: (absPath) => relationFileMode(path.relative(pgdata, absPath), info.dataChecksums ? skipLsn : undefined),
           onCorrupt: (absPath, pages) => {
             const rel = path.relative(pgdata, absPath);
             for (const pg of pages) corruptPages.push({ file: rel, block: pg.block, expected: pg.expected, actual: pg.actual, reason: pg.reason });

@@ -19,7 +19,11 @@ import { compareLsn, parseLsn } from '../wal/names.js';
 import { Ticker, formatBytes, rateAndEta } from '../ui/output.js';
 import type { OpContext, RepoRef } from './context.js';
 import { checkClusterName } from './pg-archive.js';
-import { listPgBackups } from './pg-backup.js';
+import { listPgBackups, relationFileMode } from './pg-backup.js';
+import { Chunker, type CutFinder, chunkStream } from '../files/chunker.js';
+import { cutterFor } from '../files/file-mode.js';
+import type { TreeNode } from '../files/tree.js';
+import { sha256Hex } from '../repository/crypto.js';
 import { openRepository } from './repo.js';
 
 export interface RecoveryTarget {
@@ -39,6 +43,8 @@ export interface PgRestoreParams {
   readonly target: RecoveryTarget;
   readonly standby: boolean;
   readonly force: boolean;
+  /** Keep files that already have the backup's content; rewrite the rest, remove extras. */
+  readonly delta?: boolean;
   /** The restore_command, built by the caller (it knows how holdfast was invoked). */
   readonly restoreCommand: string;
 }
@@ -50,6 +56,9 @@ export interface PgRestoreResult {
   files: number;
   bytes: number;
   settings: Array<[string, string]>;
+  /** Delta restore: files kept as they were, and entries removed. */
+  kept: number;
+  removed: number;
 }
 
 export function recoverySettings(restoreCommand: string, t: RecoveryTarget): Array<[string, string]> {
@@ -113,7 +122,7 @@ async function chooseBackup(backups: Array<Snapshot & { id: string; pg: PgBackup
 }
 
 /** Refuse a running server and, without --force, a non-empty target. */
-async function prepareTarget(dir: string, force: boolean): Promise<void> {
+async function prepareTarget(dir: string, force: boolean, delta: boolean): Promise<void> {
   let entries: string[];
   try {
     entries = await fsp.readdir(dir);
@@ -135,9 +144,34 @@ async function prepareTarget(dir: string, force: boolean): Promise<void> {
   } catch (err) {
     if (err instanceof HoldfastError) throw err;
   }
-  if (entries.length === 0) return;
+  if (entries.length === 0 || delta) return;
   if (!force) throw new HoldfastError('TARGET_NOT_EMPTY', `restore target ${dir} is not empty (${entries.length} entries)`, { target: dir, hint: 'Restore into an empty directory, or pass --force to delete its contents first.' });
   for (const e of entries) await fsp.rm(path.join(dir, e), { recursive: true, force: true });
+}
+
+/** Whether `dest` already holds exactly the node's content, chunked the way the backup chunked it. */
+async function sameContent(dest: string, node: TreeNode, cutter: CutFinder): Promise<boolean> {
+  let fh: fsp.FileHandle;
+  try {
+    const st = await fsp.lstat(dest);
+    if (!st.isFile() || st.size !== node.size) return false;
+    fh = await fsp.open(dest, 'r');
+  } catch {
+    return false;
+  }
+  try {
+    const ids = node.content ?? [];
+    const window = Buffer.allocUnsafe(cutter.windowSize(node.size ?? 0));
+    const read = async (buf: Buffer, off: number, len: number, at: number): Promise<number> => (await fh.read(buf, off, len, at)).bytesRead;
+    let i = 0;
+    for await (const chunk of chunkStream(cutter, read, window)) {
+      if (i >= ids.length || sha256Hex(chunk) !== ids[i]) return false;
+      i++;
+    }
+    return i === ids.length;
+  } finally {
+    await fh.close();
+  }
 }
 
 export async function pgRestore(ref: RepoRef, p: PgRestoreParams, ctx: OpContext): Promise<PgRestoreResult> {
@@ -149,11 +183,21 @@ export async function pgRestore(ref: RepoRef, p: PgRestoreParams, ctx: OpContext
     const backups = await listPgBackups(repo, p.cluster);
     const sn = await chooseBackup(backups, p, (r) => findSnapshot(repo, r));
     ctx.log.info(`restoring backup ${sn.id.slice(0, 8)} (${sn.pg.type}, ${sn.pg.startTime} .. ${sn.pg.stopTime}, LSN ${sn.pg.startLsn} .. ${sn.pg.stopLsn})`);
-    await prepareTarget(targetDir, p.force);
+    await prepareTarget(targetDir, p.force, p.delta === true);
+    const chunker = new Chunker(repo.config.chunker);
     const progress = newRestoreProgress();
     const ticker = new Ticker(ctx.log, (ms) => `${progress.filesDone}/${progress.filesTotal} files, ${formatBytes(progress.bytesDone)} of ${formatBytes(progress.bytesTotal)}, ${rateAndEta(progress.bytesDone, progress.bytesTotal, ms)}`, ctx.progress);
     try {
-      await restoreTree(repo, sn.tree, { target: targetDir, root: sn.pg.pgdata, includes: [], force: true, progress, signal: ctx.signal, onWarning: (m) => ctx.log.warn(m) });
+      await restoreTree(repo, sn.tree, {
+        target: targetDir,
+        root: sn.pg.pgdata,
+        includes: [],
+        force: true,
+        progress,
+        signal: ctx.signal,
+        onWarning: (m) => ctx.log.warn(m),
+        ...(p.delta ? { unchanged: (dest: string, node: TreeNode) => sameContent(dest, node, cutterFor(chunker, relationFileMode(path.relative(targetDir, dest), undefined))) } : {}),
+      });
     } finally {
       ticker.stop();
     }
@@ -163,7 +207,8 @@ export async function pgRestore(ref: RepoRef, p: PgRestoreParams, ctx: OpContext
     if (sn.pg.spcmapFile) await writeDurably(path.join(targetDir, 'tablespace_map'), sn.pg.spcmapFile, owner);
     await writeRecoveryConfig(targetDir, settings, p.standby, owner);
     await fsp.chmod(targetDir, 0o700);
-    return { snapshotId: sn.id, backup: sn.pg, targetDir, files: progress.filesDone, bytes: progress.bytesDone, settings };
+    if (p.delta) ctx.log.info(`delta restore: ${progress.kept ?? 0} files already had the backup's content, ${progress.filesDone - (progress.kept ?? 0)} rewritten, ${progress.removed ?? 0} entries removed`);
+    return { snapshotId: sn.id, backup: sn.pg, targetDir, files: progress.filesDone, bytes: progress.bytesDone, settings, kept: progress.kept ?? 0, removed: progress.removed ?? 0 };
   } finally {
     await repo.close();
   }
