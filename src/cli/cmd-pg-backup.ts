@@ -58,6 +58,7 @@ export async function run(inv: Invocation): Promise<number> {
       standby: o.bool('standby'),
       force: o.bool('force'),
       delta: o.bool('delta'),
+      tablespaceMap: tablespaceMap(o.list('tablespace-map')),
       restoreCommand: restoreCommand(inv, ref.location, cluster),
     },
     inv.ctx,
@@ -69,6 +70,16 @@ export async function run(inv: Invocation): Promise<number> {
     inv.out(`start PostgreSQL on ${r.targetDir} to recover`);
   }
   return 0;
+}
+
+function tablespaceMap(items: readonly string[]): Map<string, string> {
+  const map = new Map<string, string>();
+  for (const item of items) {
+    const m = /^(\d+)=(.+)$/.exec(item);
+    if (!m) throw new HoldfastError('USAGE', `--tablespace-map ${JSON.stringify(item)} is not OID=DIR`, { hint: 'For example --tablespace-map 16385=/srv/pg/ts1' });
+    map.set(m[1]!, path.resolve(m[2]!));
+  }
+  return map;
 }
 
 /** The restore_command that fetches WAL from this repository, as this holdfast was invoked. */

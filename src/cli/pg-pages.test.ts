@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { CLI, TEST_KDF, describeTree } from '../testing/helpers.js';
-import { type PgCluster, chownToPostgres, destroyAllClusters, pgSkip, runAsPostgres, startCluster } from '../testing/pg.js';
+import { type PgCluster, chownToPostgres, destroyAllClusters, pgSkip, runAsPostgres, startCluster, waitUntil } from '../testing/pg.js';
 import { workspace } from '../testing/e2e.js';
 
 interface BackupJson {
@@ -122,6 +122,37 @@ describe('relation files in PostgreSQL backups (real PostgreSQL 15)', { skip: pg
     // And without --delta a non-empty directory is refused.
     assert.equal(restore(a, []).status, 22);
     await pg.destroy();
+  });
+
+  test('a tablespace is backed up and restored, remapped with --tablespace-map', async () => {
+    const pg = await archivingCluster('spaces');
+    const tsDir = pg.makeDir('ts-original');
+    await pg.psql([`CREATE TABLESPACE ts1 LOCATION '${tsDir}'`, 'CREATE TABLE spaced (id int, pad text) TABLESPACE ts1', "INSERT INTO spaced SELECT g, repeat('s', 100) FROM generate_series(1, 5000) g"]);
+    const oid = await pg.psql("SELECT oid FROM pg_tablespace WHERE spcname = 'ts1'");
+    const sum = await pg.psql('SELECT md5(string_agg(id || pad, \',\' ORDER BY id)) FROM spaced');
+    const b = backup(pg, 'spaces', 'full');
+    assert.equal(b.status, 0, b.stderr);
+
+    const target = await startCluster();
+    await target.stop();
+    const moved = target.makeDir('ts-moved');
+    const r = runAsPostgres(
+      process.execPath,
+      [CLI, 'pg', 'restore', '--cluster', 'spaces', '--target-dir', target.dataDir, '--force', '--tablespace-map', `${oid}=${moved}`, '--target-immediate', '--target-action', 'promote'],
+      env,
+      { timeoutMs: 120_000 },
+    );
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(fs.readlinkSync(path.join(target.dataDir, 'pg_tblspc', oid)), moved);
+    assert.match(fs.readFileSync(path.join(target.dataDir, 'tablespace_map'), 'utf8'), new RegExp(`^${oid} ${moved}$`, 'm'));
+    assert.ok(fs.readdirSync(moved).some((n) => n.startsWith('PG_15_')), 'the tablespace directory was restored');
+    await pg.destroy(); // the original tablespace directory goes away: the restore must not need it
+    target.configure({});
+    await target.start();
+    await waitUntil('recovery to end', async () => (await target.psql('SELECT pg_is_in_recovery()')) === 'f', { timeoutMs: 90_000 });
+    assert.equal(await target.psql('SELECT md5(string_agg(id || pad, \',\' ORDER BY id)) FROM spaced'), sum);
+    assert.equal(await target.psql("SELECT pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname = 'ts1'"), moved);
+    await target.destroy();
   });
 
   test('a server whose datestyle is not ISO is backed up all the same (times are read as ISO UTC)', async () => {

@@ -72,6 +72,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'target-immediate', type: 'bool', default: false, commands: ['pg restore'], help: 'Stop as soon as the backup is consistent (recovery_target = immediate).' },
   { name: 'target-action', type: 'enum', values: ['pause', 'promote', 'shutdown'], commands: ['pg restore'], help: 'What the server does at the target (recovery_target_action; PostgreSQL\'s default is pause).' },
   { name: 'target-timeline', type: 'string', commands: ['pg restore'], arg: 'TLI', help: 'Timeline to recover along: a number, current or latest (recovery_target_timeline).' },
+  { name: 'tablespace-map', type: 'list', commands: ['pg restore'], arg: 'OID=DIR', help: 'Restore tablespace OID into DIR instead of its original directory (repeatable); `holdfast pg info` lists tablespaces.' },
   { name: 'delta', type: 'bool', default: false, commands: ['pg restore'], help: 'Restore over an existing data directory, rewriting only files whose content differs from the backup (compared chunk by chunk) and removing files the backup does not have.' },
   { name: 'standby', type: 'bool', default: false, commands: ['pg restore'], help: 'Start as a standby (standby.signal) that keeps fetching WAL from the repository.' },
 

@@ -13,6 +13,7 @@
  * 6. Only then write the snapshot, with the backup's PostgreSQL metadata.
  */
 import * as path from 'node:path';
+import * as fsp from 'node:fs/promises';
 import { hostname, userInfo } from 'node:os';
 import { HoldfastError } from '../errors/catalogue.js';
 import type { Repository } from '../repository/repository.js';
@@ -93,6 +94,13 @@ export async function pgBackup(ref: RepoRef, p: PgBackupParams, ctx: OpContext):
 
       const start = await conn.backupStart(`holdfast ${new Date().toISOString()}`, info.major);
       ctx.log.info(`backup started at ${start.lsn} on timeline ${start.timeline} (WAL ${start.walFile})`);
+      // Tablespaces: pg_tblspc/<oid> are symlinks; their directories are backed up as further
+      // paths, and their files are named pg_tblspc/<oid>/… for the relation-file rules.
+      const tablespaces = await readTablespaces(pgdata);
+      const relName = (absPath: string): string => {
+        for (const t of tablespaces) if (absPath === t.path || absPath.startsWith(t.path + '/')) return path.posix.join('pg_tblspc', t.oid, path.relative(t.path, absPath));
+        return path.relative(pgdata, absPath);
+      };
       const corruptPages: NonNullable<PgBackupInfo['corruptPages']> = [];
       const skipLsn = parseLsn(start.lsn).toString();
       let run;
@@ -101,13 +109,13 @@ export async function pgBackup(ref: RepoRef, p: PgBackupParams, ctx: OpContext):
           // Relation files: fixed 128 KiB chunks (whole pages, so a changed page costs one chunk),
           // and with data checksums on, every page verified as it is read; pages changed since the
           // backup started are skipped (recovery rewrites them from WAL).
-          fileMode: (absPath) => relationFileMode(path.relative(pgdata, absPath), info.dataChecksums ? skipLsn : undefined),
+          fileMode: (absPath) => relationFileMode(relName(absPath), info.dataChecksums ? skipLsn : undefined),
           onCorrupt: (absPath, pages) => {
-            const rel = path.relative(pgdata, absPath);
+            const rel = relName(absPath);
             for (const pg of pages) corruptPages.push({ file: rel, block: pg.block, expected: pg.expected, actual: pg.actual, reason: pg.reason });
             ctx.log.warn(`${rel}: ${pages.length} page(s) fail verification (block ${pages.slice(0, 5).map((x) => x.block).join(', ')}${pages.length > 5 ? ', …' : ''})`);
           },
-          paths: [pgdata],
+          paths: [pgdata, ...tablespaces.map((t) => t.path)],
           excludes: [],
           parentTree: parent?.tree,
           jobs: p.jobs,
@@ -143,6 +151,7 @@ export async function pgBackup(ref: RepoRef, p: PgBackupParams, ctx: OpContext):
         spcmapFile: stop.spcmapFile,
         dataChecksums: info.dataChecksums,
         ...(corruptPages.length ? { corruptPages } : {}),
+        ...(tablespaces.length ? { tablespaces } : {}),
       };
       let username = 'unknown';
       try {
@@ -155,7 +164,7 @@ export async function pgBackup(ref: RepoRef, p: PgBackupParams, ctx: OpContext):
         time: pg.startTime,
         host: hostname(),
         username,
-        paths: [pgdata],
+        paths: [pgdata, ...tablespaces.map((t) => t.path)],
         tags: [`pg:${p.cluster}`, `pg-${type}`],
         excludes: [],
         tree: run.tree,
@@ -172,6 +181,25 @@ export async function pgBackup(ref: RepoRef, p: PgBackupParams, ctx: OpContext):
   } finally {
     await conn.close();
   }
+}
+
+/** The tablespaces of a data directory: pg_tblspc/<oid> symlinks and the directories they name. */
+async function readTablespaces(pgdata: string): Promise<Array<{ oid: string; path: string }>> {
+  const dir = path.join(pgdata, 'pg_tblspc');
+  let names: string[];
+  try {
+    names = await fsp.readdir(dir);
+  } catch {
+    return [];
+  }
+  const out: Array<{ oid: string; path: string }> = [];
+  for (const oid of names.filter((n) => /^\d+$/.test(n)).sort()) {
+    const link = path.join(dir, oid);
+    const st = await fsp.lstat(link);
+    if (!st.isSymbolicLink()) continue; // in-place tablespace: inside the data directory already
+    out.push({ oid, path: path.resolve(dir, await fsp.readlink(link)) });
+  }
+  return out;
 }
 
 /** Wait until every segment from `startWal` to `last` is stored (bounded by `timeoutMs`). */

@@ -45,6 +45,8 @@ export interface PgRestoreParams {
   readonly force: boolean;
   /** Keep files that already have the backup's content; rewrite the rest, remove extras. */
   readonly delta?: boolean;
+  /** Tablespace oid -> directory to restore it to (default: where it was). */
+  readonly tablespaceMap?: ReadonlyMap<string, string>;
   /** The restore_command, built by the caller (it knows how holdfast was invoked). */
   readonly restoreCommand: string;
 }
@@ -203,8 +205,37 @@ export async function pgRestore(ref: RepoRef, p: PgRestoreParams, ctx: OpContext
     }
     const st = await fsp.stat(targetDir);
     const owner = { uid: st.uid, gid: st.gid };
+    // Tablespaces: each directory to its (possibly remapped) place, the pg_tblspc symlink and
+    // tablespace_map pointing there (PostgreSQL recreates the links from tablespace_map).
+    const spaces = sn.pg.tablespaces ?? [];
+    for (const oid of p.tablespaceMap?.keys() ?? []) {
+      if (!spaces.some((t) => t.oid === oid)) throw new HoldfastError('USAGE', `--tablespace-map ${oid}=…: the backup has no tablespace ${oid}`, { hint: `Its tablespaces: ${spaces.map((t) => `${t.oid} (${t.path})`).join(', ') || 'none'}.` });
+    }
+    const mapLines: string[] = [];
+    for (const t of spaces) {
+      const dest = path.resolve(p.tablespaceMap?.get(t.oid) ?? t.path);
+      if (dest === targetDir || dest.startsWith(targetDir + path.sep)) throw new HoldfastError('USAGE', `tablespace ${t.oid} would be restored inside the data directory (${dest})`, {});
+      await prepareTarget(dest, p.force, p.delta === true);
+      await restoreTree(repo, sn.tree, {
+        target: dest,
+        root: t.path,
+        includes: [],
+        force: true,
+        progress,
+        signal: ctx.signal,
+        onWarning: (m) => ctx.log.warn(m),
+        ...(p.delta ? { unchanged: (d: string, node: TreeNode) => sameContent(d, node, cutterFor(chunker, relationFileMode(path.posix.join('pg_tblspc', t.oid, path.relative(dest, d)), undefined))) } : {}),
+      });
+      const link = path.join(targetDir, 'pg_tblspc', t.oid);
+      await fsp.rm(link, { force: true });
+      await fsp.symlink(dest, link);
+      if (process.getuid?.() === 0) await fsp.lchown(link, owner.uid, owner.gid);
+      mapLines.push(`${t.oid} ${dest}`);
+      ctx.log.info(`tablespace ${t.oid} restored to ${dest}`);
+    }
     await writeDurably(path.join(targetDir, 'backup_label'), sn.pg.labelFile, owner);
-    if (sn.pg.spcmapFile) await writeDurably(path.join(targetDir, 'tablespace_map'), sn.pg.spcmapFile, owner);
+    if (mapLines.length > 0) await writeDurably(path.join(targetDir, 'tablespace_map'), mapLines.join('\n') + '\n', owner);
+    else if (sn.pg.spcmapFile) await writeDurably(path.join(targetDir, 'tablespace_map'), sn.pg.spcmapFile, owner);
     await writeRecoveryConfig(targetDir, settings, p.standby, owner);
     await fsp.chmod(targetDir, 0o700);
     if (p.delta) ctx.log.info(`delta restore: ${progress.kept ?? 0} files already had the backup's content, ${progress.filesDone - (progress.kept ?? 0)} rewritten, ${progress.removed ?? 0} entries removed`);

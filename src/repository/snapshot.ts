@@ -40,6 +40,8 @@ export interface PgBackupInfo {
   labelFile: string;
   spcmapFile: string;
   dataChecksums: boolean;
+  /** Tablespaces (pg_tblspc/<oid> symlinks) and their directories, also paths of the snapshot. */
+  tablespaces?: Array<{ oid: string; path: string }>;
   /**
    * Pages whose checksum (or header) failed verification while they were read: the backup is
    * stored, but these pages were already damaged on the server.
