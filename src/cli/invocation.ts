@@ -2,6 +2,7 @@
 import { readFileSync, openSync, closeSync, readSync, writeSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { HoldfastError } from '../errors/catalogue.js';
+import { defaultKeyCacheDir } from '../state/key-cache.js';
 import type { Options } from '../config/resolve.js';
 import type { Logger } from '../ui/output.js';
 import type { OpContext, RepoRef } from '../ops/context.js';
@@ -24,7 +25,10 @@ export function repoRef(inv: Invocation, confirm = false): RepoRef {
   if (!location) {
     throw new HoldfastError('CONFIG_INVALID', 'no repository location given', { option: 'repo', hint: 'Pass --repo LOCATION, set HOLDFAST_REPO, or put "repo = LOCATION" in the config file.' });
   }
-  return { location, password: password(inv, 'password', 'password-file', confirm) };
+  const pw = password(inv, 'password', 'password-file', confirm);
+  // Cache derived keys only when the password is itself stored in a file (see state/key-cache.ts).
+  const fromFile = inv.options.str('password') === undefined && inv.options.str('password-file') !== undefined;
+  return { location, password: pw, ...(fromFile && inv.options.bool('key-cache') ? { keyCacheDir: defaultKeyCacheDir() } : {}) };
 }
 
 /** A password from the environment, a file, or the terminal, in that order. */

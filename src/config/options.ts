@@ -32,6 +32,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'repo', type: 'string', short: 'r', env: true, config: true, commands: '*', arg: 'LOCATION', help: 'Repository location: a directory path or file:///path.' },
   { name: 'password-file', type: 'path', env: true, config: true, commands: '*', arg: 'FILE', help: 'Read the repository password from the first line of FILE.' },
   { name: 'password', type: 'string', env: true, noFlag: true, commands: '*', help: 'The repository password (environment only: HOLDFAST_PASSWORD; never a flag, so it does not show in ps).' },
+  { name: 'key-cache', type: 'bool', default: true, env: true, config: true, commands: '*', help: 'With --password-file, cache the derived key in a private local directory (HOLDFAST_STATE_DIR, else ~/.cache/holdfast) so that short-lived calls such as archive-push skip the slow key derivation. --no-key-cache turns it off.' },
   { name: 'config', type: 'path', env: true, commands: '*', arg: 'FILE', help: 'Config file to read (default /etc/holdfast/holdfast.conf when it exists).' },
   { name: 'json', type: 'bool', default: false, commands: '*', help: 'Print machine-readable JSON on stdout instead of text.' },
   { name: 'quiet', type: 'bool', short: 'q', default: false, commands: '*', help: 'Print only errors and results; no progress.' },

@@ -11,4 +11,6 @@ export interface OpContext {
 export interface RepoRef {
   readonly location: string;
   readonly password: string;
+  /** Where to cache derived keys (set only when the password comes from a file). */
+  readonly keyCacheDir?: string | undefined;
 }

@@ -5,6 +5,7 @@ import type { Backend } from '../storage/backend.js';
 import { LocalBackend } from '../storage/local.js';
 import { LimitBackend } from '../storage/limit.js';
 import { Repository } from '../repository/repository.js';
+import { FileKeyCache } from '../state/key-cache.js';
 import type { RepoRef } from './context.js';
 
 export function openBackend(location: string): Backend {
@@ -22,7 +23,8 @@ export function openBackend(location: string): Backend {
 }
 
 export async function openRepository(ref: RepoRef, loadIndex = true): Promise<Repository> {
-  const repo = await Repository.open(openBackend(ref.location), ref.password);
+  const keyCache = ref.keyCacheDir ? new FileKeyCache(ref.keyCacheDir) : undefined;
+  const repo = await Repository.open(openBackend(ref.location), ref.password, { keyCache });
   if (loadIndex) await repo.loadIndex();
   return repo;
 }

@@ -80,8 +80,17 @@ export function parseKeyFile(bytes: Buffer): KeyFile {
 }
 
 /** Returns the master key, or undefined when the password does not open this key file. */
+/** The key-encryption key of a key file for a password (the expensive scrypt step). */
+export function deriveKek(file: KeyFile, password: string): Promise<Buffer> {
+  return scrypt(password, Buffer.from(file.salt, 'base64'), { N: file.N, r: file.r, p: file.p });
+}
+
 export async function unwrapKey(file: KeyFile, password: string): Promise<Buffer | undefined> {
-  const kek = await scrypt(password, Buffer.from(file.salt, 'base64'), { N: file.N, r: file.r, p: file.p });
+  return unwrapWithKek(file, await deriveKek(file, password));
+}
+
+/** The master key, or undefined when `kek` does not open this key file. */
+export function unwrapWithKek(file: KeyFile, kek: Buffer): Buffer | undefined {
   try {
     const master = unseal(kek, KEY_AAD, Buffer.from(file.data, 'base64'));
     if (master.length !== KEY_LEN) throw new KeyFormatError('wrapped master key has the wrong length');

@@ -20,7 +20,8 @@ import { Semaphore } from '../util/semaphore.js';
 import { DecryptError, KEY_LEN, type ScryptParams, seal, sha256, sha256Hex, unseal } from './crypto.js';
 import { type SealedBlob, sealBlob } from './seal-blob.js';
 import { type Compression, compress, decompress } from './compress.js';
-import { type KeyFile, KeyFormatError, createKeyFile, parseKeyFile, unwrapKey } from './keys.js';
+import { type KeyFile, KeyFormatError, createKeyFile, deriveKek, parseKeyFile, unwrapWithKek } from './keys.js';
+import type { KeyCache } from '../state/key-cache.js';
 import { type BlobType, PackBuilder, type PackEntry, PackFormatError, blobAad, packName } from './pack.js';
 import { type IndexPack, decodeIndex, encodeIndex } from './index-file.js';
 
@@ -251,7 +252,11 @@ export class Repository {
     }
   }
 
-  static async open(backend: Backend, password: string): Promise<Repository> {
+  /**
+   * Open with a password: the first key file it unwraps (and whose master key authenticates the
+   * config) wins. `keyCache` lets short-lived processes skip scrypt (see state/key-cache.ts).
+   */
+  static async open(backend: Backend, password: string, options: { keyCache?: KeyCache | undefined } = {}): Promise<Repository> {
     let sealedConfig: Buffer;
     try {
       sealedConfig = await backend.get('config');
@@ -279,9 +284,19 @@ export class Repository {
         }
         throw storageToHoldfast(err, backend);
       }
-      const master = await unwrapKey(file, password);
-      if (!master) continue;
       const keyId = name.slice('keys/'.length);
+      let master: Buffer | undefined;
+      const cached = options.keyCache?.get(keyId, password);
+      if (cached) {
+        master = unwrapWithKek(file, cached);
+        if (!master) options.keyCache?.drop(keyId, password);
+      }
+      if (!master) {
+        const kek = await deriveKek(file, password);
+        master = unwrapWithKek(file, kek);
+        if (master) options.keyCache?.put(keyId, password, kek);
+      }
+      if (!master) continue;
       let config: RepoConfig;
       try {
         config = await parseConfig(master, sealedConfig, backend.location);

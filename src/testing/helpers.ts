@@ -170,6 +170,8 @@ function cleanEnv(): Record<string, string> {
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith('HOLDFAST_')) env[k] = v;
   env['HOLDFAST_CONFIG'] = '/dev/null';
+  // Derived-key cache entries of CLI tests go to a scratch directory, not the runner's home.
+  env['HOLDFAST_STATE_DIR'] = path.join(os.tmpdir(), `holdfast-test-state-${process.pid}`);
   return env;
 }
 
