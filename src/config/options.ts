@@ -54,12 +54,14 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'tag', type: 'list', commands: ['backup', 'snapshots'], arg: 'TAG', help: 'backup: attach TAG to the snapshot (repeatable). snapshots: list only snapshots with every TAG.' },
   { name: 'host', type: 'string', commands: ['backup', 'snapshots'], arg: 'NAME', help: 'backup: record NAME as the host (default: this machine\'s hostname). snapshots: list only this host.' },
   { name: 'parent', type: 'string', commands: ['backup'], arg: 'SNAPSHOT', help: 'Compare against SNAPSHOT to skip unchanged files (default: latest snapshot of the same host and paths).' },
-  { name: 'jobs', type: 'int', short: 'j', min: 0, max: 64, env: true, config: true, commands: ['backup', 'pg backup'], arg: 'N', help: 'Worker threads that read, chunk, compress and encrypt files (default: the number of CPUs; 0 does it all in the main thread).' },
+  { name: 'jobs', type: 'int', short: 'j', min: 0, max: 64, env: true, config: true, commands: ['backup', 'pg backup', 'pg archive-push'], arg: 'N', help: 'backup: worker threads that read, chunk, compress and encrypt files (default: the number of CPUs; 0 does it all in the main thread). pg archive-push --async: files stored at once (default: the number of CPUs).' },
   { name: 'read-all', type: 'bool', default: false, commands: ['backup'], help: 'Read every file even when the parent snapshot says it is unchanged.' },
 
   // --- PostgreSQL
   { name: 'cluster', type: 'string', default: 'main', env: true, config: true, commands: ['pg archive-push', 'pg archive-get', 'pg backup', 'pg restore', 'pg info', 'pg check'], arg: 'NAME', help: 'Which PostgreSQL cluster of the repository: bound to one system identifier and major version on first archive-push.' },
 
+  { name: 'async', type: 'bool', default: false, env: true, config: true, commands: ['pg archive-push'], help: 'Also archive other WAL files PostgreSQL has marked ready, several at once, and remember them in a local spool so their own archive_command calls return at once. Each call still exits 0 only once its file is durable.' },
+  { name: 'async-batch', type: 'int', default: 16, min: 1, max: 256, env: true, config: true, commands: ['pg archive-push'], arg: 'N', help: 'With --async: at most N files per call, the requested one included.' },
   { name: 'pgdata', type: 'path', env: true, config: true, commands: ['pg backup'], arg: 'DIR', help: 'The data directory to back up (default: the server\'s data_directory; must be on this host).' },
   { name: 'pg-url', type: 'string', env: true, config: true, commands: ['pg backup', 'pg check'], arg: 'URL', help: 'Connection string (postgresql://user@host:port/db); default: the libpq environment PGHOST, PGPORT, PGUSER, PGDATABASE.' },
   { name: 'type', type: 'enum', values: ['full', 'incr'], default: 'incr', commands: ['pg backup'], help: 'incr reads only files changed since the previous backup of the cluster (a full backup when there is none).' },

@@ -6,7 +6,8 @@
  * a system identifier, major version and WAL segment size on first push; every archived file is a
  * named object `wal/<name>/<file>`. archive-push exits 0 only after the object is durable.
  */
-import { readFileSync, openSync, writeSync, fsyncSync, closeSync, renameSync, unlinkSync } from 'node:fs';
+import { readFileSync, readdirSync, mkdirSync, rmSync, writeFileSync, openSync, writeSync, fsyncSync, closeSync, renameSync, unlinkSync } from 'node:fs';
+import { sha256Hex } from '../repository/crypto.js';
 import { randomBytes } from 'node:crypto';
 import * as path from 'node:path';
 import { HoldfastError, fsError } from '../errors/catalogue.js';
@@ -15,7 +16,9 @@ import { checkSegment, parseWalHeader } from '../wal/header.js';
 import { WalFormatError, WalMismatchError } from '../wal/errors.js';
 import { parseTimelineHistory, parseWalName } from '../wal/names.js';
 import type { OpContext, RepoRef } from './context.js';
-import { openRepository } from './repo.js';
+import { openBackend, openRepository } from './repo.js';
+import { isNotFound } from '../storage/backend.js';
+import { storageToHoldfast } from '../repository/repository.js';
 
 export interface ClusterRecord {
   version: 1;
@@ -92,11 +95,18 @@ export interface PushResult {
   duplicate: boolean;
   bytes: number;
   storedBytes: number;
+  /** Async mode: an earlier call had already archived it (spool record matched). */
+  earlier?: boolean;
 }
 
-/** Validate and archive one WAL, history, backup history or `.partial` file. */
-export async function archivePush(ref: RepoRef, cluster: string, walPath: string, ctx: OpContext): Promise<PushResult> {
-  checkClusterName(cluster);
+interface PreparedWal {
+  file: string;
+  data: Buffer;
+  header: ReturnType<typeof parseWalHeader> | undefined;
+}
+
+/** Read a WAL-archive file and validate what needs no repository: a bad file fails fast. */
+function prepareWal(walPath: string): PreparedWal {
   const file = path.basename(walPath);
   const name = parseWalName(file);
   if (!name) {
@@ -111,7 +121,6 @@ export async function archivePush(ref: RepoRef, cluster: string, walPath: string
   } catch (err) {
     throw fsError(err, 'read WAL file', walPath);
   }
-  // Validate what can be validated without the repository first: a bad file fails fast.
   let header: ReturnType<typeof parseWalHeader> | undefined;
   try {
     if (name.kind === 'segment' || name.kind === 'partial') header = checkSegment(data, { segmentName: file.replace(/\.partial$/, '') });
@@ -120,30 +129,142 @@ export async function archivePush(ref: RepoRef, cluster: string, walPath: string
   } catch (err) {
     walError(err, file);
   }
+  return { file, data, header };
+}
 
+/** Check a prepared file against the cluster (binding it on first use) and store it durably. */
+async function storeWal(repo: Repository, cluster: string, w: PreparedWal, ctx: OpContext): Promise<PushResult> {
+  const { file, data, header } = w;
+  let record = await loadCluster(repo, cluster);
+  if (header) {
+    if (!record) record = await bindCluster(repo, cluster, { systemId: header.systemId.toString(), pgVersion: header.pgVersion, segSize: header.segSize }, ctx.log);
+    try {
+      checkSegment(data, { segmentName: file.replace(/\.partial$/, ''), systemId: BigInt(record.systemId), pgVersion: record.pgVersion, segSize: record.segSize, fileSize: data.length });
+    } catch (err) {
+      walError(err, file);
+    }
+  }
+  const object = walObjectName(cluster, file);
+  const existing = await repo.getNamed(object);
+  if (existing) return sameOrConflict(existing, data, file, object, ctx);
+  const { created, size } = await repo.putNamed(object, data, { createOnly: true });
+  if (!created) {
+    // Another process archived it between our look and our write.
+    return sameOrConflict((await repo.getNamed(object))!, data, file, object, ctx);
+  }
+  return { file, stored: true, duplicate: false, bytes: data.length, storedBytes: size };
+}
+
+export interface AsyncOptions {
+  /** Local spool directory for this repository and cluster (never on network storage). */
+  readonly spoolDir: string;
+  /** At most this many files per call, the requested one included. */
+  readonly batch: number;
+  /** Files stored at once. */
+  readonly parallel: number;
+}
+
+/**
+ * Validate and archive one WAL, history, backup history or `.partial` file; exits (resolves)
+ * only once it is durable in the repository.
+ *
+ * With `async`, the call also archives other files PostgreSQL has marked ready
+ * (pg_wal/archive_status/*.ready beside %p), several at once, and records each one stored in the
+ * spool directory as `<file>.ok` holding its SHA-256. When PostgreSQL later asks for such a file,
+ * its content is hashed and compared with the record: equal means it is already durable in the
+ * repository and the call returns at once. A lost or stale record only costs a normal push.
+ */
+export async function archivePush(ref: RepoRef, cluster: string, walPath: string, ctx: OpContext, async?: AsyncOptions): Promise<PushResult> {
+  checkClusterName(cluster);
+  const own = prepareWal(walPath);
+  if (async) {
+    const instance = await repositoryInstance(ref.location);
+    if (readSpoolInstance(async.spoolDir) !== instance) {
+      // Records of another repository at this location (deleted and re-created) mean nothing.
+      rmSync(async.spoolDir, { recursive: true, force: true });
+      mkdirSync(async.spoolDir, { recursive: true, mode: 0o700 });
+      writeFileSync(path.join(async.spoolDir, 'repository'), instance + '\n', { mode: 0o600 });
+    }
+    const done = spoolRecord(async.spoolDir, own.file);
+    if (done !== undefined) {
+      if (done === sha256Hex(own.data)) {
+        rmSync(path.join(async.spoolDir, `${own.file}.ok`), { force: true });
+        ctx.log.debug(`${own.file} was archived by an earlier call (spool)`);
+        return { file: own.file, stored: false, duplicate: false, bytes: own.data.length, storedBytes: 0, earlier: true };
+      }
+      rmSync(path.join(async.spoolDir, `${own.file}.ok`), { force: true });
+    }
+  }
   const repo = await openRepository(ref, false);
   try {
-    let record = await loadCluster(repo, cluster);
-    if (header) {
-      if (!record) record = await bindCluster(repo, cluster, { systemId: header.systemId.toString(), pgVersion: header.pgVersion, segSize: header.segSize }, ctx.log);
-      try {
-        checkSegment(data, { segmentName: file.replace(/\.partial$/, ''), systemId: BigInt(record.systemId), pgVersion: record.pgVersion, segSize: record.segSize, fileSize: data.length });
-      } catch (err) {
-        walError(err, file);
-      }
-    }
-    const object = walObjectName(cluster, file);
-    const existing = await repo.getNamed(object);
-    if (existing) return sameOrConflict(existing, data, file, object, ctx);
-    const { created, size } = await repo.putNamed(object, data, { createOnly: true });
-    if (!created) {
-      // Another process archived it between our look and our write.
-      return sameOrConflict((await repo.getNamed(object))!, data, file, object, ctx);
-    }
-    return { file, stored: true, duplicate: false, bytes: data.length, storedBytes: size };
+    const result = await storeWal(repo, cluster, own, ctx);
+    if (async) await pushReady(repo, cluster, path.dirname(walPath), own.file, async, ctx);
+    return result;
   } finally {
     await repo.close();
   }
+}
+
+/** Identifies a repository instance without its key: the SHA-256 of its (encrypted) config object. */
+async function repositoryInstance(location: string): Promise<string> {
+  const backend = openBackend(location);
+  try {
+    return sha256Hex(await backend.get('config'));
+  } catch (err) {
+    if (isNotFound(err)) throw new HoldfastError('REPO_NOT_FOUND', `no holdfast repository at ${backend.location}`, { location: backend.location });
+    throw storageToHoldfast(err, backend);
+  } finally {
+    await backend.close();
+  }
+}
+
+function readSpoolInstance(dir: string): string | undefined {
+  try {
+    return readFileSync(path.join(dir, 'repository'), 'utf8').trim();
+  } catch {
+    return undefined;
+  }
+}
+
+function spoolRecord(dir: string, file: string): string | undefined {
+  try {
+    const v = readFileSync(path.join(dir, `${file}.ok`), 'utf8').trim();
+    return /^[0-9a-f]{64}$/.test(v) ? v : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Archive other ready files beside `own`, record each stored one in the spool. Never throws. */
+async function pushReady(repo: Repository, cluster: string, walDir: string, own: string, a: AsyncOptions, ctx: OpContext): Promise<void> {
+  let ready: string[];
+  try {
+    ready = readdirSync(path.join(walDir, 'archive_status'))
+      .filter((n) => n.endsWith('.ready'))
+      .map((n) => n.slice(0, -'.ready'.length))
+      .filter((n) => n !== own && parseWalName(n) !== undefined && spoolRecord(a.spoolDir, n) === undefined)
+      .sort()
+      .slice(0, Math.max(0, a.batch - 1));
+  } catch {
+    return; // no archive_status beside %p: nothing to look ahead at
+  }
+  if (ready.length === 0) return;
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < ready.length) {
+      const name = ready[next++]!;
+      try {
+        const w = prepareWal(path.join(walDir, name));
+        await storeWal(repo, cluster, w, ctx);
+        writeFileSync(path.join(a.spoolDir, `${name}.ok`), sha256Hex(w.data) + '\n', { mode: 0o600 });
+      } catch (err) {
+        // PostgreSQL will ask for it again, and the error is reported then.
+        ctx.log.debug(`look-ahead archiving of ${name} failed: ${(err as Error).message}`);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(a.parallel, ready.length) }, worker));
+  ctx.log.debug(`archived ${ready.length} more ready file(s) ahead of PostgreSQL`);
 }
 
 function sameOrConflict(existing: Buffer, data: Buffer, file: string, object: string, ctx: OpContext): PushResult {

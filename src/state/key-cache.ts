@@ -24,12 +24,17 @@ export interface KeyCache {
   drop(keyId: string, password: string): void;
 }
 
-export function defaultKeyCacheDir(env: NodeJS.ProcessEnv = process.env): string {
-  if (env['HOLDFAST_STATE_DIR']) return path.join(env['HOLDFAST_STATE_DIR'], 'keys');
-  if (env['XDG_CACHE_HOME']) return path.join(env['XDG_CACHE_HOME'], 'holdfast', 'keys');
+/** holdfast's local, per-user state directory (key cache, archive spool). */
+export function defaultStateDir(env: NodeJS.ProcessEnv = process.env): string {
+  if (env['HOLDFAST_STATE_DIR']) return env['HOLDFAST_STATE_DIR'];
+  if (env['XDG_CACHE_HOME']) return path.join(env['XDG_CACHE_HOME'], 'holdfast');
   const home = env['HOME'] ?? os.homedir();
-  if (home && home !== '/' && home !== '/nonexistent') return path.join(home, '.cache', 'holdfast', 'keys');
-  return path.join(os.tmpdir(), `holdfast-${process.getuid?.() ?? 'user'}`, 'keys');
+  if (home && home !== '/' && home !== '/nonexistent') return path.join(home, '.cache', 'holdfast');
+  return path.join(os.tmpdir(), `holdfast-${process.getuid?.() ?? 'user'}`);
+}
+
+export function defaultKeyCacheDir(env: NodeJS.ProcessEnv = process.env): string {
+  return path.join(defaultStateDir(env), 'keys');
 }
 
 export class FileKeyCache implements KeyCache {
