@@ -9,7 +9,9 @@
 # The time is taken with bash's $EPOCHREALTIME around the call (no extra fork for the clock; the
 # /usr/bin/time exec adds about 1 ms to every call, the same for every tool measured). The commands'
 # stdout and stderr go to OUT.log. The last line of OUT is "total MICROSECONDS" for the whole loop.
-# Stops at the first failing call (exit code of that call).
+# Stops at the first failing call (exit code of that call). With LOOP_MARK_DONE=1, a successful
+# call renames pg_wal/archive_status/NAME.ready beside the file to NAME.done, as PostgreSQL's
+# archiver does (async archivers look at the .ready files).
 set -uo pipefail
 out=$1 list=$2
 [[ $3 == -- ]] || { echo "usage: pg-wal-loop.sh OUT LIST -- CMD [ARG...]" >&2; exit 2; }
@@ -30,6 +32,10 @@ while read -r seg; do
   if ((rc != 0)); then
     echo "FAILED: $* $seg (exit $rc)" >>"$out.log"
     break
+  fi
+  if [[ ${LOOP_MARK_DONE:-0} == 1 ]]; then
+    st="$(dirname "$seg")/archive_status/${seg##*/}"
+    [[ -e $st.ready ]] && mv "$st.ready" "$st.done"
   fi
 done <"$list"
 end=$EPOCHREALTIME
