@@ -169,7 +169,11 @@ test('1 MiB inserted into the middle of a 100 MiB file adds only a few MiB', { t
   const r = okJson<BackupJson>(['backup', src], env);
   const added = dirSize(path.join(dir, 'repo')) - before;
   assert.equal(r.summary.filesChanged, 1);
-  assert.ok(added < 8 * MiB, `the insertion added ${(added / MiB).toFixed(2)} MiB`);
+  // Each repository has its own secret chunker seed, so how many chunks it takes the boundaries
+  // to realign after the insertion varies from run to run: typically 2-3 MiB in all, with a tail
+  // to ~11 MiB (measured over 40 seeds). Storing the file again would add 100 MiB, fixed-size
+  // chunks ~50 MiB.
+  assert.ok(added < 16 * MiB, `the insertion added ${(added / MiB).toFixed(2)} MiB`);
   assert.ok(added >= MiB, `the inserted MiB of random data must be stored, but only ${added} bytes were added`);
 
   const target = path.join(dir, 'out');

@@ -101,7 +101,7 @@ describe('pg backup and pg restore (real PostgreSQL 15)', { skip: pgSkip() }, ()
   });
 
   for (const [what, args] of [
-    ['time', (): string[] => ['--target-time', marks.time!]],
+    ['time', (): string[] => ['--target-time', marks.time!, '--jobs', '2']],
     ['LSN', (): string[] => ['--target-lsn', marks.lsn!]],
     ['restore point', (): string[] => ['--target-name', 'before-three']],
   ] as const) {
@@ -115,6 +115,15 @@ describe('pg backup and pg restore (real PostgreSQL 15)', { skip: pgSkip() }, ()
       }
     });
   }
+
+  test('pg restore --standby writes standby.signal (not recovery.signal) with the restore_command', () => {
+    const target = pg.makeDir('standby');
+    const r = hf(['pg', 'restore', '--target-dir', target, '--standby']);
+    assert.equal(r.status, 0, r.stderr);
+    assert.ok(fs.existsSync(path.join(target, 'standby.signal')));
+    assert.equal(fs.existsSync(path.join(target, 'recovery.signal')), false);
+    assert.match(fs.readFileSync(path.join(target, 'postgresql.auto.conf'), 'utf8'), /restore_command = '.*pg archive-get/);
+  });
 
   test('pg restore refuses a non-empty target without --force, and a target with a running server', async () => {
     const r = hf(['pg', 'restore', '--target-dir', pg.dataDir]);

@@ -54,7 +54,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'tag', type: 'list', commands: ['backup', 'snapshots'], arg: 'TAG', help: 'backup: attach TAG to the snapshot (repeatable). snapshots: list only snapshots with every TAG.' },
   { name: 'host', type: 'string', commands: ['backup', 'snapshots'], arg: 'NAME', help: 'backup: record NAME as the host (default: this machine\'s hostname). snapshots: list only this host.' },
   { name: 'parent', type: 'string', commands: ['backup'], arg: 'SNAPSHOT', help: 'Compare against SNAPSHOT to skip unchanged files (default: latest snapshot of the same host and paths).' },
-  { name: 'jobs', type: 'int', short: 'j', min: 0, max: 64, env: true, config: true, commands: ['backup', 'pg backup', 'pg archive-push'], arg: 'N', help: 'backup: worker threads that read, chunk, compress and encrypt files (default: the number of CPUs; 0 does it all in the main thread). pg archive-push --async: files stored at once (default: the number of CPUs).' },
+  { name: 'jobs', type: 'int', short: 'j', min: 0, max: 64, env: true, config: true, commands: ['backup', 'pg backup', 'pg archive-push', 'pg restore'], arg: 'N', help: 'backup: worker threads that read, chunk, compress and encrypt files (default: the number of CPUs; 0 does it all in the main thread). pg archive-push --async: files stored at once (default: the number of CPUs). pg restore: files written at once (default 4).' },
   { name: 'read-all', type: 'bool', default: false, commands: ['backup'], help: 'Read every file even when the parent snapshot says it is unchanged.' },
 
   // --- PostgreSQL

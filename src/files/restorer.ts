@@ -51,6 +51,8 @@ export interface RestoreOptions {
    * snapshot does not have are removed. Implies force.
    */
   readonly unchanged?: ((dest: string, node: TreeNode) => Promise<boolean>) | undefined;
+  /** Files written at once (default 4). */
+  readonly parallel?: number | undefined;
 }
 
 export function newRestoreProgress(): RestoreProgress {
@@ -102,7 +104,7 @@ export async function restoreTree(repo: Repository, rootTree: string, opts: Rest
   // deepest first, so writing their contents does not disturb their mtimes.
   const dirs: Array<{ dest: string; node: TreeNode }> = [];
   const present = opts.unchanged ? new Set<string>([target]) : undefined;
-  const slots = new Semaphore(4);
+  const slots = new Semaphore(Math.max(1, opts.parallel ?? 4));
   const files: Array<Promise<void>> = [];
   let firstError: unknown;
   for await (const e of walkTree(repo, rootTree, descend)) {

@@ -45,6 +45,8 @@ export interface PgRestoreParams {
   readonly force: boolean;
   /** Keep files that already have the backup's content; rewrite the rest, remove extras. */
   readonly delta?: boolean;
+  /** Files written at once (--jobs). */
+  readonly jobs?: number | undefined;
   /** Tablespace oid -> directory to restore it to (default: where it was). */
   readonly tablespaceMap?: ReadonlyMap<string, string>;
   /** The restore_command, built by the caller (it knows how holdfast was invoked). */
@@ -196,6 +198,7 @@ export async function pgRestore(ref: RepoRef, p: PgRestoreParams, ctx: OpContext
         includes: [],
         force: true,
         progress,
+        parallel: p.jobs,
         signal: ctx.signal,
         onWarning: (m) => ctx.log.warn(m),
         ...(p.delta ? { unchanged: (dest: string, node: TreeNode) => sameContent(dest, node, cutterFor(chunker, relationFileMode(path.relative(targetDir, dest), undefined))) } : {}),
@@ -222,6 +225,7 @@ export async function pgRestore(ref: RepoRef, p: PgRestoreParams, ctx: OpContext
         includes: [],
         force: true,
         progress,
+        parallel: p.jobs,
         signal: ctx.signal,
         onWarning: (m) => ctx.log.warn(m),
         ...(p.delta ? { unchanged: (d: string, node: TreeNode) => sameContent(d, node, cutterFor(chunker, relationFileMode(path.posix.join('pg_tblspc', t.oid, path.relative(dest, d)), undefined))) } : {}),

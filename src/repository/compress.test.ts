@@ -37,3 +37,13 @@ test('compression option parsing', () => {
 test('an unknown compression mode byte is an error, not silent garbage', async () => {
   await assert.rejects(decompress(7, Buffer.from('x')), /unknown compression mode 7/);
 });
+
+test('large payloads become several concatenated zstd frames that decompress as one', async () => {
+  const text = new Rng(74).text(20 << 20);
+  const [mode, z] = await compress(text, { algo: 'zstd', level: 3 });
+  assert.equal(mode, MODE_ZSTD);
+  let frames = 0;
+  for (let i = 0; i + 4 <= z.length; i++) if (z.readUInt32LE(i) === 0xfd2fb528) frames++;
+  assert.ok(frames >= 2, `${frames} frame magic numbers`);
+  assert.ok((await decompress(mode, z)).equals(text));
+});
