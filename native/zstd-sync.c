@@ -7,12 +7,17 @@
  * Links against the system libzstd (libzstd.so.1, present wherever apt is). Only functions of
  * zstd's stable API are used, declared here because the -dev headers need not be installed.
  * Output is an ordinary zstd frame: anything can decompress it.
- * Exposes compress(buffer, level) -> Buffer (exactly sized).
+ * Exposes compress(buffer, level) -> Buffer (exactly sized) and decompress(buffer, size) -> Buffer:
+ * restore knows each blob's raw size, and a synchronous decode of a chunk beats a thread-pool
+ * round trip per blob.
  */
 #include <stdlib.h>
 #include <node_api.h>
 
 typedef struct ZSTD_CCtx_s ZSTD_CCtx;
+typedef struct ZSTD_DCtx_s ZSTD_DCtx;
+ZSTD_DCtx *ZSTD_createDCtx(void);
+size_t ZSTD_decompressDCtx(ZSTD_DCtx *dctx, void *dst, size_t dstCapacity, const void *src, size_t srcSize);
 size_t ZSTD_compressBound(size_t srcSize);
 ZSTD_CCtx *ZSTD_createCCtx(void);
 size_t ZSTD_compressCCtx(ZSTD_CCtx *cctx, void *dst, size_t dstCapacity, const void *src, size_t srcSize, int compressionLevel);
@@ -20,6 +25,7 @@ unsigned ZSTD_isError(size_t code);
 const char *ZSTD_getErrorName(size_t code);
 
 static __thread ZSTD_CCtx *cctx;
+static __thread ZSTD_DCtx *dctx;
 static __thread char *scratch;
 static __thread size_t scratch_size;
 
@@ -53,9 +59,32 @@ static napi_value compress(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* decompress(buffer, size) -> Buffer of exactly `size` bytes (the caller knows the raw length);
+ * a frame sequence that does not decode to exactly that many bytes is an error. */
+static napi_value decompress(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  void *src;
+  size_t len;
+  int64_t size = -1;
+  napi_value out;
+  void *dst;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2) return fail(env, "decompress(buffer, size) needs both");
+  if (napi_get_buffer_info(env, argv[0], &src, &len) != napi_ok) return fail(env, "decompress: first argument must be a Buffer");
+  if (napi_get_value_int64(env, argv[1], &size) != napi_ok || size < 0 || size > ((int64_t)1 << 31)) return fail(env, "decompress: bad size");
+  if (!dctx && !(dctx = ZSTD_createDCtx())) return fail(env, "ZSTD_createDCtx failed");
+  if (napi_create_buffer(env, (size_t)size, &dst, &out) != napi_ok) return fail(env, "cannot allocate the output buffer");
+  size_t n = ZSTD_decompressDCtx(dctx, dst, (size_t)size, src, len);
+  if (ZSTD_isError(n)) return fail(env, ZSTD_getErrorName(n));
+  if (n != (size_t)size) return fail(env, "decompressed size differs from the expected size");
+  return out;
+}
+
 NAPI_MODULE_INIT() {
   napi_value fn;
   if (napi_create_function(env, "compress", NAPI_AUTO_LENGTH, compress, NULL, &fn) != napi_ok) return NULL;
   if (napi_set_named_property(env, exports, "compress", fn) != napi_ok) return NULL;
+  if (napi_create_function(env, "decompress", NAPI_AUTO_LENGTH, decompress, NULL, &fn) != napi_ok) return NULL;
+  if (napi_set_named_property(env, exports, "decompress", fn) != napi_ok) return NULL;
   return exports;
 }

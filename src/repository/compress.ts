@@ -73,8 +73,35 @@ export async function compress(data: Buffer, c: Compression): Promise<[number, B
   return z.length < data.length ? [MODE_ZSTD, z] : [MODE_NONE, data];
 }
 
-export async function decompress(mode: number, payload: Buffer): Promise<Buffer> {
+type SyncDecompress = (data: Buffer, size: number) => Buffer;
+let syncDecompress: SyncDecompress | undefined | null;
+
+function loadSyncDecompress(): SyncDecompress | undefined {
+  if (syncDecompress === undefined) {
+    syncDecompress = null;
+    const require = createRequire(import.meta.url);
+    for (const candidate of ['./zstd-sync.node', '../zstd-sync.node']) {
+      try {
+        syncDecompress = (require(candidate) as { decompress?: SyncDecompress }).decompress ?? null;
+        if (syncDecompress) break;
+      } catch {
+        // try the next location
+      }
+    }
+  }
+  return syncDecompress ?? undefined;
+}
+
+/**
+ * Decompress a payload. With `rawLength` known (blobs), a small payload is decoded synchronously
+ * by the native helper when it is available (no thread-pool round trip per blob).
+ */
+export async function decompress(mode: number, payload: Buffer, rawLength?: number): Promise<Buffer> {
   if (mode === MODE_NONE) return payload;
-  if (mode === MODE_ZSTD) return (await zstd()).decompress(payload);
+  if (mode === MODE_ZSTD) {
+    const sync = rawLength !== undefined && rawLength <= 8 << 20 ? loadSyncDecompress() : undefined;
+    if (sync) return sync(payload, rawLength!);
+    return (await zstd()).decompress(payload);
+  }
   throw new RangeError(`unknown compression mode ${mode}`);
 }

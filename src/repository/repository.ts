@@ -709,7 +709,7 @@ export class Repository {
     }
     let data: Buffer;
     try {
-      data = await decompress(plain[0]!, plain.subarray(1));
+      data = await decompress(plain[0]!, plain.subarray(1), rawLength);
     } catch (err) {
       throw new HoldfastError('INTEGRITY', `blob ${hex} in ${where}: cannot decompress: ${(err as Error).message}`, { blob: hex, object: where }, { cause: err });
     }

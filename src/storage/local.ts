@@ -14,6 +14,8 @@ import { type Backend, type ByteRange, type Capabilities, type ObjectInfo, type 
 import { systemCode } from '../errors/catalogue.js';
 
 const TMP_PREFIX = RESERVED_PREFIX;
+/** Open handles kept for range reads. */
+const HANDLES = 32;
 
 export class LocalBackend implements Backend {
   readonly location: string;
@@ -100,6 +102,7 @@ export class LocalBackend implements Backend {
   /** Move an fsynced temporary file to `name` (rename, or link for createOnly) and fsync the directory. */
   private async publish(tmp: string, name: string, options: PutOptions): Promise<void> {
     const dest = this.file(name);
+    this.forget(dest); // a replaced object must not be read through an old handle
     const dir = path.dirname(dest);
     await this.ensureDir(dir);
     if (options.createOnly) {
@@ -157,11 +160,60 @@ export class LocalBackend implements Backend {
     };
   }
 
+  /**
+   * Open handles for range reads (restore reads many blobs from the same packs). Objects are
+   * immutable, so a cached handle always reads the right bytes; at most HANDLES are kept, and a
+   * handle is closed only when no read is using it.
+   */
+  private readonly handles = new Map<string, { fh: Promise<fsp.FileHandle>; users: number }>();
+
+  private async acquire(file: string): Promise<{ fh: fsp.FileHandle; release: () => void }> {
+    let h = this.handles.get(file);
+    if (!h) {
+      h = { fh: fsp.open(file, 'r'), users: 0 };
+      this.handles.set(file, h);
+      h.fh.catch(() => this.handles.delete(file));
+      if (this.handles.size > HANDLES) {
+        for (const [k, v] of this.handles) {
+          if (v.users === 0 && k !== file) {
+            this.handles.delete(k);
+            void v.fh.then((x) => x.close()).catch(() => undefined);
+            break;
+          }
+        }
+      }
+    } else {
+      // Most recently used last.
+      this.handles.delete(file);
+      this.handles.set(file, h);
+    }
+    h.users++;
+    const entry = h;
+    try {
+      return { fh: await entry.fh, release: () => void entry.users-- };
+    } catch (err) {
+      entry.users--;
+      throw err;
+    }
+  }
+
+  /** Drop a cached handle (the object is being replaced or deleted); closed once unused. */
+  private forget(file: string): void {
+    const h = this.handles.get(file);
+    if (!h) return;
+    this.handles.delete(file);
+    const closeWhenUnused = (): void => {
+      if (h.users > 0) setTimeout(closeWhenUnused, 50).unref();
+      else void h.fh.then((fh) => fh.close()).catch(() => undefined);
+    };
+    closeWhenUnused();
+  }
+
   async get(name: string, range?: ByteRange): Promise<Buffer> {
     const file = this.file(name);
     try {
       if (!range) return await fsp.readFile(file);
-      const fh = await fsp.open(file, 'r');
+      const { fh, release } = await this.acquire(file);
       try {
         const buf = Buffer.allocUnsafe(range.length);
         let got = 0;
@@ -175,7 +227,7 @@ export class LocalBackend implements Backend {
         }
         return buf;
       } finally {
-        await fh.close();
+        release();
       }
     } catch (err) {
       throw this.wrap(err, name, 'cannot read');
@@ -228,6 +280,7 @@ export class LocalBackend implements Backend {
 
   async delete(name: string): Promise<void> {
     const file = this.file(name);
+    this.forget(file);
     try {
       await fsp.unlink(file);
       await fsyncDir(path.dirname(file));
@@ -239,7 +292,9 @@ export class LocalBackend implements Backend {
   }
 
   async close(): Promise<void> {
-    // Nothing held open between calls.
+    const open = [...this.handles.values()];
+    this.handles.clear();
+    await Promise.all(open.map((h) => h.fh.then((fh) => fh.close()).catch(() => undefined)));
   }
 }
 
