@@ -4,7 +4,8 @@
  */
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
-import { hostname, userInfo } from 'node:os';
+import { hostname } from 'node:os';
+import { currentUsername } from '../util/user.js';
 import { HoldfastError, fsError, systemCode } from '../errors/catalogue.js';
 import { type ArchiveOptions, Archiver, newArchiveProgress } from '../files/archiver.js';
 import { ReaderPool } from '../files/reader-pool.js';
@@ -82,12 +83,7 @@ export async function backup(ref: RepoRef, p: BackupParams, ctx: OpContext): Pro
 
     const run = await archiveTrees(repo, ctx, { paths, excludes: p.excludes, parentTree, jobs: p.jobs });
     const { tree, summary, sourceErrors } = run;
-    let username = 'unknown';
-    try {
-      username = userInfo().username;
-    } catch {
-      // no passwd entry
-    }
+    const username = currentUsername();
     const sn: Snapshot = {
       version: 1,
       time: new Date(started).toISOString(),

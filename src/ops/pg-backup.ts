@@ -14,7 +14,8 @@
  */
 import * as path from 'node:path';
 import * as fsp from 'node:fs/promises';
-import { hostname, userInfo } from 'node:os';
+import { hostname } from 'node:os';
+import { currentUsername } from '../util/user.js';
 import { HoldfastError } from '../errors/catalogue.js';
 import type { Repository } from '../repository/repository.js';
 import { type PgBackupInfo, type Snapshot, type SnapshotSummary, listSnapshots, saveSnapshot } from '../repository/snapshot.js';
@@ -153,12 +154,7 @@ export async function pgBackup(ref: RepoRef, p: PgBackupParams, ctx: OpContext):
         ...(corruptPages.length ? { corruptPages } : {}),
         ...(tablespaces.length ? { tablespaces } : {}),
       };
-      let username = 'unknown';
-      try {
-        username = userInfo().username;
-      } catch {
-        // no passwd entry
-      }
+      const username = currentUsername();
       const sn: Snapshot = {
         version: 1,
         time: pg.startTime,

@@ -7,7 +7,8 @@
  *     "kdf": "scrypt", "N": 65536, "r": 8, "p": 1, "salt": base64 (32 bytes),
  *     "data": base64(sealed master key, AAD "holdfast:key") }
  */
-import { hostname, userInfo } from 'node:os';
+import { hostname } from 'node:os';
+import { currentUsername } from '../util/user.js';
 import { randomBytes } from 'node:crypto';
 import { type ScryptParams, DecryptError, KEY_LEN, scrypt, seal, sha256Hex, unseal } from './crypto.js';
 
@@ -39,12 +40,7 @@ export function kdfParams(logN: number): ScryptParams {
 export async function createKeyFile(master: Buffer, password: string, params: ScryptParams): Promise<{ id: string; bytes: Buffer }> {
   const salt = randomBytes(32);
   const kek = await scrypt(password, salt, params);
-  let username = 'unknown';
-  try {
-    username = userInfo().username;
-  } catch {
-    // No passwd entry for this uid (containers); keep "unknown".
-  }
+  const username = currentUsername();
   const file: KeyFile = {
     version: KEY_VERSION,
     created: new Date().toISOString(),

@@ -330,9 +330,14 @@ export class Repository {
   }
 
   async unsealFile(kind: FileKind, name: string, sealed: Buffer): Promise<Buffer> {
+    return this.openSealed(fileAad(kind), name, sealed);
+  }
+
+  /** Authenticate, decrypt and decompress one sealed object; INTEGRITY naming it on failure. */
+  private async openSealed(aad: Buffer, name: string, sealed: Buffer): Promise<Buffer> {
     let plain: Buffer;
     try {
-      plain = unseal(this.masterKey, fileAad(kind), sealed);
+      plain = unseal(this.masterKey, aad, sealed);
     } catch (err) {
       if (err instanceof DecryptError) throw new HoldfastError('INTEGRITY', `${name}: ${err.message}`, { object: name });
       throw err;
@@ -421,18 +426,7 @@ export class Repository {
       if (isNotFound(err)) return undefined;
       throw storageToHoldfast(err, this.backend, name);
     }
-    let plain: Buffer;
-    try {
-      plain = unseal(this.masterKey, namedAad(name), sealed);
-    } catch (err) {
-      if (err instanceof DecryptError) throw new HoldfastError('INTEGRITY', `${name}: ${err.message}`, { object: name });
-      throw err;
-    }
-    try {
-      return await decompress(plain[0]!, plain.subarray(1));
-    } catch (err) {
-      throw new HoldfastError('INTEGRITY', `${name}: cannot decompress: ${(err as Error).message}`, { object: name }, { cause: err });
-    }
+    return this.openSealed(namedAad(name), name, sealed);
   }
 
   /** Whether a named object exists (not read or verified). */
