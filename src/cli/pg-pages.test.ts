@@ -155,6 +155,37 @@ describe('relation files in PostgreSQL backups (real PostgreSQL 15)', { skip: pg
     await target.destroy();
   });
 
+  test('a backup whose WAL never reaches the repository times out (exit 30) and is not recorded', async () => {
+    const pg = await startCluster({ conf: { wal_level: 'replica', archive_mode: 'on', archive_command: 'false' } });
+    const before = runAsPostgres(process.execPath, [CLI, 'snapshots', '--json'], env).stdout;
+    const r = runAsPostgres(process.execPath, [CLI, 'pg', 'backup', '--cluster', 'broken', '--type', 'full', '--archive-timeout', '3'], { ...env, ...pg.env }, { timeoutMs: 120_000 });
+    assert.equal(r.status, 30, r.stderr);
+    assert.match(r.stderr, /ARCHIVE_TIMEOUT/);
+    assert.match(r.stderr, /did not reach the repository within 3 s/);
+    assert.equal(runAsPostgres(process.execPath, [CLI, 'snapshots', '--json'], env).stdout, before, 'no backup was recorded');
+    await pg.destroy();
+  });
+
+  test('without --set, pg restore picks the newest backup that ends before the time target', async () => {
+    const pg = await archivingCluster('choose');
+    const first = backup(pg, 'choose', 'full');
+    assert.equal(first.status, 0, first.stderr);
+    await new Promise((r) => setTimeout(r, 1500));
+    const between = await pg.psql('SELECT clock_timestamp()');
+    await new Promise((r) => setTimeout(r, 1500));
+    const second = backup(pg, 'choose', 'full');
+    assert.equal(second.status, 0, second.stderr);
+    const restore = (target: string): string => {
+      const r = runAsPostgres(process.execPath, [CLI, 'pg', 'restore', '--cluster', 'choose', '--target-dir', pg.makeDir(`choose-${target}`), '--target-time', between], env, { timeoutMs: 120_000 });
+      assert.equal(r.status, 0, r.stderr);
+      return r.stdout + r.stderr;
+    };
+    const out = restore('a');
+    assert.match(out, new RegExp(`restoring backup ${first.json!.snapshotId.slice(0, 8)}`), 'the backup before the target');
+    assert.doesNotMatch(out, new RegExp(`restoring backup ${second.json!.snapshotId.slice(0, 8)}`));
+    await pg.destroy();
+  });
+
   test('a server whose datestyle is not ISO is backed up all the same (times are read as ISO UTC)', async () => {
     const pg = await archivingCluster('datestyle');
     await pg.psql(["ALTER SYSTEM SET datestyle = 'SQL, DMY'", 'SELECT pg_reload_conf()']);
