@@ -43,14 +43,21 @@ export function walObjectName(cluster: string, file: string): string {
   return `wal/${cluster}/${file}`;
 }
 
-async function loadCluster(repo: Repository, cluster: string): Promise<ClusterRecord | undefined> {
-  const raw = await repo.getNamed(`clusters/${cluster}`);
+/** The cluster record of `cluster`, validated; undefined when the name is not bound yet. */
+export async function readClusterRecord(repo: Repository, cluster: string): Promise<ClusterRecord | undefined> {
+  const object = `clusters/${cluster}`;
+  const raw = await repo.getNamed(object);
   if (!raw) return undefined;
+  let rec: Partial<ClusterRecord>;
   try {
-    return JSON.parse(raw.toString('utf8')) as ClusterRecord;
+    rec = JSON.parse(raw.toString('utf8')) as Partial<ClusterRecord>;
   } catch {
-    throw new HoldfastError('INTEGRITY', `clusters/${cluster} is not valid JSON`, { object: `clusters/${cluster}` });
+    throw new HoldfastError('INTEGRITY', `${object} is not valid JSON`, { object });
   }
+  if (typeof rec !== 'object' || rec === null || typeof rec.systemId !== 'string' || typeof rec.pgVersion !== 'number' || typeof rec.segSize !== 'number') {
+    throw new HoldfastError('INTEGRITY', `${object} lacks systemId, pgVersion or segSize`, { object });
+  }
+  return rec as ClusterRecord;
 }
 
 /** Bind the cluster name on first use (create-only, so two first pushes cannot disagree). */
@@ -61,7 +68,7 @@ async function bindCluster(repo: Repository, cluster: string, fields: Omit<Clust
     log.info(`cluster "${cluster}" bound to system identifier ${record.systemId}, PostgreSQL ${record.pgVersion}`);
     return record;
   }
-  return (await loadCluster(repo, cluster))!;
+  return (await readClusterRecord(repo, cluster))!;
 }
 
 /**
@@ -69,7 +76,7 @@ async function bindCluster(repo: Repository, cluster: string, fields: Omit<Clust
  * name is bound to another system identifier, major version or segment size.
  */
 export async function bindClusterRecord(repo: Repository, cluster: string, fields: Omit<ClusterRecord, 'version' | 'name' | 'created'>, log: OpContext['log']): Promise<ClusterRecord> {
-  const record = (await loadCluster(repo, cluster)) ?? (await bindCluster(repo, cluster, fields, log));
+  const record = (await readClusterRecord(repo, cluster)) ?? (await bindCluster(repo, cluster, fields, log));
   for (const k of ['systemId', 'pgVersion', 'segSize'] as const) {
     if (String(record[k]) !== String(fields[k])) {
       throw new HoldfastError('CLUSTER_MISMATCH', `cluster "${cluster}" is bound to ${k} ${record[k]}, but this server has ${fields[k]}`, { cluster, field: k, expected: String(record[k]), actual: String(fields[k]) });
@@ -135,7 +142,7 @@ function prepareWal(walPath: string): PreparedWal {
 /** Check a prepared file against the cluster (binding it on first use) and store it durably. */
 async function storeWal(repo: Repository, cluster: string, w: PreparedWal, ctx: OpContext): Promise<PushResult> {
   const { file, data, header } = w;
-  let record = await loadCluster(repo, cluster);
+  let record = await readClusterRecord(repo, cluster);
   if (header) {
     if (!record) record = await bindCluster(repo, cluster, { systemId: header.systemId.toString(), pgVersion: header.pgVersion, segSize: header.segSize }, ctx.log);
     try {

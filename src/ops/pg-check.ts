@@ -29,7 +29,7 @@ import type { Repository } from '../repository/repository.js';
 import { formatSize } from '../wal/names.js';
 import type { OpContext, RepoRef } from './context.js';
 import { type ClusterRecord, checkClusterName, walObjectName } from './pg-archive.js';
-import { readClusterRecord } from './pg-info.js';
+import { readClusterRecord } from './pg-archive.js';
 import { openRepository } from './repo.js';
 
 export type PgCheckStatus = 'ok' | 'warn' | 'fail' | 'skip';

@@ -12,11 +12,10 @@
  * Read-only: nothing is written and no lock is taken; the index is not loaded (no blob is read).
  */
 import { HoldfastError } from '../errors/catalogue.js';
-import type { Repository } from '../repository/repository.js';
 import type { PgBackupInfo, Snapshot } from '../repository/snapshot.js';
 import { WAL_SEG_SIZE_DEFAULT, formatLsn, isValidSegSize, parseTimelineHistory, parseWalName, segmentName } from '../wal/names.js';
 import type { RepoRef } from './context.js';
-import { type ClusterRecord, checkClusterName, walObjectName } from './pg-archive.js';
+import { type ClusterRecord, checkClusterName, readClusterRecord, walObjectName } from './pg-archive.js';
 import { listPgBackups } from './pg-backup.js';
 import { openRepository } from './repo.js';
 
@@ -95,23 +94,6 @@ export interface PgInfoResult {
     /** Objects under wal/<cluster>/ that are no WAL-archive name (should not exist). */
     other: string[];
   };
-}
-
-/** The cluster record `clusters/<name>`, or undefined when the name is not bound yet. */
-export async function readClusterRecord(repo: Repository, cluster: string): Promise<ClusterRecord | undefined> {
-  const object = `clusters/${cluster}`;
-  const raw = await repo.getNamed(object);
-  if (!raw) return undefined;
-  let rec: Partial<ClusterRecord>;
-  try {
-    rec = JSON.parse(raw.toString('utf8')) as Partial<ClusterRecord>;
-  } catch {
-    throw new HoldfastError('INTEGRITY', `${object} is not valid JSON`, { object });
-  }
-  if (typeof rec !== 'object' || rec === null || typeof rec.systemId !== 'string' || typeof rec.pgVersion !== 'number' || typeof rec.segSize !== 'number') {
-    throw new HoldfastError('INTEGRITY', `${object} lacks systemId, pgVersion or segSize`, { object });
-  }
-  return rec as ClusterRecord;
 }
 
 const KNOWN_PG_FIELDS = new Set(['cluster', 'type', 'systemId', 'pgVersion', 'pgdata', 'timeline', 'startLsn', 'stopLsn', 'startWal', 'stopWal', 'startTime', 'stopTime', 'labelFile', 'spcmapFile']);
