@@ -191,51 +191,48 @@ export async function pgRestore(ref: RepoRef, p: PgRestoreParams, ctx: OpContext
     const chunker = new Chunker(repo.config.chunker);
     const progress = newRestoreProgress();
     const ticker = new Ticker(ctx.log, (ms) => `${progress.filesDone}/${progress.filesTotal} files, ${formatBytes(progress.bytesDone)} of ${formatBytes(progress.bytesTotal)}, ${rateAndEta(progress.bytesDone, progress.bytesTotal, ms)}`, ctx.progress);
-    try {
-      await restoreTree(repo, sn.tree, {
-        target: targetDir,
-        root: sn.pg.pgdata,
+    /**
+     * Restore the snapshot directory `root` into `dest`. With --delta, an existing file is compared
+     * chunk by chunk the way the backup cut it, by its name relative to the data directory.
+     */
+    const restoreDir = (dest: string, root: string, relName: (file: string) => string): Promise<void> =>
+      restoreTree(repo, sn.tree, {
+        target: dest,
+        root,
         includes: [],
         force: true,
         progress,
         parallel: p.jobs,
         signal: ctx.signal,
         onWarning: (m) => ctx.log.warn(m),
-        ...(p.delta ? { unchanged: (dest: string, node: TreeNode) => sameContent(dest, node, cutterFor(chunker, relationFileMode(path.relative(targetDir, dest), undefined))) } : {}),
+        ...(p.delta ? { unchanged: (file: string, node: TreeNode) => sameContent(file, node, cutterFor(chunker, relationFileMode(relName(file), undefined))) } : {}),
       });
-    } finally {
-      ticker.stop();
-    }
-    const st = await fsp.stat(targetDir);
-    const owner = { uid: st.uid, gid: st.gid };
-    // Tablespaces: each directory to its (possibly remapped) place, the pg_tblspc symlink and
-    // tablespace_map pointing there (PostgreSQL recreates the links from tablespace_map).
     const spaces = sn.pg.tablespaces ?? [];
     for (const oid of p.tablespaceMap?.keys() ?? []) {
       if (!spaces.some((t) => t.oid === oid)) throw new HoldfastError('USAGE', `--tablespace-map ${oid}=…: the backup has no tablespace ${oid}`, { hint: `Its tablespaces: ${spaces.map((t) => `${t.oid} (${t.path})`).join(', ') || 'none'}.` });
     }
     const mapLines: string[] = [];
-    for (const t of spaces) {
-      const dest = path.resolve(p.tablespaceMap?.get(t.oid) ?? t.path);
-      if (dest === targetDir || dest.startsWith(targetDir + path.sep)) throw new HoldfastError('USAGE', `tablespace ${t.oid} would be restored inside the data directory (${dest})`, {});
-      await prepareTarget(dest, p.force, p.delta === true);
-      await restoreTree(repo, sn.tree, {
-        target: dest,
-        root: t.path,
-        includes: [],
-        force: true,
-        progress,
-        parallel: p.jobs,
-        signal: ctx.signal,
-        onWarning: (m) => ctx.log.warn(m),
-        ...(p.delta ? { unchanged: (d: string, node: TreeNode) => sameContent(d, node, cutterFor(chunker, relationFileMode(path.posix.join('pg_tblspc', t.oid, path.relative(dest, d)), undefined))) } : {}),
-      });
-      const link = path.join(targetDir, 'pg_tblspc', t.oid);
-      await fsp.rm(link, { force: true });
-      await fsp.symlink(dest, link);
-      if (process.getuid?.() === 0) await fsp.lchown(link, owner.uid, owner.gid);
-      mapLines.push(`${t.oid} ${dest}`);
-      ctx.log.info(`tablespace ${t.oid} restored to ${dest}`);
+    let owner: { uid: number; gid: number };
+    try {
+      await restoreDir(targetDir, sn.pg.pgdata, (file) => path.relative(targetDir, file));
+      const st = await fsp.stat(targetDir);
+      owner = { uid: st.uid, gid: st.gid };
+      // Tablespaces: each directory to its (possibly remapped) place, the pg_tblspc symlink and
+      // tablespace_map pointing there (PostgreSQL recreates the links from tablespace_map).
+      for (const t of spaces) {
+        const dest = path.resolve(p.tablespaceMap?.get(t.oid) ?? t.path);
+        if (dest === targetDir || dest.startsWith(targetDir + path.sep)) throw new HoldfastError('USAGE', `tablespace ${t.oid} would be restored inside the data directory (${dest})`, {});
+        await prepareTarget(dest, p.force, p.delta === true);
+        await restoreDir(dest, t.path, (file) => path.posix.join('pg_tblspc', t.oid, path.relative(dest, file)));
+        const link = path.join(targetDir, 'pg_tblspc', t.oid);
+        await fsp.rm(link, { force: true });
+        await fsp.symlink(dest, link);
+        if (process.getuid?.() === 0) await fsp.lchown(link, owner.uid, owner.gid);
+        mapLines.push(`${t.oid} ${dest}`);
+        ctx.log.info(`tablespace ${t.oid} restored to ${dest}`);
+      }
+    } finally {
+      ticker.stop();
     }
     await writeDurably(path.join(targetDir, 'backup_label'), sn.pg.labelFile, owner);
     if (mapLines.length > 0) await writeDurably(path.join(targetDir, 'tablespace_map'), mapLines.join('\n') + '\n', owner);
