@@ -12,6 +12,8 @@ export interface CommandSpec {
   readonly examples?: readonly string[];
   readonly minArgs: number;
   readonly maxArgs: number;
+  /** Streams large amounts of data: worth returning freed heap to the OS while it runs (util/malloc.ts). */
+  readonly streamsData?: boolean;
   readonly load: () => Promise<{ run: (inv: Invocation) => Promise<number> }>;
 }
 
@@ -30,6 +32,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   },
   {
     name: 'backup',
+    streamsData: true,
     summary: 'Back up files and directories into a new snapshot',
     usage: 'holdfast backup [options] PATH...',
     description:
@@ -61,6 +64,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   },
   {
     name: 'restore',
+    streamsData: true,
     summary: 'Restore a snapshot into a directory',
     usage: 'holdfast restore SNAPSHOT --target DIR [--include PATH]... [--force]',
     description:
@@ -82,6 +86,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   },
   {
     name: 'check',
+    streamsData: true,
     summary: 'Verify the repository',
     usage: 'holdfast check [--read-data] [--json]',
     description:
@@ -162,6 +167,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   },
   {
     name: 'pg backup',
+    streamsData: true,
     summary: 'Back up a running PostgreSQL cluster',
     usage: 'holdfast pg backup [--cluster NAME] [--type full|incr] [--pgdata DIR] [--jobs N]',
     description:
@@ -174,6 +180,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   },
   {
     name: 'pg restore',
+    streamsData: true,
     summary: 'Restore a PostgreSQL backup, to a point in time',
     usage: 'holdfast pg restore [--cluster NAME] [--set ID|latest] --target-dir DIR [--target-time T | --target-lsn L | --target-xid X | --target-name N | --target-immediate]',
     description:

@@ -69,7 +69,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       out: (line) => void process.stdout.write(line + '\n'),
       outJson: (value) => void process.stdout.write(JSON.stringify(value, null, 2) + '\n'),
     };
-    log.debug(startHeapTrimmer());
+    if (spec.streamsData) log.debug(startHeapTrimmer());
     const mod = await spec.load();
     return await mod.run(inv);
   } catch (err) {
