@@ -8,15 +8,15 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { CLI, TEST_KDF } from '../testing/helpers.js';
+import { CLI } from '../testing/helpers.js';
 import { type PgCluster, chownToPostgres, destroyAllClusters, pgSkip, runAsPostgres, startCluster, waitUntil } from '../testing/pg.js';
+import { postgresRepository } from '../testing/pg-repo.js';
 import { listFiles, workspace } from '../testing/e2e.js';
 
 describe('pg archive-push and archive-get (real PostgreSQL 15)', { skip: pgSkip() }, () => {
   let dir = '';
   let cleanup: () => Promise<void> = async () => undefined;
   let repo = '';
-  let pwFile = '';
   let env: Record<string, string> = {};
   let pg: PgCluster;
   let other: PgCluster | undefined;
@@ -27,19 +27,9 @@ describe('pg archive-push and archive-get (real PostgreSQL 15)', { skip: pgSkip(
 
   before(async () => {
     ({ dir, cleanup } = await workspace('holdfast-pgarch-'));
-    fs.chmodSync(dir, 0o755);
-    repo = path.join(dir, 'repo');
-    fs.mkdirSync(repo);
-    pwFile = path.join(dir, 'password');
-    fs.writeFileSync(pwFile, 'archive secret\n', { mode: 0o600 });
-    chownToPostgres(repo, true);
-    chownToPostgres(pwFile);
-    env = { HOLDFAST_REPO: repo, HOLDFAST_PASSWORD_FILE: pwFile, HOLDFAST_CONFIG: '/dev/null' };
-    // The repository is created by the user that will archive into it.
-    const init = runAsPostgres(process.execPath, [CLI, 'init', '--kdf-cost', TEST_KDF], env);
-    assert.equal(init.status, 0, init.stderr);
-    const archiveCommand = `HOLDFAST_REPO=${repo} HOLDFAST_PASSWORD_FILE=${pwFile} HOLDFAST_CONFIG=/dev/null ${process.execPath} ${CLI} pg archive-push --cluster main %p`;
-    pg = await startCluster({ conf: { wal_level: 'replica', archive_mode: 'on', archive_command: archiveCommand } });
+    const r = postgresRepository(dir, 'archive secret');
+    ({ repo, env } = r);
+    pg = await startCluster({ conf: { wal_level: 'replica', archive_mode: 'on', archive_command: r.archiveCommand(['--cluster', 'main']) } });
   });
   after(async () => {
     await destroyAllClusters();

@@ -8,8 +8,8 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { CLI, TEST_KDF } from '../testing/helpers.js';
-import { type PgCluster, chownToPostgres, destroyAllClusters, pgSkip, runAsPostgres, startCluster, waitUntil } from '../testing/pg.js';
+import { type PgCluster, chownToPostgres, destroyAllClusters, pgSkip, startCluster, waitUntil } from '../testing/pg.js';
+import { postgresRepository } from '../testing/pg-repo.js';
 import { listFiles, workspace } from '../testing/e2e.js';
 
 describe('pg archive-push --async (real PostgreSQL 15)', { skip: pgSkip() }, () => {
@@ -21,19 +21,12 @@ describe('pg archive-push --async (real PostgreSQL 15)', { skip: pgSkip() }, () 
 
   before(async () => {
     ({ dir, cleanup } = await workspace('holdfast-pgasync-'));
-    fs.chmodSync(dir, 0o755);
-    repo = path.join(dir, 'repo');
+    const r = postgresRepository(dir, 'async secret');
+    repo = r.repo;
     state = path.join(dir, 'state');
-    fs.mkdirSync(repo);
     fs.mkdirSync(state, { mode: 0o700 });
-    const pwFile = path.join(dir, 'password');
-    fs.writeFileSync(pwFile, 'async secret\n', { mode: 0o600 });
-    chownToPostgres(repo, true);
     chownToPostgres(state, true);
-    chownToPostgres(pwFile);
-    const env = { HOLDFAST_REPO: repo, HOLDFAST_PASSWORD_FILE: pwFile, HOLDFAST_CONFIG: '/dev/null' };
-    assert.equal(runAsPostgres(process.execPath, [CLI, 'init', '--kdf-cost', TEST_KDF], env).status, 0);
-    const archiveCommand = `HOLDFAST_REPO=${repo} HOLDFAST_PASSWORD_FILE=${pwFile} HOLDFAST_CONFIG=/dev/null HOLDFAST_STATE_DIR=${state} ${process.execPath} ${CLI} pg archive-push --async --async-batch 6 --jobs 3 --log-level debug %p`;
+    const archiveCommand = r.archiveCommand(['--async', '--async-batch', '6', '--jobs', '3', '--log-level', 'debug'], { HOLDFAST_STATE_DIR: state });
     // Archiving paused while the burst is written, so that many segments are ready at once.
     pg = await startCluster({ conf: { wal_level: 'replica', archive_mode: 'on', archive_command: 'false', wal_keep_size: '1GB' } });
     pg.configure({ archive_command: archiveCommand });

@@ -8,8 +8,9 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { CLI, TEST_KDF } from '../testing/helpers.js';
+import { CLI } from '../testing/helpers.js';
 import { type PgCluster, chownToPostgres, destroyAllClusters, pgBin, pgSkip, runAsPostgres, runAsPostgresAsync, startCluster, waitUntil } from '../testing/pg.js';
+import { postgresRepository } from '../testing/pg-repo.js';
 import { workspace } from '../testing/e2e.js';
 
 describe('pg backup and pg restore (real PostgreSQL 15)', { skip: pgSkip() }, () => {
@@ -25,18 +26,9 @@ describe('pg backup and pg restore (real PostgreSQL 15)', { skip: pgSkip() }, ()
 
   before(async () => {
     ({ dir, cleanup } = await workspace('holdfast-pgbackup-'));
-    fs.chmodSync(dir, 0o755);
-    const repo = path.join(dir, 'repo');
-    fs.mkdirSync(repo);
-    const pwFile = path.join(dir, 'password');
-    fs.writeFileSync(pwFile, 'backup secret\n', { mode: 0o600 });
-    chownToPostgres(repo, true);
-    chownToPostgres(pwFile);
-    env = { HOLDFAST_REPO: repo, HOLDFAST_PASSWORD_FILE: pwFile, HOLDFAST_CONFIG: '/dev/null' };
-    const init = runAsPostgres(process.execPath, [CLI, 'init', '--kdf-cost', TEST_KDF], env);
-    assert.equal(init.status, 0, init.stderr);
-    const archiveCommand = `HOLDFAST_REPO=${repo} HOLDFAST_PASSWORD_FILE=${pwFile} HOLDFAST_CONFIG=/dev/null ${process.execPath} ${CLI} pg archive-push %p`;
-    pg = await startCluster({ conf: { wal_level: 'replica', archive_mode: 'on', archive_command: archiveCommand } });
+    const r = postgresRepository(dir, 'backup secret');
+    env = r.env;
+    pg = await startCluster({ conf: { wal_level: 'replica', archive_mode: 'on', archive_command: r.archiveCommand() } });
     await pg.psql(['CREATE TABLE marks (id int PRIMARY KEY, note text)', "INSERT INTO marks VALUES (1, 'before the backup')"]);
     const init2 = await pg.runTool('pgbench', ['-i', '-s', '2', '-q']);
     assert.equal(init2.status, 0, init2.stderr);

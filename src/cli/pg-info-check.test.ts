@@ -12,8 +12,9 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { CLI, TEST_KDF } from '../testing/helpers.js';
-import { type PgCluster, chownToPostgres, destroyAllClusters, pgSkip, runAsPostgres, startCluster, waitUntil } from '../testing/pg.js';
+import { CLI } from '../testing/helpers.js';
+import { type PgCluster, destroyAllClusters, pgSkip, runAsPostgres, startCluster, waitUntil } from '../testing/pg.js';
+import { type PgRepo, postgresRepository } from '../testing/pg-repo.js';
 import { workspace } from '../testing/e2e.js';
 import type { PgCheckResult } from '../ops/pg-check.js';
 import type { PgInfoResult } from '../ops/pg-info.js';
@@ -48,8 +49,8 @@ describe('pg check, pg info and incremental backups (real PostgreSQL 15)', { ski
       assert.fail(`stdout is not JSON (${(err as Error).message})\n${show(args, r)}`);
     }
   };
-  const archiveCommand = (cluster?: string): string =>
-    `HOLDFAST_REPO=${repo} HOLDFAST_PASSWORD_FILE=${env['HOLDFAST_PASSWORD_FILE']} HOLDFAST_CONFIG=/dev/null ${process.execPath} ${CLI} pg archive-push${cluster ? ` --cluster ${cluster}` : ''} %p`;
+  let pgRepo: PgRepo;
+  const archiveCommand = (cluster?: string): string => pgRepo.archiveCommand(cluster ? ['--cluster', cluster] : []);
   const walFiles = (cluster: string): string[] => {
     const d = path.join(repo, 'wal', cluster);
     return fs.existsSync(d) ? fs.readdirSync(d).filter((f) => /^[0-9A-F]{24}$/.test(f)).sort() : [];
@@ -73,16 +74,8 @@ describe('pg check, pg info and incremental backups (real PostgreSQL 15)', { ski
 
   before(async () => {
     ({ dir, cleanup } = await workspace('holdfast-pginfo-'));
-    fs.chmodSync(dir, 0o755);
-    repo = path.join(dir, 'repo');
-    fs.mkdirSync(repo);
-    const pwFile = path.join(dir, 'password');
-    fs.writeFileSync(pwFile, 'info secret\n', { mode: 0o600 });
-    chownToPostgres(repo, true);
-    chownToPostgres(pwFile);
-    env = { HOLDFAST_REPO: repo, HOLDFAST_PASSWORD_FILE: pwFile, HOLDFAST_CONFIG: '/dev/null' };
-    const init = runAsPostgres(process.execPath, [CLI, 'init', '--kdf-cost', TEST_KDF], env);
-    assert.equal(init.status, 0, init.stderr);
+    pgRepo = postgresRepository(dir, 'info secret');
+    ({ repo, env } = pgRepo);
     pg = await startCluster({ conf: { wal_level: 'replica', archive_mode: 'on', archive_command: archiveCommand() } });
     await pg.psql(['CREATE TABLE t (id int PRIMARY KEY, v text)', "INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 20000) g"]);
   });

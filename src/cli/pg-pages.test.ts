@@ -8,8 +8,9 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { CLI, TEST_KDF, describeTree } from '../testing/helpers.js';
-import { type PgCluster, chownToPostgres, destroyAllClusters, pgSkip, runAsPostgres, startCluster, waitUntil } from '../testing/pg.js';
+import { CLI, describeTree } from '../testing/helpers.js';
+import { type PgCluster, destroyAllClusters, pgSkip, runAsPostgres, startCluster, waitUntil } from '../testing/pg.js';
+import { type PgRepo, postgresRepository } from '../testing/pg-repo.js';
 import { workspace } from '../testing/e2e.js';
 
 interface BackupJson {
@@ -23,22 +24,13 @@ interface BackupJson {
 describe('relation files in PostgreSQL backups (real PostgreSQL 15)', { skip: pgSkip() }, () => {
   let dir = '';
   let cleanup: () => Promise<void> = async () => undefined;
-  let repo = '';
-  let pwFile = '';
+  let pgRepo: PgRepo;
   let env: Record<string, string> = {};
 
   before(async () => {
     ({ dir, cleanup } = await workspace('holdfast-pgpages-'));
-    fs.chmodSync(dir, 0o755);
-    repo = path.join(dir, 'repo');
-    fs.mkdirSync(repo);
-    pwFile = path.join(dir, 'password');
-    fs.writeFileSync(pwFile, 'pages secret\n', { mode: 0o600 });
-    chownToPostgres(repo, true);
-    chownToPostgres(pwFile);
-    env = { HOLDFAST_REPO: repo, HOLDFAST_PASSWORD_FILE: pwFile, HOLDFAST_CONFIG: '/dev/null' };
-    const init = runAsPostgres(process.execPath, [CLI, 'init', '--kdf-cost', TEST_KDF], env);
-    assert.equal(init.status, 0, init.stderr);
+    pgRepo = postgresRepository(dir, 'pages secret');
+    env = pgRepo.env;
   });
   after(async () => {
     await destroyAllClusters();
@@ -46,8 +38,7 @@ describe('relation files in PostgreSQL backups (real PostgreSQL 15)', { skip: pg
   });
 
   async function archivingCluster(cluster: string): Promise<PgCluster> {
-    const archiveCommand = `HOLDFAST_REPO=${repo} HOLDFAST_PASSWORD_FILE=${pwFile} HOLDFAST_CONFIG=/dev/null ${process.execPath} ${CLI} pg archive-push --cluster ${cluster} %p`;
-    return startCluster({ conf: { wal_level: 'replica', archive_mode: 'on', archive_command: archiveCommand } });
+    return startCluster({ conf: { wal_level: 'replica', archive_mode: 'on', archive_command: pgRepo.archiveCommand(['--cluster', cluster]) } });
   }
 
   const backup = (pg: PgCluster, cluster: string, type: string): { status: number; json: BackupJson | undefined; stderr: string } => {
