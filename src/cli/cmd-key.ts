@@ -18,13 +18,13 @@ export async function run(inv: Invocation): Promise<number> {
       return 0;
     }
     case 'key remove': {
-      const id = await removeKey(ref, inv.args[0]!);
+      const id = await removeKey(ref, inv.args[0]!, inv.ctx);
       if (inv.json) inv.outJson({ removed: id });
       else inv.out(`removed key ${id.slice(0, 8)}`);
       return 0;
     }
     case 'key passwd': {
-      const r = await changePassword(ref, password(inv, 'new-password', 'new-password-file', true), inv.options.num('kdf-cost'));
+      const r = await changePassword(ref, password(inv, 'new-password', 'new-password-file', true), inv.options.num('kdf-cost'), inv.ctx);
       if (inv.json) inv.outJson(r);
       else inv.out(`password changed: added key ${r.added.slice(0, 8)}, removed key ${r.removed.slice(0, 8)}`);
       return 0;

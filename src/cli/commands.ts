@@ -45,6 +45,30 @@ export const COMMANDS: readonly CommandSpec[] = [
     load: () => import('./cmd-backup.js'),
   },
   {
+    name: 'locks',
+    summary: 'List repository and local locks, with holder and staleness',
+    usage: 'holdfast locks [--json]',
+    description:
+      'Lists the repository\'s locks (shared: backup, restore, check, archive-push; exclusive: key removal, and later prune/expire) and the local operation locks in the lock directory, ' +
+      'each with its operation, holder (PID and host), age, last heartbeat and whether it is stale: its process provably gone (same host and boot, PID with that start time no longer running), ' +
+      'or its heartbeat older than its TTL. Stale locks never block anything: they are removed automatically when a conflicting lock is taken.',
+    minArgs: 0,
+    maxArgs: 0,
+    load: () => import('./cmd-locks.js'),
+  },
+  {
+    name: 'unlock',
+    summary: 'Remove stale locks (--all: every repository lock)',
+    usage: 'holdfast unlock [--all]',
+    description:
+      'Removes stale repository and local locks, logging each. Live locks are kept and listed. With --all every repository lock is removed, live ones included, after a warning naming each: ' +
+      'use it only when you know no holdfast process uses the repository (a holder whose lock disappears stops before committing anything). Live local locks are never removed.',
+    examples: ['holdfast locks', 'holdfast unlock', 'holdfast unlock --all'],
+    minArgs: 0,
+    maxArgs: 0,
+    load: () => import('./cmd-locks.js'),
+  },
+  {
     name: 'snapshots',
     summary: 'List snapshots',
     usage: 'holdfast snapshots [--host NAME] [--tag TAG] [--json]',

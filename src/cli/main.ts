@@ -10,6 +10,7 @@ import { OPTIONS, appliesTo, envName } from '../config/options.js';
 import { type LogLevel, Logger } from '../ui/output.js';
 import type { Invocation } from './invocation.js';
 import { startHeapTrimmer } from '../util/malloc.js';
+import { DEFAULT_LOCK_SETTINGS, type LockSettings } from '../ops/context.js';
 
 export async function main(argv: readonly string[]): Promise<number> {
   if (argv[0] === '--version' || argv[0] === '-V' || argv[0] === 'version') {
@@ -65,7 +66,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       options,
       log,
       json,
-      ctx: { log, progress, signal: abort.signal },
+      ctx: { log, progress, signal: abort.signal, locks: lockSettingsFrom(options) },
       out: (line) => void process.stdout.write(line + '\n'),
       outJson: (value) => void process.stdout.write(JSON.stringify(value, null, 2) + '\n'),
     };
@@ -95,6 +96,18 @@ function report(err: unknown, log: Logger, json: boolean): number {
   log.error(`${e.message} [${e.code}]`);
   log.hint(e.hint);
   return e.exitCode;
+}
+
+/** Lock options of commands that take locks (undefined for the others). */
+function lockSettingsFrom(options: Options): LockSettings | undefined {
+  if (options.get('lock-ttl') === undefined && options.get('lock-dir') === undefined) return undefined;
+  return {
+    lockDir: options.str('lock-dir'),
+    waitMs: (options.get('lock-wait') as number | undefined) ?? DEFAULT_LOCK_SETTINGS.waitMs,
+    ttlMs: (options.get('lock-ttl') as number | undefined) ?? DEFAULT_LOCK_SETTINGS.ttlMs,
+    refreshMs: (options.get('lock-refresh') as number | undefined) ?? DEFAULT_LOCK_SETTINGS.refreshMs,
+    removeStale: options.get('remove-stale-locks') !== false,
+  };
 }
 
 function argCount(spec: CommandSpec): string {
@@ -130,13 +143,14 @@ function generalHelp(): string {
     '  holdfast pg restore --target-dir DIR --target-time "2026-11-21 10:15:00+00" --target-action promote',
     '',
     'Run `holdfast help COMMAND` for a command\'s options, `holdfast help config` for the config file.',
-    'Exit codes: 0 ok, 1 no such WAL file (archive-get), 2 usage, 3 bad config, 10 no repository, 12 wrong password,',
+    'Exit codes: 0 ok, 1 no such WAL file (archive-get), 2 usage, 3 bad config, 10 no repository, 11 locked, 12 wrong password,',
     '13 repository exists, 14 corrupt object, 15 missing object, 16 permission denied, 17 no such snapshot,',
     '18 unsafe path, 19 storage I/O error, 20 repository format too new, 21 some files unreadable (snapshot saved),',
     '22 restore target not empty, 23 check found problems, 24 key in use, 25 restore target conflict,',
     '26 restore target write failed, 27 not a valid WAL file, 28 WAL of another cluster, 29 WAL archived with',
     'other content, 30 backup WAL not archived in time, 31 PostgreSQL error, 32 server running in the restore',
-    'target, 33 pg check failed, 34 corrupt data pages (backup stored), 70 internal error, 130 interrupted.',
+    'target, 33 pg check failed, 34 corrupt data pages (backup stored), 35 lock lost (nothing committed), 36 lock',
+    'directory unusable, 70 internal error, 130 interrupted.',
     '',
   ].join('\n');
 }

@@ -4,7 +4,7 @@
  * `config` is set), validation and the help text are all derived from this table.
  */
 
-export type OptionType = 'string' | 'path' | 'int' | 'bool' | 'list' | 'size' | 'enum';
+export type OptionType = 'string' | 'path' | 'int' | 'bool' | 'list' | 'size' | 'duration' | 'enum';
 
 export interface OptionSpec {
   readonly name: string;
@@ -27,6 +27,11 @@ export interface OptionSpec {
   readonly arg?: string;
 }
 
+/** Commands that take local operation locks. */
+const LOCAL_LOCKING = ['backup', 'restore', 'pg backup', 'pg restore', 'pg archive-push', 'locks', 'unlock'];
+/** Commands that take (or manage) repository locks. */
+const REPO_LOCKING = ['backup', 'restore', 'check', 'key remove', 'key passwd', 'pg backup', 'pg restore', 'pg archive-push', 'locks', 'unlock'];
+
 export const OPTIONS: readonly OptionSpec[] = [
   // --- everywhere
   { name: 'repo', type: 'string', short: 'r', env: true, config: true, commands: '*', arg: 'LOCATION', help: 'Repository location: a directory path or file:///path.' },
@@ -38,6 +43,14 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'quiet', type: 'bool', short: 'q', default: false, commands: '*', help: 'Print only errors and results; no progress.' },
   { name: 'log-level', type: 'enum', values: ['error', 'warn', 'info', 'debug'], default: 'info', env: true, config: true, commands: '*', help: 'How much to log on stderr.' },
   { name: 'progress', type: 'enum', values: ['auto', 'always', 'never'], default: 'auto', env: true, config: true, commands: '*', help: 'Live progress on stderr: auto shows it when stderr is a terminal.' },
+
+  // --- locks (docs/design.md §15)
+  { name: 'lock-dir', type: 'path', env: true, config: true, commands: LOCAL_LOCKING, arg: 'DIR', help: 'Directory for local operation locks (one backup per cluster, one async archive-push worker, one restore per target). Must be local, never inside the repository or a data directory. Default: /run/holdfast when usable, else $XDG_RUNTIME_DIR/holdfast, else <tmpdir>/holdfast-locks-<uid>.' },
+  { name: 'lock-wait', type: 'duration', default: '0s', min: 0, max: 7 * 86_400_000, env: true, config: true, commands: REPO_LOCKING, arg: 'DURATION', help: 'When a live lock conflicts, keep retrying this long (e.g. 10m) instead of failing at once with the holder named.' },
+  { name: 'lock-ttl', type: 'duration', default: '5m', min: 1000, max: 86_400_000, env: true, config: true, commands: REPO_LOCKING, arg: 'DURATION', help: 'Repository locks carry a heartbeat: a lock not refreshed for this long is stale and may be removed by others. A holder that cannot refresh its lock for TTL minus one refresh interval stops before committing anything. Clocks of hosts sharing a repository must agree within the refresh interval.' },
+  { name: 'lock-refresh', type: 'duration', default: '60s', min: 100, max: 3_600_000, env: true, config: true, commands: REPO_LOCKING, arg: 'DURATION', help: 'Heartbeat interval of repository locks (must be at most half of --lock-ttl).' },
+  { name: 'remove-stale-locks', type: 'bool', default: true, env: true, config: true, commands: REPO_LOCKING, help: 'Remove stale locks (owner process provably gone, or heartbeat older than its TTL) automatically when taking a lock, logging each removal. --no-remove-stale-locks makes them block like live locks.' },
+  { name: 'all', type: 'bool', default: false, commands: ['unlock'], help: 'Remove every lock, live ones included, after listing what is removed. Only when you know no holdfast process uses the repository.' },
 
   // --- repository creation and keys
   { name: 'kdf-cost', type: 'int', min: 10, max: 22, default: 16, config: true, commands: ['init', 'key add', 'key passwd'], arg: 'LOG2N', help: 'scrypt cost as log2(N) for the password-derived key (16 = 64 MiB, about 0.2 s). Higher resists password guessing longer.' },

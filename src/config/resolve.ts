@@ -117,6 +117,16 @@ export function parseSize(s: string): number | undefined {
   return Number.isSafeInteger(v) ? v : undefined;
 }
 
+const DURATION_UNITS: Record<string, number> = { ms: 1, '': 1000, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** "90s", "5m", "1.5h", "250ms"; a bare number is seconds. Returns milliseconds. */
+export function parseDuration(s: string): number | undefined {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|)\s*$/i.exec(s);
+  if (!m) return undefined;
+  const v = Math.round(Number(m[1]) * DURATION_UNITS[m[2]!.toLowerCase()]!);
+  return Number.isSafeInteger(v) ? v : undefined;
+}
+
 /** Convert one raw value; `where` names its origin for the error message. */
 export function convert(spec: OptionSpec, raw: readonly string[], where: string): OptionValue {
   const fail = (why: string): never => {
@@ -140,6 +150,12 @@ export function convert(spec: OptionSpec, raw: readonly string[], where: string)
       const n = parseSize(last);
       if (n === undefined) return fail(`expected a size such as 16MiB or 512KiB, got ${JSON.stringify(last)}`);
       if ((spec.min !== undefined && n < spec.min) || (spec.max !== undefined && n > spec.max)) return fail(`${last} is out of range ${fmtSize(spec.min ?? 0)}..${fmtSize(spec.max ?? Infinity)}`);
+      return n;
+    }
+    case 'duration': {
+      const n = parseDuration(last);
+      if (n === undefined) return fail(`expected a duration such as 30s, 5m or 2h, got ${JSON.stringify(last)}`);
+      if ((spec.min !== undefined && n < spec.min) || (spec.max !== undefined && n > spec.max)) return fail(`${last} is out of range ${spec.min ?? 0}ms..${spec.max ?? Infinity}ms`);
       return n;
     }
     case 'enum':
@@ -272,7 +288,7 @@ export function resolveOptions(command: string, parsed: ParsedArgs, env: NodeJS.
       origins.set(spec.name, `${configPath}:${cfg.line} (${spec.name})`);
     } else if (spec.default !== undefined) {
       const d = spec.default;
-      values.set(spec.name, spec.type === 'size' && typeof d === 'string' ? parseSize(d)! : d);
+      values.set(spec.name, spec.type === 'size' && typeof d === 'string' ? parseSize(d)! : spec.type === 'duration' && typeof d === 'string' ? parseDuration(d)! : d);
       sources.set(spec.name, 'default');
     }
   }

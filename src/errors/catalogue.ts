@@ -26,7 +26,7 @@ export const CATALOGUE = {
   USAGE: { exit: 2, retryable: false, hint: 'Run the command with --help to see its arguments and options.' },
   CONFIG_INVALID: { exit: 3, retryable: false, hint: 'Fix the named option in the config file, environment variable or flag; `holdfast help config` lists every option.' },
   REPO_NOT_FOUND: { exit: 10, retryable: false, hint: 'Check --repo / HOLDFAST_REPO, or create a repository there with `holdfast init`.' },
-  REPO_LOCKED: { exit: 11, retryable: true, hint: 'Another holdfast process holds a conflicting lock; wait for it to finish, then run the command again.' },
+  LOCKED: { exit: 11, retryable: true, hint: 'Another holdfast process holds a conflicting lock; wait for it to finish (or pass --lock-wait DURATION), then run the command again. `holdfast locks` lists locks.' },
   WRONG_PASSWORD: { exit: 12, retryable: false, hint: 'No key of this repository opens with the given password. Check HOLDFAST_PASSWORD / --password-file, or `holdfast key list` with a working password.' },
   REPO_EXISTS: { exit: 13, retryable: false, hint: 'A repository already exists at that location; use it, or choose an empty location for a new one.' },
   INTEGRITY: { exit: 14, retryable: false, hint: 'A stored object failed verification. Run `holdfast check --read-data` to see what is affected.' },
@@ -49,6 +49,8 @@ export const CATALOGUE = {
   PG_RUNNING: { exit: 32, retryable: false, hint: 'A PostgreSQL server is running in the restore target (postmaster.pid names a live process). Stop it first; restoring under a running server would corrupt it.' },
   PG_CHECK_FAILED: { exit: 33, retryable: false, hint: 'pg check found problems: the items marked FAIL (status "fail" with --json). Fix each as its message says (postgresql.conf changes to wal_level and archive_mode need a restart; archive_command needs a reload), then run `holdfast pg check` again.' },
   PAGES_CORRUPT: { exit: 34, retryable: false, hint: 'PostgreSQL data pages failed their checksums while being backed up: the damage is in the running cluster, not the repository. The backup was stored and flagged (see `holdfast pg info`); check the listed relation files with pg_amcheck and restore them from an older backup if needed.' },
+  LOCK_LOST: { exit: 35, retryable: true, hint: 'This operation lost its lock (removed by another process, or its heartbeat could not be refreshed within --lock-ttl, e.g. because the storage hung) and stopped before committing anything. Run it again; if it recurs, check the storage and raise --lock-ttl.' },
+  LOCK_DIR: { exit: 36, retryable: true, hint: 'The local lock directory cannot be used (removed, remounted, read-only or failing). Check it, or point --lock-dir / HOLDFAST_LOCK_DIR at a local directory such as /run/holdfast.' },
   KEY_IN_USE: { exit: 24, retryable: false, hint: 'A repository must keep at least one key, and you cannot remove the key you opened it with; add another key first or open with a different password.' },
   INTERRUPTED: { exit: 130, retryable: true, hint: 'The operation was interrupted; nothing partial was committed. Run it again.' },
 } as const satisfies Record<string, ErrorSpec>;

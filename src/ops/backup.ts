@@ -16,6 +16,7 @@ import { type Snapshot, type SnapshotSummary, findSnapshot, listSnapshots, saveS
 import { Ticker, formatBytes, rateAndEta } from '../ui/output.js';
 import type { OpContext, RepoRef } from './context.js';
 import { openRepository } from './repo.js';
+import { repositoryPath, withLocalLock, withRepoLock } from './locking.js';
 import type { Repository } from '../repository/repository.js';
 import { VERSION } from '../version.js';
 
@@ -67,43 +68,48 @@ export async function backup(ref: RepoRef, p: BackupParams, ctx: OpContext): Pro
     }
   }
   const repo = await openRepository(ref);
+  const host = p.host ?? hostname();
   try {
-    repo.setWriteOptions({ compression, packSize: p.packSize });
-    const host = p.host ?? hostname();
-    let parentId: string | undefined;
-    let parentTree: string | undefined;
-    if (!p.readAll) {
-      const parent = p.parent
-        ? await findSnapshot(repo, p.parent)
-        : (await listSnapshots(repo)).filter((s) => s.host === host && s.paths.length === paths.length && s.paths.every((x, i) => x === paths[i])).at(-1);
-      parentId = parent?.id;
-      parentTree = parent?.tree;
-    }
-    if (parentId) ctx.log.debug(`using parent snapshot ${parentId.slice(0, 8)}`);
-
-    const run = await archiveTrees(repo, ctx, { paths, excludes: p.excludes, parentTree, jobs: p.jobs });
-    const { tree, summary, sourceErrors } = run;
-    const username = currentUsername();
-    const sn: Snapshot = {
-      version: 1,
-      time: new Date(started).toISOString(),
-      host,
-      username,
-      paths,
-      tags: [...p.tags],
-      excludes: [...p.excludes],
-      tree,
-      ...(parentId ? { parent: parentId } : {}),
-      program: PROGRAM,
-      summary,
-    };
-    summary.durationMs = Date.now() - started;
-    const snapshotId = await saveSnapshot(repo, sn);
-    summary.bytesAdded = repo.addedBytes;
-    return { snapshotId, ...(parentId ? { parent: parentId } : {}), summary, sourceErrors };
+    const local = { key: `backup:${repo.config.id}:${host}:${paths.join('\n')}`, scope: `backup of ${paths.join(', ')}`, operation: 'backup', forbidden: [{ path: repositoryPath(ref.location), what: 'repository' }] };
+    return await withLocalLock(ctx, local, () => withRepoLock(repo, ref.location, ctx, 'shared', 'backup', (lockedCtx) => backupLocked(repo, paths, host, started, compression, p, lockedCtx)));
   } finally {
     await repo.close();
   }
+}
+
+async function backupLocked(repo: Repository, paths: string[], host: string, started: number, compression: ReturnType<typeof checkCompression>, p: BackupParams, ctx: OpContext): Promise<BackupResult> {
+  repo.setWriteOptions({ compression, packSize: p.packSize });
+  let parentId: string | undefined;
+  let parentTree: string | undefined;
+  if (!p.readAll) {
+    const parent = p.parent
+      ? await findSnapshot(repo, p.parent)
+      : (await listSnapshots(repo)).filter((s) => s.host === host && s.paths.length === paths.length && s.paths.every((x, i) => x === paths[i])).at(-1);
+    parentId = parent?.id;
+    parentTree = parent?.tree;
+  }
+  if (parentId) ctx.log.debug(`using parent snapshot ${parentId.slice(0, 8)}`);
+
+  const run = await archiveTrees(repo, ctx, { paths, excludes: p.excludes, parentTree, jobs: p.jobs });
+  const { tree, summary, sourceErrors } = run;
+  const username = currentUsername();
+  const sn: Snapshot = {
+    version: 1,
+    time: new Date(started).toISOString(),
+    host,
+    username,
+    paths,
+    tags: [...p.tags],
+    excludes: [...p.excludes],
+    tree,
+    ...(parentId ? { parent: parentId } : {}),
+    program: PROGRAM,
+    summary,
+  };
+  summary.durationMs = Date.now() - started;
+  const snapshotId = await saveSnapshot(repo, sn);
+  summary.bytesAdded = repo.addedBytes;
+  return { snapshotId, ...(parentId ? { parent: parentId } : {}), summary, sourceErrors };
 }
 
 export interface ArchiveRun {

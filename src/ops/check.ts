@@ -4,16 +4,19 @@ import { loadTree } from '../files/walk.js';
 import { Ticker } from '../ui/output.js';
 import type { OpContext, RepoRef } from './context.js';
 import { openRepository } from './repo.js';
+import { withRepoLock } from './locking.js';
 
 export async function check(ref: RepoRef, readData: boolean, ctx: OpContext): Promise<CheckReport> {
   const repo = await openRepository(ref, false);
   const state = { done: 0, total: 0, what: '' };
   const ticker = new Ticker(ctx.log, () => `checking ${state.what}: ${state.done}/${state.total}`, ctx.progress);
   try {
-    return await checkRepository(repo, {
-      readData,
-      onProgress: (done, total, what) => Object.assign(state, { done, total, what }),
-    });
+    return await withRepoLock(repo, ref.location, ctx, 'shared', 'check', () =>
+      checkRepository(repo, {
+        readData,
+        onProgress: (done, total, what) => Object.assign(state, { done, total, what }),
+      }),
+    );
   } finally {
     ticker.stop();
     await repo.close();

@@ -6,6 +6,8 @@ export interface OpContext {
   /** Draw live progress on stderr. */
   readonly progress: boolean;
   readonly signal?: AbortSignal | undefined;
+  /** Lock options (--lock-dir, --lock-wait, …); defaults when absent. */
+  readonly locks?: LockSettings | undefined;
 }
 
 export interface RepoRef {
@@ -14,3 +16,18 @@ export interface RepoRef {
   /** Where to cache derived keys (set only when the password comes from a file). */
   readonly keyCacheDir?: string | undefined;
 }
+
+export interface LockSettings {
+  /** Local lock directory (default: defaultLockDir() in locks/local.ts). */
+  readonly lockDir?: string | undefined;
+  /** How long to retry while a live lock conflicts. */
+  readonly waitMs: number;
+  /** Repository lock heartbeat TTL. */
+  readonly ttlMs: number;
+  /** Repository lock heartbeat interval (at most ttlMs / 2). */
+  readonly refreshMs: number;
+  /** Remove stale repository locks when acquiring. */
+  readonly removeStale: boolean;
+}
+
+export const DEFAULT_LOCK_SETTINGS: LockSettings = { waitMs: 0, ttlMs: 5 * 60_000, refreshMs: 60_000, removeStale: true };

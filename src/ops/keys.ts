@@ -1,6 +1,7 @@
 import { HoldfastError } from '../errors/catalogue.js';
 import { kdfParams } from '../repository/keys.js';
-import type { RepoRef } from './context.js';
+import type { OpContext, RepoRef } from './context.js';
+import { withRepoLock } from './locking.js';
 import { openRepository } from './repo.js';
 
 export interface KeyInfo {
@@ -43,11 +44,11 @@ async function resolveKey(ref: RepoRef, prefix: string): Promise<string> {
   return ids[0]!;
 }
 
-export async function removeKey(ref: RepoRef, prefix: string): Promise<string> {
+export async function removeKey(ref: RepoRef, prefix: string, ctx: OpContext): Promise<string> {
   const id = await resolveKey(ref, prefix);
   const repo = await openRepository(ref, false);
   try {
-    await repo.removeKey(id);
+    await withRepoLock(repo, ref.location, ctx, 'exclusive', 'key remove', () => repo.removeKey(id));
     return id;
   } finally {
     await repo.close();
@@ -55,7 +56,7 @@ export async function removeKey(ref: RepoRef, prefix: string): Promise<string> {
 }
 
 /** Change the password: add a key for the new password, then remove the one that was used. */
-export async function changePassword(ref: RepoRef, newPassword: string, kdfCost: number): Promise<{ added: string; removed: string }> {
+export async function changePassword(ref: RepoRef, newPassword: string, kdfCost: number, ctx: OpContext): Promise<{ added: string; removed: string }> {
   const repo = await openRepository(ref, false);
   try {
     const added = await repo.addKey(newPassword, kdfParams(kdfCost));
@@ -63,7 +64,7 @@ export async function changePassword(ref: RepoRef, newPassword: string, kdfCost:
     // Remove through a repository opened with the new key, so the key in use is never the one removed.
     const again = await openRepository({ location: ref.location, password: newPassword }, false);
     try {
-      await again.removeKey(removed);
+      await withRepoLock(again, ref.location, ctx, 'exclusive', 'key passwd', () => again.removeKey(removed));
     } finally {
       await again.close();
     }

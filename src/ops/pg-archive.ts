@@ -19,6 +19,7 @@ import type { OpContext, RepoRef } from './context.js';
 import { openBackend, openRepository } from './repo.js';
 import { isNotFound } from '../storage/backend.js';
 import { storageToHoldfast } from '../repository/repository.js';
+import { repositoryPath, withLocalLock, withRepoLock } from './locking.js';
 
 export interface ClusterRecord {
   version: 1;
@@ -204,9 +205,11 @@ export async function archivePush(ref: RepoRef, cluster: string, walPath: string
   }
   const repo = await openRepository(ref, false);
   try {
-    const result = await storeWal(repo, cluster, own, ctx);
-    if (async) await pushReady(repo, cluster, path.dirname(walPath), own.file, async, ctx);
-    return result;
+    return await withRepoLock(repo, ref.location, ctx, 'shared', 'pg archive-push', async (ctx) => {
+      const result = await storeWal(repo, cluster, own, ctx);
+      if (async) await lookAhead(repo, ref.location, cluster, path.dirname(walPath), own.file, async, ctx);
+      return result;
+    });
   } finally {
     await repo.close();
   }
@@ -239,6 +242,20 @@ function spoolRecord(dir: string, file: string): string | undefined {
     return /^[0-9a-f]{64}$/.test(v) ? v : undefined;
   } catch {
     return undefined;
+  }
+}
+
+/**
+ * Look-ahead archiving, one process per cluster at a time (a local lock): when another process is
+ * already doing it, this call only archives its own file.
+ */
+async function lookAhead(repo: Repository, location: string, cluster: string, walDir: string, own: string, a: AsyncOptions, ctx: OpContext): Promise<void> {
+  const spec = { key: `pg-archive-async:${repo.config.id}:${cluster}`, scope: `async archiving of cluster ${cluster}`, operation: 'pg archive-push --async', forbidden: [{ path: repositoryPath(location), what: 'repository' }, { path: path.dirname(walDir), what: 'data directory' }], waitMs: 0 };
+  try {
+    await withLocalLock(ctx, spec, () => pushReady(repo, cluster, walDir, own, a, ctx));
+  } catch (err) {
+    if (!(err instanceof HoldfastError) || (err.code !== 'LOCKED' && err.code !== 'LOCK_DIR')) throw err;
+    ctx.log.debug(`no look-ahead this call: ${err.message}`);
   }
 }
 

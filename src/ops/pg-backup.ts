@@ -31,6 +31,7 @@ import { PROGRAM, archiveTrees, checkCompression } from './backup.js';
 import type { OpContext, RepoRef } from './context.js';
 import { bindClusterRecord, checkClusterName, walObjectName } from './pg-archive.js';
 import { openRepository } from './repo.js';
+import { repositoryPath, withOperationLocks } from './locking.js';
 
 export interface PgBackupParams {
   readonly cluster: string;
@@ -86,91 +87,94 @@ export async function pgBackup(ref: RepoRef, p: PgBackupParams, ctx: OpContext):
 
     const repo = await openRepository(ref);
     try {
-      repo.setWriteOptions({ compression, packSize: p.packSize });
-      await bindClusterRecord(repo, p.cluster, { systemId: info.systemId, pgVersion: info.major, segSize: info.walSegmentSize }, ctx.log);
-      const previous = (await listPgBackups(repo, p.cluster)).filter((b) => b.pg.systemId === info.systemId).at(-1);
-      const parent = p.type === 'incr' ? previous : undefined;
-      if (p.type === 'incr' && !parent) ctx.log.warn(`no earlier backup of cluster "${p.cluster}": taking a full backup`);
-      const type = parent ? 'incr' : 'full';
+      const local = { key: `pg-backup:${repo.config.id}:${p.cluster}`, scope: `pg backup of cluster ${p.cluster}`, operation: 'pg backup', forbidden: [{ path: repositoryPath(ref.location), what: 'repository' }, { path: pgdata, what: 'data directory' }] };
+      return await withOperationLocks(repo, ref.location, ctx, { local, kind: 'shared', operation: 'pg backup' }, async (ctx) => {
+        repo.setWriteOptions({ compression, packSize: p.packSize });
+        await bindClusterRecord(repo, p.cluster, { systemId: info.systemId, pgVersion: info.major, segSize: info.walSegmentSize }, ctx.log);
+        const previous = (await listPgBackups(repo, p.cluster)).filter((b) => b.pg.systemId === info.systemId).at(-1);
+        const parent = p.type === 'incr' ? previous : undefined;
+        if (p.type === 'incr' && !parent) ctx.log.warn(`no earlier backup of cluster "${p.cluster}": taking a full backup`);
+        const type = parent ? 'incr' : 'full';
 
-      const start = await conn.backupStart(`holdfast ${new Date().toISOString()}`, info.major);
-      ctx.log.info(`backup started at ${start.lsn} on timeline ${start.timeline} (WAL ${start.walFile})`);
-      // Tablespaces: pg_tblspc/<oid> are symlinks; their directories are backed up as further
-      // paths, and their files are named pg_tblspc/<oid>/… for the relation-file rules.
-      const tablespaces = await readTablespaces(pgdata);
-      const relName = (absPath: string): string => {
-        for (const t of tablespaces) if (absPath === t.path || absPath.startsWith(t.path + '/')) return path.posix.join('pg_tblspc', t.oid, path.relative(t.path, absPath));
-        return path.relative(pgdata, absPath);
-      };
-      const corruptPages: NonNullable<PgBackupInfo['corruptPages']> = [];
-      const skipLsn = parseLsn(start.lsn).toString();
-      let run;
-      try {
-        run = await archiveTrees(repo, ctx, {
-          // Relation files: fixed 128 KiB chunks (whole pages, so a changed page costs one chunk),
-          // and with data checksums on, every page verified as it is read; pages changed since the
-          // backup started are skipped (recovery rewrites them from WAL).
-          fileMode: (absPath) => relationFileMode(relName(absPath), info.dataChecksums ? skipLsn : undefined),
-          onCorrupt: (absPath, pages) => {
-            const rel = relName(absPath);
-            for (const pg of pages) corruptPages.push({ file: rel, block: pg.block, expected: pg.expected, actual: pg.actual, reason: pg.reason });
-            ctx.log.warn(`${rel}: ${pages.length} page(s) fail verification (block ${pages.slice(0, 5).map((x) => x.block).join(', ')}${pages.length > 5 ? ', …' : ''})`);
-          },
+        const start = await conn.backupStart(`holdfast ${new Date().toISOString()}`, info.major);
+        ctx.log.info(`backup started at ${start.lsn} on timeline ${start.timeline} (WAL ${start.walFile})`);
+        // Tablespaces: pg_tblspc/<oid> are symlinks; their directories are backed up as further
+        // paths, and their files are named pg_tblspc/<oid>/… for the relation-file rules.
+        const tablespaces = await readTablespaces(pgdata);
+        const relName = (absPath: string): string => {
+          for (const t of tablespaces) if (absPath === t.path || absPath.startsWith(t.path + '/')) return path.posix.join('pg_tblspc', t.oid, path.relative(t.path, absPath));
+          return path.relative(pgdata, absPath);
+        };
+        const corruptPages: NonNullable<PgBackupInfo['corruptPages']> = [];
+        const skipLsn = parseLsn(start.lsn).toString();
+        let run;
+        try {
+          run = await archiveTrees(repo, ctx, {
+            // Relation files: fixed 128 KiB chunks (whole pages, so a changed page costs one chunk),
+            // and with data checksums on, every page verified as it is read; pages changed since the
+            // backup started are skipped (recovery rewrites them from WAL).
+            fileMode: (absPath) => relationFileMode(relName(absPath), info.dataChecksums ? skipLsn : undefined),
+            onCorrupt: (absPath, pages) => {
+              const rel = relName(absPath);
+              for (const pg of pages) corruptPages.push({ file: rel, block: pg.block, expected: pg.expected, actual: pg.actual, reason: pg.reason });
+              ctx.log.warn(`${rel}: ${pages.length} page(s) fail verification (block ${pages.slice(0, 5).map((x) => x.block).join(', ')}${pages.length > 5 ? ', …' : ''})`);
+            },
+            paths: [pgdata, ...tablespaces.map((t) => t.path)],
+            excludes: [],
+            parentTree: parent?.tree,
+            jobs: p.jobs,
+            skip: dataDirSkipper(pgdata),
+            // Files written while the parent backup ran may have kept size and mtime: read them again.
+            rereadModifiedSince: parent ? BigInt(Date.parse(parent.pg.startTime)) * 1_000_000n - 1_000_000_000n : undefined,
+          });
+        } catch (err) {
+          await conn.backupStop(info.major).catch(() => undefined);
+          throw err;
+        }
+        const stop = await conn.backupStop(info.major);
+        const startWal = start.walFile;
+        // The last segment needed holds the byte before the stop LSN.
+        const stopWal = segmentName(start.timeline, segNoOfEndLsn(parseLsn(stop.lsn), info.walSegmentSize), info.walSegmentSize);
+        ctx.log.info(`backup stopped at ${stop.lsn}; waiting until WAL ${startWal}..${stopWal} is in the repository`);
+        await waitForWal(repo, p.cluster, startWal, stopWal, info.walSegmentSize, p.archiveTimeoutMs, ctx);
+
+        const pg: PgBackupInfo = {
+          cluster: p.cluster,
+          type,
+          systemId: info.systemId,
+          pgVersion: info.major,
+          pgdata,
+          timeline: start.timeline,
+          startLsn: start.lsn,
+          stopLsn: stop.lsn,
+          startWal,
+          stopWal,
+          startTime: new Date(start.time).toISOString(),
+          stopTime: new Date(stop.time).toISOString(),
+          labelFile: stop.labelFile,
+          spcmapFile: stop.spcmapFile,
+          dataChecksums: info.dataChecksums,
+          ...(corruptPages.length ? { corruptPages } : {}),
+          ...(tablespaces.length ? { tablespaces } : {}),
+        };
+        const username = currentUsername();
+        const sn: Snapshot = {
+          version: 1,
+          time: pg.startTime,
+          host: hostname(),
+          username,
           paths: [pgdata, ...tablespaces.map((t) => t.path)],
+          tags: [`pg:${p.cluster}`, `pg-${type}`],
           excludes: [],
-          parentTree: parent?.tree,
-          jobs: p.jobs,
-          skip: dataDirSkipper(pgdata),
-          // Files written while the parent backup ran may have kept size and mtime: read them again.
-          rereadModifiedSince: parent ? BigInt(Date.parse(parent.pg.startTime)) * 1_000_000n - 1_000_000_000n : undefined,
-        });
-      } catch (err) {
-        await conn.backupStop(info.major).catch(() => undefined);
-        throw err;
-      }
-      const stop = await conn.backupStop(info.major);
-      const startWal = start.walFile;
-      // The last segment needed holds the byte before the stop LSN.
-      const stopWal = segmentName(start.timeline, segNoOfEndLsn(parseLsn(stop.lsn), info.walSegmentSize), info.walSegmentSize);
-      ctx.log.info(`backup stopped at ${stop.lsn}; waiting until WAL ${startWal}..${stopWal} is in the repository`);
-      await waitForWal(repo, p.cluster, startWal, stopWal, info.walSegmentSize, p.archiveTimeoutMs, ctx);
-
-      const pg: PgBackupInfo = {
-        cluster: p.cluster,
-        type,
-        systemId: info.systemId,
-        pgVersion: info.major,
-        pgdata,
-        timeline: start.timeline,
-        startLsn: start.lsn,
-        stopLsn: stop.lsn,
-        startWal,
-        stopWal,
-        startTime: new Date(start.time).toISOString(),
-        stopTime: new Date(stop.time).toISOString(),
-        labelFile: stop.labelFile,
-        spcmapFile: stop.spcmapFile,
-        dataChecksums: info.dataChecksums,
-        ...(corruptPages.length ? { corruptPages } : {}),
-        ...(tablespaces.length ? { tablespaces } : {}),
-      };
-      const username = currentUsername();
-      const sn: Snapshot = {
-        version: 1,
-        time: pg.startTime,
-        host: hostname(),
-        username,
-        paths: [pgdata, ...tablespaces.map((t) => t.path)],
-        tags: [`pg:${p.cluster}`, `pg-${type}`],
-        excludes: [],
-        tree: run.tree,
-        ...(parent ? { parent: parent.id } : {}),
-        program: PROGRAM,
-        summary: run.summary,
-        pg,
-      };
-      const snapshotId = await saveSnapshot(repo, sn);
-      return { snapshotId, type, ...(parent ? { parent: parent.id } : {}), pg, summary: run.summary };
+          tree: run.tree,
+          ...(parent ? { parent: parent.id } : {}),
+          program: PROGRAM,
+          summary: run.summary,
+          pg,
+        };
+        const snapshotId = await saveSnapshot(repo, sn);
+        return { snapshotId, type, ...(parent ? { parent: parent.id } : {}), pg, summary: run.summary };
+      });
     } finally {
       await repo.close();
     }

@@ -25,6 +25,7 @@ import { cutterFor } from '../files/file-mode.js';
 import type { TreeNode } from '../files/tree.js';
 import { sha256Hex } from '../repository/crypto.js';
 import { openRepository } from './repo.js';
+import { restoreTargetLock, withOperationLocks } from './locking.js';
 
 export interface RecoveryTarget {
   readonly time?: string | undefined;
@@ -184,63 +185,65 @@ export async function pgRestore(ref: RepoRef, p: PgRestoreParams, ctx: OpContext
   const targetDir = path.resolve(p.targetDir);
   const repo = await openRepository(ref);
   try {
-    const backups = await listPgBackups(repo, p.cluster);
-    const sn = await chooseBackup(backups, p, (r) => findSnapshot(repo, r));
-    ctx.log.info(`restoring backup ${sn.id.slice(0, 8)} (${sn.pg.type}, ${sn.pg.startTime} .. ${sn.pg.stopTime}, LSN ${sn.pg.startLsn} .. ${sn.pg.stopLsn})`);
-    await prepareTarget(targetDir, p.force, p.delta === true);
-    const chunker = new Chunker(repo.config.chunker);
-    const progress = newRestoreProgress();
-    const ticker = new Ticker(ctx.log, (ms) => `${progress.filesDone}/${progress.filesTotal} files, ${formatBytes(progress.bytesDone)} of ${formatBytes(progress.bytesTotal)}, ${rateAndEta(progress.bytesDone, progress.bytesTotal, ms)}`, ctx.progress);
-    /**
-     * Restore the snapshot directory `root` into `dest`. With --delta, an existing file is compared
-     * chunk by chunk the way the backup cut it, by its name relative to the data directory.
-     */
-    const restoreDir = (dest: string, root: string, relName: (file: string) => string): Promise<void> =>
-      restoreTree(repo, sn.tree, {
-        target: dest,
-        root,
-        includes: [],
-        force: true,
-        progress,
-        parallel: p.jobs,
-        signal: ctx.signal,
-        onWarning: (m) => ctx.log.warn(m),
-        ...(p.delta ? { unchanged: (file: string, node: TreeNode) => sameContent(file, node, cutterFor(chunker, relationFileMode(relName(file), undefined))) } : {}),
-      });
-    const spaces = sn.pg.tablespaces ?? [];
-    for (const oid of p.tablespaceMap?.keys() ?? []) {
-      if (!spaces.some((t) => t.oid === oid)) throw new HoldfastError('USAGE', `--tablespace-map ${oid}=…: the backup has no tablespace ${oid}`, { hint: `Its tablespaces: ${spaces.map((t) => `${t.oid} (${t.path})`).join(', ') || 'none'}.` });
-    }
-    const mapLines: string[] = [];
-    let owner: { uid: number; gid: number };
-    try {
-      await restoreDir(targetDir, sn.pg.pgdata, (file) => path.relative(targetDir, file));
-      const st = await fsp.stat(targetDir);
-      owner = { uid: st.uid, gid: st.gid };
-      // Tablespaces: each directory to its (possibly remapped) place, the pg_tblspc symlink and
-      // tablespace_map pointing there (PostgreSQL recreates the links from tablespace_map).
-      for (const t of spaces) {
-        const dest = path.resolve(p.tablespaceMap?.get(t.oid) ?? t.path);
-        if (dest === targetDir || dest.startsWith(targetDir + path.sep)) throw new HoldfastError('USAGE', `tablespace ${t.oid} would be restored inside the data directory (${dest})`, {});
-        await prepareTarget(dest, p.force, p.delta === true);
-        await restoreDir(dest, t.path, (file) => path.posix.join('pg_tblspc', t.oid, path.relative(dest, file)));
-        const link = path.join(targetDir, 'pg_tblspc', t.oid);
-        await fsp.rm(link, { force: true });
-        await fsp.symlink(dest, link);
-        if (process.getuid?.() === 0) await fsp.lchown(link, owner.uid, owner.gid);
-        mapLines.push(`${t.oid} ${dest}`);
-        ctx.log.info(`tablespace ${t.oid} restored to ${dest}`);
+    return await withOperationLocks(repo, ref.location, ctx, { local: restoreTargetLock(targetDir, ref.location, 'pg restore'), kind: 'shared', operation: 'pg restore' }, async (ctx) => {
+      const backups = await listPgBackups(repo, p.cluster);
+      const sn = await chooseBackup(backups, p, (r) => findSnapshot(repo, r));
+      ctx.log.info(`restoring backup ${sn.id.slice(0, 8)} (${sn.pg.type}, ${sn.pg.startTime} .. ${sn.pg.stopTime}, LSN ${sn.pg.startLsn} .. ${sn.pg.stopLsn})`);
+      await prepareTarget(targetDir, p.force, p.delta === true);
+      const chunker = new Chunker(repo.config.chunker);
+      const progress = newRestoreProgress();
+      const ticker = new Ticker(ctx.log, (ms) => `${progress.filesDone}/${progress.filesTotal} files, ${formatBytes(progress.bytesDone)} of ${formatBytes(progress.bytesTotal)}, ${rateAndEta(progress.bytesDone, progress.bytesTotal, ms)}`, ctx.progress);
+      /**
+       * Restore the snapshot directory `root` into `dest`. With --delta, an existing file is compared
+       * chunk by chunk the way the backup cut it, by its name relative to the data directory.
+       */
+      const restoreDir = (dest: string, root: string, relName: (file: string) => string): Promise<void> =>
+        restoreTree(repo, sn.tree, {
+          target: dest,
+          root,
+          includes: [],
+          force: true,
+          progress,
+          parallel: p.jobs,
+          signal: ctx.signal,
+          onWarning: (m) => ctx.log.warn(m),
+          ...(p.delta ? { unchanged: (file: string, node: TreeNode) => sameContent(file, node, cutterFor(chunker, relationFileMode(relName(file), undefined))) } : {}),
+        });
+      const spaces = sn.pg.tablespaces ?? [];
+      for (const oid of p.tablespaceMap?.keys() ?? []) {
+        if (!spaces.some((t) => t.oid === oid)) throw new HoldfastError('USAGE', `--tablespace-map ${oid}=…: the backup has no tablespace ${oid}`, { hint: `Its tablespaces: ${spaces.map((t) => `${t.oid} (${t.path})`).join(', ') || 'none'}.` });
       }
-    } finally {
-      ticker.stop();
-    }
-    await writeDurably(path.join(targetDir, 'backup_label'), sn.pg.labelFile, owner);
-    if (mapLines.length > 0) await writeDurably(path.join(targetDir, 'tablespace_map'), mapLines.join('\n') + '\n', owner);
-    else if (sn.pg.spcmapFile) await writeDurably(path.join(targetDir, 'tablespace_map'), sn.pg.spcmapFile, owner);
-    await writeRecoveryConfig(targetDir, settings, p.standby, owner);
-    await fsp.chmod(targetDir, 0o700);
-    if (p.delta) ctx.log.info(`delta restore: ${progress.kept ?? 0} files already had the backup's content, ${progress.filesDone - (progress.kept ?? 0)} rewritten, ${progress.removed ?? 0} entries removed`);
-    return { snapshotId: sn.id, backup: sn.pg, targetDir, files: progress.filesDone, bytes: progress.bytesDone, settings, kept: progress.kept ?? 0, removed: progress.removed ?? 0 };
+      const mapLines: string[] = [];
+      let owner: { uid: number; gid: number };
+      try {
+        await restoreDir(targetDir, sn.pg.pgdata, (file) => path.relative(targetDir, file));
+        const st = await fsp.stat(targetDir);
+        owner = { uid: st.uid, gid: st.gid };
+        // Tablespaces: each directory to its (possibly remapped) place, the pg_tblspc symlink and
+        // tablespace_map pointing there (PostgreSQL recreates the links from tablespace_map).
+        for (const t of spaces) {
+          const dest = path.resolve(p.tablespaceMap?.get(t.oid) ?? t.path);
+          if (dest === targetDir || dest.startsWith(targetDir + path.sep)) throw new HoldfastError('USAGE', `tablespace ${t.oid} would be restored inside the data directory (${dest})`, {});
+          await prepareTarget(dest, p.force, p.delta === true);
+          await restoreDir(dest, t.path, (file) => path.posix.join('pg_tblspc', t.oid, path.relative(dest, file)));
+          const link = path.join(targetDir, 'pg_tblspc', t.oid);
+          await fsp.rm(link, { force: true });
+          await fsp.symlink(dest, link);
+          if (process.getuid?.() === 0) await fsp.lchown(link, owner.uid, owner.gid);
+          mapLines.push(`${t.oid} ${dest}`);
+          ctx.log.info(`tablespace ${t.oid} restored to ${dest}`);
+        }
+      } finally {
+        ticker.stop();
+      }
+      await writeDurably(path.join(targetDir, 'backup_label'), sn.pg.labelFile, owner);
+      if (mapLines.length > 0) await writeDurably(path.join(targetDir, 'tablespace_map'), mapLines.join('\n') + '\n', owner);
+      else if (sn.pg.spcmapFile) await writeDurably(path.join(targetDir, 'tablespace_map'), sn.pg.spcmapFile, owner);
+      await writeRecoveryConfig(targetDir, settings, p.standby, owner);
+      await fsp.chmod(targetDir, 0o700);
+      if (p.delta) ctx.log.info(`delta restore: ${progress.kept ?? 0} files already had the backup's content, ${progress.filesDone - (progress.kept ?? 0)} rewritten, ${progress.removed ?? 0} entries removed`);
+      return { snapshotId: sn.id, backup: sn.pg, targetDir, files: progress.filesDone, bytes: progress.bytesDone, settings, kept: progress.kept ?? 0, removed: progress.removed ?? 0 };
+    });
   } finally {
     await repo.close();
   }

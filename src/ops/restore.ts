@@ -3,6 +3,7 @@ import { newRestoreProgress, restoreTree } from '../files/restorer.js';
 import { Ticker, formatBytes, rateAndEta } from '../ui/output.js';
 import type { OpContext, RepoRef } from './context.js';
 import { openRepository } from './repo.js';
+import { restoreTargetLock, withOperationLocks } from './locking.js';
 
 export interface RestoreParams {
   readonly snapshot: string;
@@ -22,30 +23,32 @@ export interface RestoreResult {
 export async function restore(ref: RepoRef, p: RestoreParams, ctx: OpContext): Promise<RestoreResult> {
   const repo = await openRepository(ref);
   try {
-    const sn = await findSnapshot(repo, p.snapshot);
-    const progress = newRestoreProgress();
-    const warnings: string[] = [];
-    const ticker = new Ticker(
-      ctx.log,
-      (ms) => `${progress.filesDone}/${progress.filesTotal} files, ${formatBytes(progress.bytesDone)} of ${formatBytes(progress.bytesTotal)}, ${rateAndEta(progress.bytesDone, progress.bytesTotal, ms)}`,
-      ctx.progress,
-    );
-    try {
-      await restoreTree(repo, sn.tree, {
-        target: p.target,
-        includes: p.includes,
-        force: p.force,
-        progress,
-        signal: ctx.signal,
-        onWarning: (m) => {
-          warnings.push(m);
-          ctx.log.warn(m);
-        },
-      });
-    } finally {
-      ticker.stop();
-    }
-    return { snapshotId: sn.id, target: p.target, files: progress.filesDone, bytes: progress.bytesDone, warnings };
+    return await withOperationLocks(repo, ref.location, ctx, { local: restoreTargetLock(p.target, ref.location, 'restore'), kind: 'shared', operation: 'restore' }, async (ctx) => {
+      const sn = await findSnapshot(repo, p.snapshot);
+      const progress = newRestoreProgress();
+      const warnings: string[] = [];
+      const ticker = new Ticker(
+        ctx.log,
+        (ms) => `${progress.filesDone}/${progress.filesTotal} files, ${formatBytes(progress.bytesDone)} of ${formatBytes(progress.bytesTotal)}, ${rateAndEta(progress.bytesDone, progress.bytesTotal, ms)}`,
+        ctx.progress,
+      );
+      try {
+        await restoreTree(repo, sn.tree, {
+          target: p.target,
+          includes: p.includes,
+          force: p.force,
+          progress,
+          signal: ctx.signal,
+          onWarning: (m) => {
+            warnings.push(m);
+            ctx.log.warn(m);
+          },
+        });
+      } finally {
+        ticker.stop();
+      }
+      return { snapshotId: sn.id, target: p.target, files: progress.filesDone, bytes: progress.bytesDone, warnings };
+    });
   } finally {
     await repo.close();
   }

@@ -322,6 +322,21 @@ export class Repository {
     this.writeOptions = options;
   }
 
+  private commitGuard: (() => Promise<void>) | undefined;
+
+  /**
+   * Called before every commit: index and snapshot files, deletions, named objects other than
+   * locks, key removal. A lock holder installs its `verify` here, so nothing is committed by a
+   * holder that lost its lock (docs/design.md §15).
+   */
+  setCommitGuard(guard: (() => Promise<void>) | undefined): void {
+    this.commitGuard = guard;
+  }
+
+  private async guard(): Promise<void> {
+    if (this.commitGuard) await this.commitGuard();
+  }
+
   // ---------------------------------------------------------------- sealed files
 
   async sealFile(kind: FileKind, plain: Buffer): Promise<Buffer> {
@@ -353,6 +368,7 @@ export class Repository {
   async saveFile(kind: Exclude<FileKind, 'config'>, plain: Buffer): Promise<string> {
     const sealed = await this.sealFile(kind, plain);
     const id = sha256Hex(sealed);
+    await this.guard();
     try {
       await this.backend.put(`${FILE_DIRS[kind]}/${id}`, sealed);
     } catch (err) {
@@ -389,6 +405,7 @@ export class Repository {
   }
 
   async deleteFile(kind: Exclude<FileKind, 'config'>, id: string): Promise<void> {
+    await this.guard();
     try {
       await this.backend.delete(`${FILE_DIRS[kind]}/${id}`);
     } catch (err) {
@@ -407,6 +424,7 @@ export class Repository {
   async putNamed(name: string, plain: Buffer, options: { createOnly?: boolean } = {}): Promise<{ created: boolean; size: number }> {
     const [mode, payload] = await compress(plain, this.writeOptions.compression);
     const sealed = seal(this.masterKey, namedAad(name), [Buffer.of(mode), payload]);
+    if (!name.startsWith('locks/')) await this.guard();
     try {
       await this.backend.put(name, sealed, options.createOnly ? { createOnly: true } : {});
     } catch (err) {
@@ -436,6 +454,16 @@ export class Repository {
       return true;
     } catch (err) {
       if (isNotFound(err)) return false;
+      throw storageToHoldfast(err, this.backend, name);
+    }
+  }
+
+  /** Remove a named object (a missing one is not an error). */
+  async deleteNamed(name: string): Promise<void> {
+    if (!name.startsWith('locks/')) await this.guard();
+    try {
+      await this.backend.delete(name);
+    } catch (err) {
       throw storageToHoldfast(err, this.backend, name);
     }
   }
@@ -753,6 +781,7 @@ export class Repository {
     if (id === this.keyId) throw new HoldfastError('KEY_IN_USE', `key ${id.slice(0, 8)} is the key this command opened the repository with`, { key: id });
     const keys = await this.listKeys();
     if (!keys.some((k) => k.id === id)) throw new HoldfastError('OBJECT_MISSING', `no key ${id} in ${this.backend.location}`, { key: id, hint: 'Run `holdfast key list` to see key ids.' });
+    await this.guard();
     try {
       await this.backend.delete(`keys/${id}`);
     } catch (err) {

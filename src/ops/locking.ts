@@ -1,0 +1,131 @@
+/**
+ * How operations take locks (docs/design.md §15): a local operation lock serialising work on this
+ * host, and a repository lock (shared or exclusive) with a heartbeat that is bound to the
+ * operation's AbortSignal and to every commit the repository makes.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { HoldfastError } from '../errors/catalogue.js';
+import type { Repository } from '../repository/repository.js';
+import { LocalLock, checkLockDirPlacement, defaultLockDir } from '../locks/local.js';
+import { type LockKind, acquireLock } from '../locks/protocol.js';
+import { RepositoryLockStore } from '../locks/repository.js';
+import { DEFAULT_LOCK_SETTINGS, type LockSettings, type OpContext } from './context.js';
+
+export function lockSettings(ctx: OpContext): LockSettings {
+  return ctx.locks ?? DEFAULT_LOCK_SETTINGS;
+}
+
+/** A location that is a local path (for the lock-directory placement check). */
+function localPath(location: string): string | undefined {
+  if (location.startsWith('file://')) return decodeURIComponent(location.slice('file://'.length));
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(location)) return undefined;
+  return path.resolve(location);
+}
+
+export function resolveLockDir(ctx: OpContext, forbidden: ReadonlyArray<{ path: string | undefined; what: string }>): string {
+  const dir = lockSettings(ctx).lockDir ?? defaultLockDir();
+  checkLockDirPlacement(dir, forbidden);
+  return dir;
+}
+
+/** Signal that fires when either the operation is interrupted or the lock is lost. */
+function combined(ctx: OpContext, lockSignal: AbortSignal): AbortSignal {
+  return ctx.signal ? AbortSignal.any([ctx.signal, lockSignal]) : lockSignal;
+}
+
+/** When the work failed because the lock was lost, report that rather than the abort it caused. */
+function lostOr(err: unknown, lockSignal: AbortSignal): unknown {
+  if (!lockSignal.aborted) return err;
+  if (err instanceof HoldfastError && err.code !== 'INTERRUPTED') return err;
+  return lockSignal.reason;
+}
+
+/**
+ * Run `fn` holding a repository lock. The repository refuses to commit (index, snapshot, named
+ * objects, deletions) unless the lock is verified held right before; `fn` gets a context whose
+ * signal also fires when the lock is lost.
+ */
+export async function withRepoLock<T>(repo: Repository, location: string, ctx: OpContext, kind: LockKind, operation: string, fn: (ctx: OpContext) => Promise<T>): Promise<T> {
+  const s = lockSettings(ctx);
+  if (s.refreshMs * 2 > s.ttlMs) {
+    throw new HoldfastError('CONFIG_INVALID', `--lock-refresh (${s.refreshMs} ms) must be at most half of --lock-ttl (${s.ttlMs} ms)`, { option: 'lock-refresh' });
+  }
+  const store = new RepositoryLockStore(repo, location);
+  const held = await acquireLock(store, { kind, operation, scope: `repository ${location}`, waitMs: s.waitMs, ttlMs: s.ttlMs, refreshMs: s.refreshMs, removeStale: s.removeStale, log: ctx.log, signal: ctx.signal });
+  repo.setCommitGuard(() => held.verify());
+  try {
+    return await fn({ ...ctx, signal: combined(ctx, held.signal) });
+  } catch (err) {
+    throw lostOr(err, held.signal);
+  } finally {
+    repo.setCommitGuard(undefined);
+    await held.release();
+  }
+}
+
+export interface LocalLockSpec {
+  /** Unique key of what is locked, e.g. `pg-backup:<repository id>:main`. */
+  readonly key: string;
+  /** For messages: "pg backup of cluster main". */
+  readonly scope: string;
+  readonly operation: string;
+  /** Paths the lock directory must not be inside (repository, data directory). */
+  readonly forbidden: ReadonlyArray<{ path: string | undefined; what: string }>;
+  /** Override --lock-wait (0: fail at once when held). */
+  readonly waitMs?: number | undefined;
+}
+
+/** Run `fn` holding a local operation lock. */
+export async function withLocalLock<T>(ctx: OpContext, spec: LocalLockSpec, fn: (lock: LocalLock) => Promise<T>): Promise<T> {
+  const lockDir = resolveLockDir(ctx, spec.forbidden);
+  const s = lockSettings(ctx);
+  const lock = await LocalLock.acquire({ lockDir, key: spec.key, scope: spec.scope, operation: spec.operation, waitMs: spec.waitMs ?? s.waitMs, removeStale: true, log: ctx.log, signal: ctx.signal });
+  try {
+    return await fn(lock);
+  } finally {
+    await lock.release();
+  }
+}
+
+/** The repository location as a local path, for `forbidden` lists (undefined for remote stores). */
+export function repositoryPath(location: string): string | undefined {
+  return localPath(location);
+}
+
+/** Real path of a directory that may not exist yet (its nearest existing parent, resolved). */
+export function canonicalTarget(dir: string): string {
+  const abs = path.resolve(dir);
+  const rest: string[] = [];
+  let cur = abs;
+  for (let i = 0; i < 4096; i++) {
+    try {
+      return path.join(fs.realpathSync(cur), ...rest.reverse());
+    } catch {
+      const parent = path.dirname(cur);
+      if (parent === cur) return abs;
+      rest.push(path.basename(cur));
+      cur = parent;
+    }
+  }
+  return abs;
+}
+
+export interface OperationLocks {
+  /** Also hold this local operation lock (taken first). */
+  readonly local?: LocalLockSpec | undefined;
+  readonly kind: LockKind;
+  readonly operation: string;
+}
+
+/** The usual pair: the local operation lock (if any), then the repository lock. */
+export async function withOperationLocks<T>(repo: Repository, location: string, ctx: OpContext, o: OperationLocks, fn: (ctx: OpContext) => Promise<T>): Promise<T> {
+  const inner = (): Promise<T> => withRepoLock(repo, location, ctx, o.kind, o.operation, fn);
+  return o.local ? withLocalLock(ctx, o.local, inner) : inner();
+}
+
+/** The local lock that keeps two restores from writing into the same directory. */
+export function restoreTargetLock(target: string, location: string, operation: string): LocalLockSpec {
+  const real = canonicalTarget(target);
+  return { key: `restore:${real}`, scope: `restore into ${real}`, operation, forbidden: [{ path: repositoryPath(location), what: 'repository' }] };
+}
