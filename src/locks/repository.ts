@@ -2,7 +2,9 @@
  * Repository locks: small sealed objects `locks/<s|x>-<id>` in the repository (docs/design.md
  * §15). Shared for backup, archive-push, restore and check; exclusive for prune, expire, repair
  * and key removal. Created with create-only puts (O_EXCL-style link locally, `If-None-Match: *`
- * on stores that support it), refreshed on a heartbeat, judged stale by protocol.ts.
+ * on stores that support it), refreshed on a heartbeat, judged stale by protocol.ts. Written and
+ * deleted without fsync (`durable: false`): a lock lost or torn by a machine crash belonged to a
+ * process that crash killed, and an unreadable lock is stale.
  */
 import { HoldfastError } from '../errors/catalogue.js';
 import type { Repository } from '../repository/repository.js';
@@ -25,12 +27,12 @@ export class RepositoryLockStore implements LockStore {
   }
 
   async create(rec: LockRecord): Promise<void> {
-    const { created } = await this.repo.putNamed(this.name(rec), encodeRecord(rec), { createOnly: true });
+    const { created } = await this.repo.putNamed(this.name(rec), encodeRecord(rec), { createOnly: true, durable: false });
     if (!created) throw new HoldfastError('INTERNAL', `lock ${this.name(rec)} already exists (random id collision)`);
   }
 
   async write(rec: LockRecord): Promise<void> {
-    await this.repo.putNamed(this.name(rec), encodeRecord(rec));
+    await this.repo.putNamed(this.name(rec), encodeRecord(rec), { durable: false });
   }
 
   async list(): Promise<LockName[]> {
@@ -59,6 +61,6 @@ export class RepositoryLockStore implements LockStore {
   }
 
   async remove(n: LockName): Promise<void> {
-    await this.repo.deleteNamed(this.name(n));
+    await this.repo.deleteNamed(this.name(n), { durable: false });
   }
 }

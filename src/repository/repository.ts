@@ -421,12 +421,12 @@ export class Repository {
    * another name undetected. `createOnly` makes the put fail with REPO_EXISTS-free semantics:
    * returns false when the name exists. Returns the bytes stored.
    */
-  async putNamed(name: string, plain: Buffer, options: { createOnly?: boolean } = {}): Promise<{ created: boolean; size: number }> {
+  async putNamed(name: string, plain: Buffer, options: { createOnly?: boolean; durable?: boolean } = {}): Promise<{ created: boolean; size: number }> {
     const [mode, payload] = await compress(plain, this.writeOptions.compression);
     const sealed = seal(this.masterKey, namedAad(name), [Buffer.of(mode), payload]);
     if (!name.startsWith('locks/')) await this.guard();
     try {
-      await this.backend.put(name, sealed, options.createOnly ? { createOnly: true } : {});
+      await this.backend.put(name, sealed, { ...(options.createOnly ? { createOnly: true } : {}), ...(options.durable === false ? { durable: false } : {}) });
     } catch (err) {
       if (err instanceof StorageError && err.kind === 'exists') return { created: false, size: 0 };
       throw storageToHoldfast(err, this.backend, name);
@@ -459,10 +459,10 @@ export class Repository {
   }
 
   /** Remove a named object (a missing one is not an error). */
-  async deleteNamed(name: string): Promise<void> {
+  async deleteNamed(name: string, options: { durable?: boolean } = {}): Promise<void> {
     if (!name.startsWith('locks/')) await this.guard();
     try {
-      await this.backend.delete(name);
+      await this.backend.delete(name, options.durable === false ? { durable: false } : {});
     } catch (err) {
       throw storageToHoldfast(err, this.backend, name);
     }

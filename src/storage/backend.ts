@@ -25,7 +25,12 @@
  * - `list(prefix)` yields every object below `prefix`, which is '' (everything) or a directory
  *   prefix ending in '/' such as `snapshots/`, in no particular order, with sizes. Temporary files a crashed writer left
  *   behind are never listed.
- * - `delete(name)` removes the object; deleting a missing object is not an error.
+ * - `delete(name)` removes the object; deleting a missing object is not an error. Once it resolves
+ *   the removal is durable, unless `{ durable: false }` was given.
+ * - `{ durable: false }` on `put` or `delete` lets the driver skip the durability step (fsync):
+ *   the change is still atomic and visible to every later call, but a crash of the machine may
+ *   undo it or leave an empty or unreadable object. Only for objects whose loss in a crash is
+ *   harmless (lock objects: their holder died in that crash too).
  * - `openWriter()` returns an `ObjectWriter` for an object whose name is known only at the end
  *   (packs are named by their hash): `write` appends bytes in call order, `commit(name)` makes the
  *   whole object durable under `name` with the same atomicity and createOnly semantics as `put`,
@@ -45,7 +50,7 @@ export interface Backend {
   get(name: string, range?: ByteRange): Promise<Buffer>;
   stat(name: string): Promise<ObjectInfo>;
   list(prefix: string): AsyncIterable<ObjectInfo>;
-  delete(name: string): Promise<void>;
+  delete(name: string, options?: DeleteOptions): Promise<void>;
   openWriter(): Promise<ObjectWriter>;
   close(): Promise<void>;
 }
@@ -99,6 +104,13 @@ export function putSize(data: PutData): number {
 
 export interface PutOptions {
   readonly createOnly?: boolean;
+  /** false: atomic and visible, but not made durable (see the contract). Default true. */
+  readonly durable?: boolean;
+}
+
+export interface DeleteOptions {
+  /** false: the removal need not survive a machine crash. Default true. */
+  readonly durable?: boolean;
 }
 
 export interface ByteRange {

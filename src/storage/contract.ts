@@ -53,6 +53,7 @@ export const CONTRACT_CASES = [
   'list-reserved-looking-names',
   'list-after-delete',
   'delete',
+  'not-durable',
   'prefix-is-not-object',
   'invalid-names',
   'large-object',
@@ -132,6 +133,20 @@ export function backendContract(name: string, make: () => Promise<ContractFixtur
         assertBytes(got, data, `get(${n})`);
         assert.equal((await b.stat(n)).size, data.length, `stat(${n}).size`);
       }
+    });
+
+    contractCase('not-durable', 'put/delete with durable:false are atomic and visible to later calls like durable ones (createOnly included)', async (b, rng) => {
+      const data = rng.bytes(500);
+      await b.put('locks/s-1', data, { createOnly: true, durable: false });
+      await rejectsKind(b.put('locks/s-1', rng.bytes(3), { createOnly: true, durable: false }), 'exists', b, 'locks/s-1');
+      assertBytes(await b.get('locks/s-1'), data, 'object put with durable:false');
+      const newer = rng.bytes(700);
+      await b.put('locks/s-1', newer, { durable: false });
+      assertBytes(await b.get('locks/s-1'), newer, 'object replaced with durable:false');
+      assert.deepEqual(await listAll(b, 'locks/'), [{ name: 'locks/s-1', size: 700 }]);
+      await b.delete('locks/s-1', { durable: false });
+      await rejectsKind(b.stat('locks/s-1'), 'not-found', b, 'locks/s-1');
+      await b.delete('locks/s-1', { durable: false });
     });
 
     contractCase('put-copies-input', 'changing the caller buffer after put, or a returned buffer, does not change the object', async (b, rng) => {

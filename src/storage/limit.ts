@@ -2,7 +2,7 @@
  * Concurrency-limiting wrapper: at most `limit` requests in flight against the inner backend.
  * Listing holds a slot only while it fetches, not while the caller consumes entries.
  */
-import type { Backend, ByteRange, Capabilities, ObjectInfo, ObjectWriter, PutData, PutOptions } from './backend.js';
+import type { Backend, ByteRange, Capabilities, ObjectInfo, ObjectWriter, PutData, PutOptions, DeleteOptions } from './backend.js';
 import { Semaphore } from '../util/semaphore.js';
 
 export class LimitBackend implements Backend {
@@ -37,8 +37,8 @@ export class LimitBackend implements Backend {
     yield* all;
   }
 
-  delete(name: string): Promise<void> {
-    return this.sem.run(() => this.inner.delete(name));
+  delete(name: string, options?: DeleteOptions): Promise<void> {
+    return this.sem.run(() => this.inner.delete(name, options));
   }
 
   async openWriter(): Promise<ObjectWriter> {

@@ -10,7 +10,7 @@ import { constants as osConstants } from 'node:os';
 import * as fsp from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import * as path from 'node:path';
-import { type Backend, type ByteRange, type Capabilities, type ObjectInfo, type ObjectWriter, type PutData, type PutOptions, RESERVED_PREFIX, StorageError, type StorageErrorKind, checkName, putParts } from './backend.js';
+import { type Backend, type ByteRange, type Capabilities, type ObjectInfo, type ObjectWriter, type PutData, type PutOptions, RESERVED_PREFIX, StorageError, type StorageErrorKind, checkName, putParts, type DeleteOptions } from './backend.js';
 import { systemCode } from '../errors/catalogue.js';
 
 const TMP_PREFIX = RESERVED_PREFIX;
@@ -83,7 +83,7 @@ export class LocalBackend implements Backend {
       const fh = await fsp.open(tmp, 'wx', 0o600);
       try {
         await writeAllAt(fh, putParts(data), 0);
-        await fh.sync();
+        if (options.durable !== false) await fh.sync();
       } finally {
         await fh.close();
       }
@@ -114,7 +114,7 @@ export class LocalBackend implements Backend {
     } else {
       await fsp.rename(tmp, dest);
     }
-    await fsyncDir(dir);
+    if (options.durable !== false) await fsyncDir(dir);
   }
 
   async openWriter(): Promise<ObjectWriter> {
@@ -278,12 +278,12 @@ export class LocalBackend implements Backend {
     }
   }
 
-  async delete(name: string): Promise<void> {
+  async delete(name: string, options: DeleteOptions = {}): Promise<void> {
     const file = this.file(name);
     this.forget(file);
     try {
       await fsp.unlink(file);
-      await fsyncDir(path.dirname(file));
+      if (options.durable !== false) await fsyncDir(path.dirname(file));
     } catch (err) {
       const code = systemCode(err);
       if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'EISDIR') return;

@@ -2,7 +2,7 @@
  * In-memory driver: a real Backend for unit tests and for measuring the layers above storage.
  * Objects are copied in and out so callers cannot alias stored bytes.
  */
-import { type Backend, BufferedWriter, type ByteRange, type Capabilities, type ObjectInfo, type ObjectWriter, type PutData, type PutOptions, StorageError, checkName, putParts } from './backend.js';
+import { type Backend, BufferedWriter, type ByteRange, type Capabilities, type ObjectInfo, type ObjectWriter, type PutData, type PutOptions, StorageError, checkName, putParts, type DeleteOptions } from './backend.js';
 
 export class MemoryBackend implements Backend {
   readonly location: string;
@@ -44,7 +44,7 @@ export class MemoryBackend implements Backend {
     }
   }
 
-  async delete(name: string): Promise<void> {
+  async delete(name: string, _options?: DeleteOptions): Promise<void> {
     checkName(this.location, name);
     this.objects.delete(name);
   }
