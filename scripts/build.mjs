@@ -10,7 +10,7 @@ const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url),
 const out = `dist.tmp-${process.pid}`;
 rmSync(out, { recursive: true, force: true });
 await build({
-  entryPoints: { holdfast: 'src/cli/entry.ts', 'chunk-worker': 'src/files/chunk-worker.ts' },
+  entryPoints: { holdfast: 'src/cli/entry.ts', 'chunk-worker': 'src/files/chunk-worker.ts', 'restore-worker': 'src/files/restore-worker.ts' },
   outdir: out,
   outExtension: { '.js': '.mjs' },
   bundle: true,
