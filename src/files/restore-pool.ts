@@ -18,12 +18,14 @@
  *
  * An item is either
  *   - a whole file: the worker writes its chunks (all-zero chunks are skipped: holes), sizes it
- *     with ftruncate, sets owner, mode and times, and closes the descriptor, whatever happened; or
+ *     with ftruncate and sets owner, mode and times; or
  *   - a range of a large file: the worker only writes its chunks at their positions; the main
- *     thread sizes the file, sets its metadata and closes it once every range has reported.
- * `stop` is a shared flag: once set, workers cancel what they have not written yet (closing the
- * descriptors of whole-file items) and report, so after `stop()` resolves no worker holds or uses
- * a descriptor it was given.
+ *     thread sizes the file and sets its metadata once every range has reported.
+ * Descriptors are always closed by the main thread, once the item has reported (or its worker has
+ * exited): so no descriptor number is reused while a worker may still write through it, and each
+ * thread closes only what it opened (workers close their pack files when they exit).
+ * `stop` is a shared flag: once set, workers cancel what they have not written yet and report, so
+ * after `stop()` resolves no worker uses a descriptor it was given.
  *
  * Bounds: each worker holds one chunk (and one coalesced read of at most 1 MiB of sealed blobs)
  * at a time, and is sent work only while it has less than SLOT_WEIGHT or SLOT_ITEMS outstanding,
@@ -180,7 +182,12 @@ export class RestorePool {
         slot.exited = true;
         if (code !== 0 && !pool.stopping) pool.fail(new HoldfastError('INTERNAL', `restore worker exited with code ${code}`, {}));
         const lost = new HoldfastError('INTERNAL', `restore worker exited with code ${code} before finishing its work`, {});
-        for (const batch of slot.batches.values()) for (const p of batch) p.reject(pool.failure ?? lost);
+        for (const batch of slot.batches.values()) {
+          for (const p of batch) {
+            if (p.item.t === 'file') closeQuietly(p.item.fd);
+            p.reject(pool.failure ?? lost);
+          }
+        }
         slot.batches.clear();
         pool.wakeIdleWaiters();
       });
@@ -195,9 +202,9 @@ export class RestorePool {
   }
 
   /**
-   * Queue an item; resolves once it is written, rejects with the catalogue error. Either way the
-   * worker is done with the descriptor by then (and has closed a whole file's). If the pool has
-   * failed, a whole file's descriptor is closed here.
+   * Queue an item; resolves once it is written, rejects with the catalogue error. Either way no
+   * worker uses the descriptor any more by then, and a whole file's descriptor has been closed
+   * (a range's stays open for the caller).
    */
   submit(item: WorkItem, bytes: number): Promise<void> {
     if (this.failure) {
@@ -276,9 +283,18 @@ export class RestorePool {
     for (const [i, p] of batch.entries()) {
       slot.weight -= p.weight;
       slot.items--;
-      const err = msg.results[i];
-      if (err === null) p.resolve();
-      else p.reject(this.failure && err?.message === CANCELLED ? this.failure : reviveError(err ?? { code: 'INTERNAL', message: 'restore worker: a result is missing', data: {} }));
+      let err: Error | undefined;
+      const result = msg.results[i];
+      if (result !== null) err = this.failure && result?.message === CANCELLED ? this.failure : reviveError(result ?? { code: 'INTERNAL', message: 'restore worker: a result is missing', data: {} });
+      if (p.item.t === 'file') {
+        try {
+          closeSync(p.item.fd);
+        } catch (e) {
+          err ??= fsError(e, 'write', p.item.dest, 'TARGET_IO');
+        }
+      }
+      if (err) p.reject(err);
+      else p.resolve();
     }
     this.pump();
     this.wakeIdleWaiters();

@@ -7,7 +7,7 @@
  * against ~70 µs of event-loop time for the promise API. See restore-pool.ts for the protocol.
  */
 import { parentPort } from 'node:worker_threads';
-import { closeSync, openSync, readSync, writeSync } from 'node:fs';
+import { openSync, readSync, writeSync } from 'node:fs';
 import * as path from 'node:path';
 import { HoldfastError, fsError, systemCode } from '../errors/catalogue.js';
 import { DecryptError, sha256, unseal } from '../repository/crypto.js';
@@ -162,25 +162,10 @@ function checkStop(): void {
 }
 
 async function doItem(item: WorkItem): Promise<void> {
-  if (item.t === 'range') {
-    checkStop();
-    await writeBlobs(item.fd, item.dest, item.pos, item.blobs);
-    return;
-  }
-  // A whole file's descriptor is this thread's to close, whatever happens.
-  try {
-    checkStop();
-    const size = await writeBlobs(item.fd, item.dest, 0, item.blobs);
-    finishTargetFile(item.fd, size, item.meta, item.dest);
-  } catch (err) {
-    closeQuietly(item.fd);
-    throw err;
-  }
-  try {
-    closeSync(item.fd);
-  } catch (err) {
-    throw fsError(err, 'write', item.dest, 'TARGET_IO');
-  }
+  checkStop();
+  const end = await writeBlobs(item.fd, item.dest, item.t === 'range' ? item.pos : 0, item.blobs);
+  // The main thread closes the descriptor (and finishes a large file once all its ranges are in).
+  if (item.t === 'file') finishTargetFile(item.fd, end, item.meta, item.dest);
 }
 
 const work: Array<Extract<MainToWorker, { t: 'work' }>> = [];

@@ -33,6 +33,8 @@ export interface RestoreProgress {
   kept?: number;
   /** Delta restore: entries removed because the snapshot does not have them. */
   removed?: number;
+  /** Worker threads writing file contents (absent: written in the main thread). */
+  workers?: number;
   filesTotal: number;
   bytesTotal: number;
   filesDone: number;
@@ -123,6 +125,7 @@ export async function restoreTree(repo: Repository, rootTree: string, opts: Rest
   await prepareTarget(target, opts.force);
 
   const pool = await startPool(repo, opts);
+  if (pool) p.workers = pool.size;
   try {
     await writeSelection(repo, rootTree, opts, { target, rootPrefix, select, descend, pool });
   } finally {
@@ -186,14 +189,25 @@ async function writeSelection(repo: Repository, rootTree: string, opts: RestoreO
     inflight.add(t);
     void t.finally(() => inflight.delete(t));
   };
+  // Cancellation reaches the workers at once, also once the walk is over and writes are pending.
+  const onAbort = (): void => {
+    const reason: unknown = opts.signal?.reason;
+    firstError ??= reason;
+    void pool?.stop(reason instanceof Error ? reason : new Error(String(reason)));
+  };
+  opts.signal?.addEventListener('abort', onAbort, { once: true });
   try {
-    await walkAndCreate();
-  } catch (err) {
-    firstError ??= err;
+    try {
+      await walkAndCreate();
+    } catch (err) {
+      firstError ??= err;
+    }
+    // On failure, stop the workers: what they have not written yet is cancelled.
+    if (firstError) await pool?.stop(firstError instanceof Error ? firstError : new Error(String(firstError)));
+    while (inflight.size > 0) await Promise.all([...inflight]);
+  } finally {
+    opts.signal?.removeEventListener('abort', onAbort);
   }
-  // On failure, stop the workers: what they have not written yet is cancelled.
-  if (firstError) await pool?.stop(firstError instanceof Error ? firstError : new Error(String(firstError)));
-  while (inflight.size > 0) await Promise.all([...inflight]);
   if (firstError) throw firstError;
   if (present) opts.progress.removed = await removeExtras(target, present);
   for (let i = dirs.length - 1; i >= 0; i--) {
@@ -288,7 +302,7 @@ async function writeWithPool(pool: RestorePool, repo: Repository, dest: string, 
   p.current = dest;
   const fd = createTargetFile(dest, opts.force);
   if (size <= RANGE) {
-    // The worker closes the descriptor, whatever happens.
+    // The pool closes the descriptor once the item has reported, whatever happened.
     await pool.submit({ t: 'file', fd, dest, blobs, meta: fileMeta(node) }, size);
     p.bytesDone += size;
   } else {
