@@ -1,0 +1,339 @@
+/**
+ * restoreTree with restore worker threads (restore-pool.ts, restore-worker.ts) and without them.
+ * A seeded tree (a large multi-range file with zero chunks inside, a sparse file, an all-zero
+ * file, many small and empty files, symlinks, odd modes, explicit mtimes) is backed up through the
+ * CLI, then restored through the library with workers forced on and off: both must be identical
+ * to the source. Delta restores, damaged packs (flipped byte, truncated, missing), a target with a
+ * symlink or directory where a file goes, cancellation, and storage that is not a local directory
+ * are covered too. After every restore, failed or not, no file descriptor may be left open.
+ */
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as fsp from 'node:fs/promises';
+import * as path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { HoldfastError } from '../errors/catalogue.js';
+import { Repository } from '../repository/repository.js';
+import { sha256Hex } from '../repository/crypto.js';
+import { findSnapshot } from '../repository/snapshot.js';
+import type { Backend } from '../storage/backend.js';
+import { LocalBackend } from '../storage/local.js';
+import { MemoryBackend } from '../storage/mem.js';
+import { Rng, cli, generateTree } from '../testing/helpers.js';
+import { type Env, assertSameTree, expectError, initRepo, ok, restoredPath, workspace } from '../testing/e2e.js';
+import { Chunker } from './chunker.js';
+import { type RestoreOptions, newRestoreProgress, restoreTree } from './restorer.js';
+import { RANGE } from './restore-pool.js';
+import type { TreeNode } from './tree.js';
+import { walkTree } from './walk.js';
+
+const MiB = 1 << 20;
+const PASSWORD = 'correct horse';
+
+/** Open descriptors of this process (Linux); undefined elsewhere. */
+function openFds(): number | undefined {
+  try {
+    return fs.readdirSync('/proc/self/fd').length;
+  } catch {
+    return undefined;
+  }
+}
+
+async function openRepo(dir: string, backend: Backend = new LocalBackend(dir)): Promise<Repository> {
+  const repo = await Repository.open(backend, PASSWORD);
+  await repo.loadIndex();
+  return repo;
+}
+
+/**
+ * Restore the latest snapshot of the repository at `repoDir` into `target`; returns the progress.
+ * Checks that the restore, whatever its outcome, leaves no descriptor open.
+ */
+async function restore(repoDir: string, target: string, extra: Partial<RestoreOptions> = {}, backend?: Backend): Promise<{ progress: ReturnType<typeof newRestoreProgress>; warnings: string[] }> {
+  const fdsBefore = openFds();
+  const repo = await openRepo(repoDir, backend);
+  const progress = newRestoreProgress();
+  const warnings: string[] = [];
+  try {
+    const sn = await findSnapshot(repo, 'latest');
+    await restoreTree(repo, sn.tree, { target, includes: [], force: false, progress, onWarning: (m) => warnings.push(m), ...extra });
+    return { progress, warnings };
+  } finally {
+    await repo.close();
+    const fdsAfter = openFds();
+    if (fdsBefore !== undefined) assert.equal(fdsAfter, fdsBefore, 'every descriptor the restore opened is closed again');
+  }
+}
+
+/** The snapshot's node for the source file `abs`. */
+async function nodeOf(repoDir: string, abs: string): Promise<TreeNode> {
+  const repo = await openRepo(repoDir);
+  try {
+    const sn = await findSnapshot(repo, 'latest');
+    for await (const e of walkTree(repo, sn.tree)) if (e.path === abs) return e.node;
+  } finally {
+    await repo.close();
+  }
+  throw new Error(`${abs} is not in the snapshot`);
+}
+
+/** Where the blob `id` is stored: absolute pack path and the blob's offset and length in it. */
+async function blobLocation(repoDir: string, id: string): Promise<{ file: string; pack: string; offset: number; length: number }> {
+  const repo = await openRepo(repoDir);
+  try {
+    const loc = repo.index.get(id, 'data');
+    assert.ok(loc, `blob ${id} is indexed`);
+    return { file: path.join(repoDir, 'data', loc.pack.slice(0, 2), loc.pack), pack: loc.pack, offset: loc.offset, length: loc.length };
+  } finally {
+    await repo.close();
+  }
+}
+
+/** Delta decision as pg restore makes it: same size and the same chunk ids. */
+function sameContent(chunker: Chunker): (dest: string, node: TreeNode) => Promise<boolean> {
+  return async (dest, node) => {
+    let data: Buffer;
+    try {
+      const st = await fsp.lstat(dest);
+      if (!st.isFile() || st.size !== node.size) return false;
+      data = await fsp.readFile(dest);
+    } catch {
+      return false;
+    }
+    const ids: string[] = [];
+    for (let off = 0; off < data.length; ) {
+      const n = chunker.cut(data.subarray(off), data.length - off);
+      ids.push(sha256Hex(data.subarray(off, off + n)));
+      off += n;
+    }
+    return ids.join() === (node.content ?? []).join();
+  };
+}
+
+describe('restore with worker threads', { timeout: 300_000 }, () => {
+  let dir: string;
+  let cleanup: () => Promise<void>;
+  let src: string;
+  let repo: string;
+  let env: Env;
+  let copies = 0;
+
+  /** A copy of the repository that a test may damage. */
+  const copyRepo = (): string => {
+    const copy = path.join(dir, `repo-copy-${++copies}`);
+    fs.cpSync(repo, copy, { recursive: true });
+    return copy;
+  };
+
+  before(async () => {
+    ({ dir, cleanup } = await workspace('holdfast-restorer-'));
+    src = path.join(dir, 'src');
+    repo = path.join(dir, 'repo');
+    const rng = new Rng(4242);
+    await generateTree(src, { seed: 4242, big: [3 * MiB, 2 * MiB], smallFiles: 300, emptyFiles: 5, symlinks: true });
+    // Larger than two ranges, with 20 MiB of zeros in the middle: at least one whole all-zero
+    // chunk (content-defined chunks are at most 8 MiB) inside a range.
+    const large = Buffer.concat([rng.bytes(14 * MiB), Buffer.alloc(20 * MiB), rng.bytes(RANGE + 3 * MiB)]);
+    await fsp.writeFile(path.join(src, 'large.bin'), large);
+    await fsp.writeFile(path.join(src, 'zeros.bin'), Buffer.alloc(9 * MiB));
+    // Sparse: 48 MiB with data only at the start and near the end.
+    const fh = await fsp.open(path.join(src, 'sparse.img'), 'w');
+    await fh.write(rng.bytes(64 << 10), 0, 64 << 10, 0);
+    await fh.write(rng.bytes(64 << 10), 0, 64 << 10, 44 * MiB);
+    await fh.truncate(48 * MiB);
+    await fh.close();
+    await fsp.chmod(path.join(src, 'large.bin'), 0o640);
+    await fsp.chmod(path.join(src, 'zeros.bin'), 0o4755);
+    // Explicit mtimes (directories last), so the comparison covers them.
+    const entries: string[] = [];
+    const stack = [''];
+    while (stack.length > 0) {
+      const rel = stack.pop()!;
+      for (const e of await fsp.readdir(path.join(src, rel), { withFileTypes: true })) {
+        const r = rel ? `${rel}/${e.name}` : e.name;
+        entries.push(r);
+        if (e.isDirectory()) stack.push(r);
+      }
+    }
+    entries.sort((a, b) => b.split('/').length - a.split('/').length);
+    for (const rel of [...entries, '']) {
+      const sec = 1_600_000_000 + rng.int(100_000_000) + rng.int(1_000_000) / 1e6;
+      await fsp.lutimes(path.join(src, rel), sec - 500, sec);
+    }
+    env = initRepo(repo, PASSWORD);
+    ok(['backup', src], env);
+  });
+  after(() => cleanup());
+
+  test('with workers the restore is byte-identical (large multi-range file, zero chunks, sparse file, many small files) and keeps holes', async () => {
+    const target = path.join(dir, 'restore-workers');
+    const { progress, warnings } = await restore(repo, target, { workers: 'always', parallel: 3 });
+    await assertSameTree(src, restoredPath(target, src));
+    assert.deepEqual(warnings, []);
+    assert.equal(progress.workers, 3);
+    assert.equal(progress.filesDone, progress.filesTotal);
+    assert.equal(progress.bytesDone, progress.bytesTotal);
+    const out = restoredPath(target, src);
+    const sparse = await fsp.stat(path.join(out, 'sparse.img'));
+    assert.equal(sparse.size, 48 * MiB);
+    assert.ok(sparse.blocks * 512 <= 17 * MiB, `sparse.img restored with ${sparse.blocks * 512} bytes allocated`);
+    const zeros = await fsp.stat(path.join(out, 'zeros.bin'));
+    assert.equal(zeros.size, 9 * MiB);
+    assert.ok(zeros.blocks * 512 < MiB, `zeros.bin restored with ${zeros.blocks * 512} bytes allocated`);
+    assert.equal(zeros.mode & 0o7777, 0o4755, 'setuid survives (owner set before mode)');
+    const large = await fsp.stat(path.join(out, 'large.bin'));
+    assert.ok(large.blocks * 512 <= large.size - 7 * MiB, `the zero chunks inside large.bin are holes (${large.blocks * 512} of ${large.size} bytes allocated)`);
+  });
+
+  test('one worker, and the main thread alone, give the same tree', async () => {
+    const one = path.join(dir, 'restore-one-worker');
+    assert.equal((await restore(repo, one, { workers: 'always', parallel: 1 })).progress.workers, 1);
+    await assertSameTree(src, restoredPath(one, src));
+    const main = path.join(dir, 'restore-main-thread');
+    assert.equal((await restore(repo, main, { workers: 'never' })).progress.workers, undefined);
+    await assertSameTree(src, restoredPath(main, src));
+    const zero = path.join(dir, 'restore-parallel-0');
+    assert.equal((await restore(repo, zero, { parallel: 0 })).progress.workers, undefined);
+    await assertSameTree(src, restoredPath(zero, src));
+  });
+
+  test('storage that is not this local directory is restored in the main thread, never from packs found on disk', async () => {
+    // A memory backend holding this repository's objects, whose location names another
+    // repository's directory: reading packs from there would fail (they are not the same packs).
+    const other = path.join(dir, 'other-repo');
+    initRepo(other, PASSWORD);
+    const mem = new MemoryBackend(other);
+    const local = new LocalBackend(repo);
+    for await (const o of local.list('')) await mem.put(o.name, await local.get(o.name));
+    await local.close();
+    const target = path.join(dir, 'restore-mem');
+    const { progress } = await restore(repo, target, { workers: 'always' }, mem);
+    assert.equal(progress.workers, undefined, 'no workers for storage that is not a local directory');
+    await assertSameTree(src, restoredPath(target, src));
+  });
+
+  test('an include restores only the selected part', async () => {
+    const target = path.join(dir, 'restore-include');
+    const sub = path.join(src, 'd1');
+    assert.ok((await restore(repo, target, { workers: 'always', includes: [sub] })).progress.workers);
+    await assertSameTree(sub, restoredPath(target, sub));
+    assert.equal(fs.existsSync(restoredPath(target, path.join(src, 'large.bin'))), false);
+  });
+
+  test('delta restore with workers keeps matching files, rewrites the rest, removes extras; the result equals the snapshot', async () => {
+    const target = path.join(dir, 'restore-delta');
+    await restore(repo, target, { workers: 'always' });
+    const out = restoredPath(target, src);
+    const keptInode = (await fsp.stat(path.join(out, 'large.bin'))).ino;
+    // Damage the restored tree: same-size change, shorter file, deleted file, extra entries,
+    // a symlink where a file was (pointing outside), wrong modes.
+    const outside = path.join(dir, 'outside-delta');
+    await fsp.writeFile(outside, 'must stay');
+    const fd = fs.openSync(path.join(out, 'big-0.bin'), 'r+');
+    fs.writeSync(fd, Buffer.from('changed'), 0, 7, 1000);
+    fs.closeSync(fd);
+    await fsp.truncate(path.join(out, 'big-1.bin'), 1000);
+    await fsp.rm(path.join(out, 'zeros.bin'));
+    await fsp.writeFile(path.join(out, 'extra-file'), 'not in the snapshot');
+    await fsp.mkdir(path.join(out, 'extra-dir/deeper'), { recursive: true });
+    await fsp.rm(path.join(out, 'empty-0'));
+    await fsp.symlink(outside, path.join(out, 'empty-0'));
+    await fsp.chmod(path.join(out, 'sparse.img'), 0o666);
+
+    const r = await openRepo(repo);
+    const chunker = new Chunker(r.config.chunker);
+    await r.close();
+    const { progress } = await restore(repo, target, { workers: 'always', force: true, unchanged: sameContent(chunker) });
+    assert.ok(progress.workers);
+    await assertSameTree(src, out);
+    assert.equal(await fsp.readFile(outside, 'utf8'), 'must stay');
+    assert.equal((await fsp.stat(path.join(out, 'large.bin'))).ino, keptInode, 'an unchanged file is kept, not rewritten');
+    assert.equal(progress.removed, 2);
+    assert.equal(progress.kept, progress.filesTotal - 4, 'all but big-0, big-1, zeros.bin and empty-0 kept');
+    assert.equal(progress.filesDone, progress.filesTotal);
+  });
+
+  test('--force: a symlink where a file goes is replaced, never written through; a directory there is TARGET_CONFLICT', async () => {
+    const target = path.join(dir, 'restore-force');
+    const out = restoredPath(target, src);
+    await fsp.mkdir(out, { recursive: true });
+    const outside = path.join(dir, 'outside-force');
+    await fsp.writeFile(outside, 'must stay');
+    await fsp.symlink(outside, path.join(out, 'large.bin'));
+    await fsp.symlink(outside, path.join(out, 'big-1.bin'));
+    await restore(repo, target, { workers: 'always', force: true });
+    await assertSameTree(src, out);
+    assert.equal(await fsp.readFile(outside, 'utf8'), 'must stay');
+
+    const conflict = path.join(dir, 'restore-conflict');
+    const clash = path.join(restoredPath(conflict, src), 'big-0.bin');
+    await fsp.mkdir(clash, { recursive: true });
+    await assert.rejects(
+      restore(repo, conflict, { workers: 'always', force: true }),
+      (err: unknown) => err instanceof HoldfastError && err.code === 'TARGET_CONFLICT' && err.message.includes(clash),
+    );
+  });
+
+  test('a flipped byte in a pack: INTEGRITY naming the blob and the pack, from a worker', async () => {
+    const copy = copyRepo();
+    const node = await nodeOf(copy, path.join(src, 'large.bin'));
+    // A blob in the second range of the large file, so the file is written in ranges when it fails.
+    const id = node.content![Math.floor(node.content!.length * 0.8)]!;
+    const loc = await blobLocation(copy, id);
+    const fd = fs.openSync(loc.file, 'r+');
+    const b = Buffer.alloc(1);
+    fs.readSync(fd, b, 0, 1, loc.offset + 40);
+    b[0] = b[0]! ^ 0x55;
+    fs.writeSync(fd, b, 0, 1, loc.offset + 40);
+    fs.closeSync(fd);
+    for (const parallel of [1, 3]) {
+      const progress = newRestoreProgress();
+      await assert.rejects(restore(copy, path.join(dir, `restore-flipped-${parallel}`), { workers: 'always', parallel, progress }), (err: unknown) => {
+        assert.ok(err instanceof HoldfastError, String(err));
+        assert.equal(err.code, 'INTEGRITY', err.message);
+        assert.equal(err.exitCode, 14);
+        assert.ok(err.message.includes(id) && err.message.includes(loc.pack), err.message);
+        return true;
+      });
+      assert.equal(progress.workers, parallel);
+    }
+  });
+
+  test('the CLI reports a damaged pack with exit 14 (INTEGRITY) and a missing one with exit 15 (OBJECT_MISSING)', async () => {
+    const node = await nodeOf(repo, path.join(src, 'big-0.bin'));
+    const flipped = copyRepo();
+    const loc = await blobLocation(flipped, node.content![0]!);
+    const fd = fs.openSync(loc.file, 'r+');
+    fs.writeSync(fd, Buffer.from('XX'), 0, 2, loc.offset + 20);
+    fs.closeSync(fd);
+    let args = ['restore', 'latest', '--target', path.join(dir, 'cli-flipped')];
+    expectError(cli(args, { ...env, HOLDFAST_REPO: flipped }), args, 14, 'INTEGRITY', loc.pack);
+
+    const truncated = copyRepo();
+    await fsp.truncate(path.join(truncated, path.relative(flipped, loc.file)), loc.offset + 10);
+    args = ['restore', 'latest', '--target', path.join(dir, 'cli-truncated')];
+    expectError(cli(args, { ...env, HOLDFAST_REPO: truncated }), args, 14, 'INTEGRITY', loc.pack, 'truncated');
+
+    const missing = copyRepo();
+    await fsp.rm(path.join(missing, path.relative(flipped, loc.file)));
+    args = ['restore', 'latest', '--target', path.join(dir, 'cli-missing')];
+    expectError(cli(args, { ...env, HOLDFAST_REPO: missing }), args, 15, 'OBJECT_MISSING', loc.pack);
+  });
+
+  test('an aborted restore stops its workers and leaves no descriptor open', async () => {
+    const ac = new AbortController();
+    const progress = newRestoreProgress();
+    // Abort the moment the first bytes are reported written, with most of the work still queued.
+    let bytes = 0;
+    Object.defineProperty(progress, 'bytesDone', {
+      get: () => bytes,
+      set: (v: number) => {
+        bytes = v;
+        if (v > 0) ac.abort();
+      },
+    });
+    await assert.rejects(restore(repo, path.join(dir, 'restore-aborted'), { workers: 'always', parallel: 2, signal: ac.signal, progress }), (err: unknown) => (err as Error).name === 'AbortError');
+    assert.equal(progress.workers, 2);
+    assert.ok(progress.filesDone < progress.filesTotal, `${progress.filesDone} of ${progress.filesTotal} files were written before the abort took effect`);
+  });
+});
