@@ -120,8 +120,12 @@ export interface Judgement {
   readonly liveness: Liveness;
 }
 
+/** Locks this process released whose object it could not remove (they must not block it). */
+const releasedHere = new Set<string>();
+
 export function judge(rec: LockRecord, now: number = Date.now()): Judgement {
   const liveness = ownerLiveness(rec.owner);
+  if (liveness === 'alive' && releasedHere.has(rec.id) && rec.owner.pid === process.pid) return { stale: true, liveness, reason: 'released by this process (its file could not be removed then)' };
   if (liveness === 'dead') return { stale: true, liveness, reason: `its process (${describeOwner(rec.owner)}) no longer exists` };
   const since = now - rec.refreshed;
   if (rec.ttlMs > 0 && since > rec.ttlMs) return { stale: true, liveness, reason: `not refreshed for ${formatAge(since)} (its TTL is ${formatAge(rec.ttlMs)})` };
@@ -367,6 +371,7 @@ export class HeldLock {
   async release(): Promise<void> {
     if (this.released) return;
     this.released = true;
+    releasedHere.add(this.record.id);
     if (this.timer) clearInterval(this.timer);
     await this.refreshing;
     try {
