@@ -30,8 +30,10 @@
  * Bounds: each worker holds one chunk (and one coalesced read of at most 1 MiB of sealed blobs)
  * at a time, and is sent work only while it has less than SLOT_WEIGHT or SLOT_ITEMS outstanding,
  * so idle workers pick up what is left (large files are cut into RANGE-byte ranges for the same
- * reason). The walk waits (`room`) while more than QUEUE_WEIGHT or QUEUE_ITEMS wait for a
- * worker, which also bounds the descriptors held open: at most QUEUE_ITEMS + SLOT_ITEMS per worker.
+ * reason). Whole files are sent before ranges (see `files`). The walk waits (`room`) while
+ * MAX_FILES descriptors are held by submitted items, or more than QUEUE_WEIGHT bytes wait for a
+ * worker; the weight bound is generous on purpose, so that the main thread keeps creating files
+ * while the workers write large ones.
  */
 import { Worker } from 'node:worker_threads';
 import { closeSync, constants as fsc, existsSync, fchmodSync, fchownSync, ftruncateSync, futimesSync, lstatSync, openSync, unlinkSync } from 'node:fs';
@@ -80,8 +82,8 @@ const BATCH_ITEMS = 64;
 const BATCH_WEIGHT = 8 << 20;
 const SLOT_WEIGHT = 32 << 20;
 const SLOT_ITEMS = 128;
-const QUEUE_WEIGHT = 64 << 20;
-const QUEUE_ITEMS = 256;
+const QUEUE_WEIGHT = 4 * 2 ** 30;
+const MAX_FILES = 512;
 
 /** Reported for items a stopping worker did not write. */
 export const CANCELLED = 'restore stopped before this file was written';
@@ -146,11 +148,55 @@ interface Slot {
   exited: boolean;
 }
 
+/** A FIFO with O(1) shift. */
+class Fifo<T> {
+  private items: T[] = [];
+  private head = 0;
+
+  get length(): number {
+    return this.items.length - this.head;
+  }
+
+  push(x: T): void {
+    this.items.push(x);
+  }
+
+  peek(): T | undefined {
+    return this.items[this.head];
+  }
+
+  shift(): T | undefined {
+    if (this.head >= this.items.length) return undefined;
+    const x = this.items[this.head]!;
+    this.head++;
+    if (this.head > 1024 && this.head * 2 > this.items.length) {
+      this.items = this.items.slice(this.head);
+      this.head = 0;
+    }
+    return x;
+  }
+
+  drain(): T[] {
+    const all = this.items.slice(this.head);
+    this.items = [];
+    this.head = 0;
+    return all;
+  }
+}
+
 export class RestorePool {
   private readonly slots: Slot[] = [];
-  private queue: Pending[] = [];
-  private queueHead = 0;
+  /**
+   * Whole files go out before ranges of large files: the main thread creates files one by one
+   * (its share of the work), and a worker can write each as soon as it is created, while ranges
+   * keep the workers busy in between. In walk order instead, files created behind a large file
+   * would wait for all of it, and the main thread would stop at the descriptor bound.
+   */
+  private readonly files = new Fifo<Pending>();
+  private readonly ranges = new Fifo<Pending>();
   private queuedWeight = 0;
+  /** Descriptors referenced by items submitted and not yet settled, with their item counts. */
+  private readonly openFds = new Map<number, number>();
   private roomWaiters: Array<() => void> = [];
   private idleWaiters: Array<() => void> = [];
   private scheduled = false;
@@ -211,11 +257,29 @@ export class RestorePool {
       if (item.t === 'file') closeQuietly(item.fd);
       return Promise.reject(this.failure);
     }
+    this.openFds.set(item.fd, (this.openFds.get(item.fd) ?? 0) + 1);
     return new Promise<void>((resolve, reject) => {
-      const weight = bytes + ITEM_COST;
-      this.queue.push({ item, weight, resolve, reject });
-      this.queuedWeight += weight;
-      if (this.queue.length - this.queueHead >= BATCH_ITEMS) this.pump();
+      const settled = (): void => {
+        const n = this.openFds.get(item.fd)! - 1;
+        if (n > 0) this.openFds.set(item.fd, n);
+        else this.openFds.delete(item.fd);
+        this.wakeRoomWaiters();
+      };
+      const p: Pending = {
+        item,
+        weight: bytes + ITEM_COST,
+        resolve: () => {
+          settled();
+          resolve();
+        },
+        reject: (err) => {
+          settled();
+          reject(err);
+        },
+      };
+      (item.t === 'file' ? this.files : this.ranges).push(p);
+      this.queuedWeight += p.weight;
+      if (this.files.length >= BATCH_ITEMS) this.pump();
       else if (!this.scheduled) {
         this.scheduled = true;
         setImmediate(() => this.pump());
@@ -223,9 +287,12 @@ export class RestorePool {
     });
   }
 
-  /** Resolves when the queue has room again: the walk waits here, so memory and descriptors stay bounded. */
+  /**
+   * Resolves when another file may be created: the walk waits here while MAX_FILES descriptors
+   * are in use or QUEUE_WEIGHT bytes wait for a worker, so descriptors and memory stay bounded.
+   */
   async room(): Promise<void> {
-    while (!this.failure && (this.queuedWeight > QUEUE_WEIGHT || this.queue.length - this.queueHead > QUEUE_ITEMS)) {
+    while (!this.failure && this.full()) {
       await new Promise<void>((resolve) => this.roomWaiters.push(resolve));
     }
     if (this.failure) throw this.failure;
@@ -233,18 +300,19 @@ export class RestorePool {
 
   private pump(): void {
     this.scheduled = false;
-    while (this.queueHead < this.queue.length && !this.failure) {
+    while (this.files.length + this.ranges.length > 0 && !this.failure) {
       let slot: Slot | undefined;
       for (const s of this.slots) if (s.weight < SLOT_WEIGHT && s.items < SLOT_ITEMS && (!slot || s.weight < slot.weight)) slot = s;
       if (!slot) break;
       const batch: Pending[] = [];
       let weight = 0;
-      while (this.queueHead < this.queue.length && batch.length < BATCH_ITEMS && slot.items + batch.length < SLOT_ITEMS) {
-        const p = this.queue[this.queueHead]!;
-        if (batch.length > 0 && (weight + p.weight > BATCH_WEIGHT || slot.weight + weight + p.weight > SLOT_WEIGHT)) break;
-        batch.push(p);
-        weight += p.weight;
-        this.queueHead++;
+      for (const q of [this.files, this.ranges]) {
+        for (let p = q.peek(); p && batch.length < BATCH_ITEMS && slot.items + batch.length < SLOT_ITEMS; p = q.peek()) {
+          if (batch.length > 0 && (weight + p.weight > BATCH_WEIGHT || slot.weight + weight + p.weight > SLOT_WEIGHT)) break;
+          batch.push(p);
+          weight += p.weight;
+          q.shift();
+        }
       }
       this.queuedWeight -= weight;
       slot.weight += weight;
@@ -253,15 +321,15 @@ export class RestorePool {
       slot.batches.set(id, batch);
       slot.worker.postMessage({ t: 'work', batch: id, items: batch.map((p) => p.item) } satisfies MainToWorker);
     }
-    if (this.queueHead > 1024 && this.queueHead * 2 > this.queue.length) {
-      this.queue = this.queue.slice(this.queueHead);
-      this.queueHead = 0;
-    }
     this.wakeRoomWaiters();
   }
 
+  private full(): boolean {
+    return this.queuedWeight > QUEUE_WEIGHT || this.openFds.size >= MAX_FILES;
+  }
+
   private wakeRoomWaiters(): void {
-    if (this.failure || (this.queuedWeight <= QUEUE_WEIGHT && this.queue.length - this.queueHead <= QUEUE_ITEMS)) {
+    if (this.failure || !this.full()) {
       const waiters = this.roomWaiters;
       this.roomWaiters = [];
       for (const w of waiters) w();
@@ -308,13 +376,10 @@ export class RestorePool {
     if (this.failure) return;
     this.failure = err;
     Atomics.store(this.stopFlag, 0, 1);
-    for (let i = this.queueHead; i < this.queue.length; i++) {
-      const p = this.queue[i]!;
+    for (const p of [...this.files.drain(), ...this.ranges.drain()]) {
       if (p.item.t === 'file') closeQuietly(p.item.fd);
       p.reject(err);
     }
-    this.queue = [];
-    this.queueHead = 0;
     this.queuedWeight = 0;
     this.wakeRoomWaiters();
   }

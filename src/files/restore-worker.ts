@@ -72,10 +72,17 @@ function storageError(err: unknown, name: string, blob: string, what: string): H
   return new HoldfastError('STORAGE_IO', `${what} ${name} in ${location}: ${code ?? String(err)}`, data);
 }
 
-/** Read `length` bytes at `offset` of a pack; a short read is a truncated pack. */
+/** Reused for every read: a blob is decrypted (into a new buffer) before the next read. */
+let readBuf = Buffer.allocUnsafe(READ_MAX);
+
+/**
+ * Read `length` bytes at `offset` of a pack, into the shared read buffer (valid until the next
+ * call); a short read is a truncated pack.
+ */
 function readPack(pack: string, blob: string, offset: number, length: number): Buffer {
   const fd = packFd(pack, blob);
-  const buf = Buffer.allocUnsafe(length);
+  if (readBuf.length < length) readBuf = Buffer.allocUnsafe(length);
+  const buf = readBuf.subarray(0, length);
   let got = 0;
   try {
     while (got < length) {
