@@ -51,10 +51,10 @@ function packCount(repo: string): number {
 }
 
 /** A source tree big enough that a single-threaded backup runs for a while (incompressible). */
-function bigSource(dir: string, mb: number): string {
+function bigSource(dir: string, mb: number, seed = 7): string {
   const src = path.join(dir, 'src');
   fs.mkdirSync(src, { recursive: true });
-  const rng = new Rng(7);
+  const rng = new Rng(seed);
   for (let i = 0; i < mb; i++) fs.writeFileSync(path.join(src, `f${String(i).padStart(4, '0')}`), rng.bytes(1 << 20));
   return src;
 }
@@ -74,14 +74,20 @@ async function openStore(repo: string, password = 'correct horse'): Promise<{ r:
 test('a backup SIGKILLed at several points never blocks the next backup or an exclusive key removal; each dead lock removal is logged', async () => {
   const w = await setup('holdfast-locks-kill-');
   try {
+    const rng = new Rng(4);
+    let randomAt: number | undefined;
     const points: Array<[string, (packsBefore: number) => boolean]> = [
       ['its repository lock exists', () => lockObjects(w.repo).length > 0],
       ['its first pack is written', (packsBefore) => lockObjects(w.repo).length > 0 && packCount(w.repo) > packsBefore],
+      ['a seeded random moment of the data phase has come', () => lockObjects(w.repo).length > 0 && Date.now() >= (randomAt ??= Date.now() + rng.int(200))],
     ];
-    for (const [point, reached] of points) {
+    for (const [i, [point, reached]] of points.entries()) {
+      // New data each round, so that every backup writes packs (an unchanged tree writes none).
+      if (i > 0) bigSource(path.join(w.dir, `round${i}`), 40, i + 10);
+      const src = i > 0 ? path.join(w.dir, `round${i}`, 'src') : w.src;
       const packsBefore = packCount(w.repo);
       const cond = (): boolean => reached(packsBefore);
-      const child = cliSpawn(['backup', '--jobs', '0', '--pack-size', '4MiB', w.src], w.env);
+      const child = cliSpawn(['backup', '--jobs', '0', '--pack-size', '4MiB', src], w.env);
       const done = exited(child);
       await waitUntil(point, cond);
       child.kill('SIGKILL');
@@ -91,8 +97,8 @@ test('a backup SIGKILLed at several points never blocks the next backup or an ex
       assert.equal(fs.readdirSync(path.join(w.dir, 'locks')).length, 1, 'and its local lock');
 
       // The next backup of the same paths: the dead local lock is removed and logged.
-      const next = ok(['backup', '--jobs', '0', w.src], w.env);
-      assert.match(next.stderr, new RegExp(`removed stale lock of backup \\(PID ${child.pid} on [^)]+\\) on backup of ${w.src.replace(/[/.]/g, '\\$&')}: its process .* no longer exists`), show(['backup'], next));
+      const next = ok(['backup', '--jobs', '0', src], w.env);
+      assert.match(next.stderr, new RegExp(`removed stale lock of backup \\(PID ${child.pid} on [^)]+\\) on backup of ${src.replace(/[/.]/g, '\\$&')}: its process .* no longer exists`), show(['backup'], next));
       // An exclusive operation: the dead shared repository lock is removed and logged.
       ok(['key', 'add', '--kdf-cost', TEST_KDF], { ...w.env, HOLDFAST_NEW_PASSWORD: `second ${point}` });
       const keys = okJson<Array<{ id: string; current: boolean }>>(['key', 'list'], w.env);
@@ -160,7 +166,8 @@ test('a lock written by another host: respected while fresh, removed once its he
     await store.create(fresh);
     const args = ['key', 'remove', other.slice(0, 12)];
     const blocked = cli(args, env);
-    expectError(blocked, args, 11, 'LOCKED', 'locked by backup (PID 31337 on db7.other.example', 'age 1h00m', 'refreshed 30s ago', 'becomes stale');
+    expectError(blocked, args, 11, 'LOCKED', 'locked by backup (PID 31337 on db7.other.example', 'age 1h00m', 'becomes stale');
+    assert.match(blocked.stderr, /refreshed 3\ds ago/);
     const listed = okJson<{ locks: Array<{ host: string; stale: boolean }> }>(['locks'], env);
     assert.deepEqual(listed.locks.map((l) => [l.host, l.stale]), [['db7.other.example', false]]);
 

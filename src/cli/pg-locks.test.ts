@@ -69,4 +69,15 @@ describe('pg backup locks (real PostgreSQL 15)', { skip: pgSkip() }, () => {
     assert.deepEqual(backupLocks(), [], 'both released their locks');
     assert.deepEqual(fs.readdirSync(path.join(repo, 'locks')), []);
   });
+
+  test('the default lock directory is outside the repository and the data directory; one inside the data directory is refused', () => {
+    const { HOLDFAST_LOCK_DIR: _unused, ...defaults } = env;
+    const listed = runAsPostgres(process.execPath, [CLI, 'locks', '--json'], defaults);
+    assert.equal(listed.status, 0, listed.stderr);
+    const lockDirUsed = (JSON.parse(listed.stdout) as { lockDir: string }).lockDir;
+    for (const inside of [repo, pg.dataDir]) assert.ok(!lockDirUsed.startsWith(inside), `${lockDirUsed} is inside ${inside}`);
+    const r = runAsPostgres(process.execPath, [CLI, 'pg', 'backup'], { ...env, ...pg.env, HOLDFAST_LOCK_DIR: path.join(pg.dataDir, 'holdfast-locks') });
+    assert.equal(r.status, 3, r.stderr);
+    assert.match(r.stderr, /lock directory .* is inside the data directory .*\[CONFIG_INVALID\]/s);
+  });
 });
