@@ -31,32 +31,8 @@ skip() { say "$* (the FUSE fault-injection tests will skip)"; exit 0; }
 [[ "$(id -u)" == 0 ]] || skip "python3-fusepy or fusermount is missing and installing them needs root (apt-get install python3-fusepy fuse)"
 command -v apt-get >/dev/null 2>&1 || skip "python3-fusepy or fusermount is missing and apt-get is not available"
 
-export DEBIAN_FRONTEND=noninteractive
-LOG="$(mktemp -t holdfast-fuse-deps.XXXXXX)"
-trap 'rm -f "$LOG"' EXIT
-APT_OPTS=(-y -q --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
-
-updated=0
-apt_update() {
-  ((updated)) && return 0
-  say "apt-get update"
-  apt-get update -q >>"$LOG" 2>&1 || { cat "$LOG" >&2; die "apt-get update failed"; }
-  updated=1
-}
-
-# Install packages; refresh the package lists first if they do not know a package, and once more
-# if the install fails (stale lists give 404s).
-install() {
-  local p
-  for p in "$@"; do
-    if ! apt-cache show "$p" >/dev/null 2>&1; then apt_update; break; fi
-  done
-  if ! apt-get install "${APT_OPTS[@]}" "$@" >>"$LOG" 2>&1; then
-    ((updated)) && { cat "$LOG" >&2; die "apt-get install $* failed"; }
-    apt_update
-    apt-get install "${APT_OPTS[@]}" "$@" >>"$LOG" 2>&1 || { cat "$LOG" >&2; die "apt-get install $* failed"; }
-  fi
-}
+# shellcheck source=lib/apt.sh
+source "$(dirname "$0")/lib/apt.sh"
 
 pkgs=()
 have_fusepy || pkgs+=(python3-fusepy)
@@ -65,7 +41,7 @@ have_fusepy || pkgs+=(python3-fusepy)
 have_fusermount || pkgs+=(fuse)
 say "installing ${pkgs[*]} (Debian)"
 start=$SECONDS
-install "${pkgs[@]}"
+apt_install "${pkgs[@]}"
 
 have_fusepy || die "${pkgs[*]} installed but '$PY -c \"import fusepy\"' still fails"
 have_fusermount || die "${pkgs[*]} installed but neither fusermount nor fusermount3 is on PATH"

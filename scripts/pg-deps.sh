@@ -34,32 +34,8 @@ die() { say "$*"; exit 1; }
 command -v apt-get >/dev/null 2>&1 || die "PostgreSQL 15 is missing and apt-get is not available; install postgresql-15 (binaries in $PG_BIN)"
 command -v runuser >/dev/null 2>&1 || die "runuser (util-linux) is missing; the tests start PostgreSQL as the postgres user with it"
 
-export DEBIAN_FRONTEND=noninteractive
-LOG="$(mktemp -t holdfast-pg-deps.XXXXXX)"
-trap 'rm -f "$LOG"' EXIT
-APT_OPTS=(-y -q --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
-
-updated=0
-apt_update() {
-  ((updated)) && return 0
-  say "apt-get update"
-  apt-get update -q >>"$LOG" 2>&1 || { cat "$LOG" >&2; die "apt-get update failed"; }
-  updated=1
-}
-
-# Install packages; refresh the package lists first if they do not know a package, and once more
-# if the install fails (stale lists give 404s).
-install() {
-  local p
-  for p in "$@"; do
-    if ! apt-cache show "$p" >/dev/null 2>&1; then apt_update; break; fi
-  done
-  if ! apt-get install "${APT_OPTS[@]}" "$@" >>"$LOG" 2>&1; then
-    ((updated)) && { cat "$LOG" >&2; die "apt-get install $* failed"; }
-    apt_update
-    apt-get install "${APT_OPTS[@]}" "$@" >>"$LOG" 2>&1 || { cat "$LOG" >&2; die "apt-get install $* failed"; }
-  fi
-}
+# shellcheck source=lib/apt.sh
+source "$(dirname "$0")/lib/apt.sh"
 
 say "installing postgresql-15 (Debian)"
 start=$SECONDS
@@ -67,14 +43,14 @@ start=$SECONDS
 # postgresql-common first, so the default cluster can be switched off before postgresql-15's
 # postinst would create it.
 if [[ ! -e /etc/postgresql-common/createcluster.conf ]]; then
-  install postgresql-common
+  apt_install postgresql-common
 fi
 CC=/etc/postgresql-common/createcluster.conf
 if [[ -f "$CC" ]] && ! grep -Eq '^[[:space:]]*create_main_cluster[[:space:]]*=' "$CC" && [[ ! -d /etc/postgresql/15 ]]; then
   echo 'create_main_cluster = false' >>"$CC"
 fi
 
-install postgresql-15 postgresql-client-15
+apt_install postgresql-15 postgresql-client-15
 
 present || die "postgresql-15 installed but $PG_BIN or the postgres user is still missing"
 say "postgresql-15 ready ($("$PG_BIN/postgres" --version 2>/dev/null || echo '?'), $((SECONDS - start)) s)"

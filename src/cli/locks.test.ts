@@ -66,6 +66,19 @@ async function setup(prefix: string, mb = 40): Promise<{ dir: string; repo: stri
   return { dir, repo, src: bigSource(dir, mb), env, cleanup };
 }
 
+/** Add a second key and return its id (an exclusive operation needs something to remove). */
+function addSecondKey(env: Env, password: string): string {
+  ok(['key', 'add', '--kdf-cost', TEST_KDF], { ...env, HOLDFAST_NEW_PASSWORD: password });
+  return okJson<Array<{ id: string; current: boolean }>>(['key', 'list'], env).find((k) => !k.current)!.id;
+}
+
+/** A repository with its own lock directory, in a fresh workspace. */
+async function plainRepo(prefix: string): Promise<{ dir: string; repo: string; env: Env; cleanup: () => Promise<void> }> {
+  const { dir, cleanup } = await workspace(prefix);
+  const repo = path.join(dir, 'repo');
+  return { dir, repo, env: { ...initRepo(repo), HOLDFAST_LOCK_DIR: path.join(dir, 'locks') }, cleanup };
+}
+
 async function openStore(repo: string, password = 'correct horse'): Promise<{ r: Repository; store: RepositoryLockStore }> {
   const r = await Repository.open(new LocalBackend(repo), password);
   return { r, store: new RepositoryLockStore(r, repo) };
@@ -100,10 +113,8 @@ test('a backup SIGKILLed at several points never blocks the next backup or an ex
       const next = ok(['backup', '--jobs', '0', src], w.env);
       assert.match(next.stderr, new RegExp(`removed stale lock of backup \\(PID ${child.pid} on [^)]+\\) on backup of ${src.replace(/[/.]/g, '\\$&')}: its process .* no longer exists`), show(['backup'], next));
       // An exclusive operation: the dead shared repository lock is removed and logged.
-      ok(['key', 'add', '--kdf-cost', TEST_KDF], { ...w.env, HOLDFAST_NEW_PASSWORD: `second ${point}` });
-      const keys = okJson<Array<{ id: string; current: boolean }>>(['key', 'list'], w.env);
-      const other = keys.find((k) => !k.current)!;
-      const removed = ok(['key', 'remove', other.id.slice(0, 12)], w.env);
+      const other = addSecondKey(w.env, `second ${point}`);
+      const removed = ok(['key', 'remove', other.slice(0, 12)], w.env);
       assert.match(removed.stderr, new RegExp(`removed stale lock of backup \\(PID ${child.pid} on .*no longer exists`), show(['key', 'remove'], removed));
       assert.deepEqual(lockObjects(w.repo), []);
     }
@@ -153,12 +164,9 @@ test('two backups of the same paths: the second fails naming the holder, or wait
 });
 
 test('a lock written by another host: respected while fresh, removed once its heartbeat is older than its TTL', async () => {
-  const { dir, cleanup } = await workspace('holdfast-locks-foreign-');
+  const { repo, env, cleanup } = await plainRepo('holdfast-locks-foreign-');
   try {
-    const repo = path.join(dir, 'repo');
-    const env: Env = { ...initRepo(repo), HOLDFAST_LOCK_DIR: path.join(dir, 'locks') };
-    ok(['key', 'add', '--kdf-cost', TEST_KDF], { ...env, HOLDFAST_NEW_PASSWORD: 'second' });
-    const other = okJson<Array<{ id: string; current: boolean }>>(['key', 'list'], env).find((k) => !k.current)!.id;
+    const other = addSecondKey(env, 'second');
     const { r, store } = await openStore(repo);
     const owner = { ...currentOwner(), host: 'db7.other.example', machineId: 'e'.repeat(32), pid: 31337 };
     const now = Date.now();
@@ -182,12 +190,9 @@ test('a lock written by another host: respected while fresh, removed once its he
 });
 
 test('--no-remove-stale-locks keeps stale locks blocking; unlock removes stale ones; unlock --all removes live ones with a warning', async () => {
-  const { dir, cleanup } = await workspace('holdfast-locks-unlock-');
+  const { repo, env, cleanup } = await plainRepo('holdfast-locks-unlock-');
   try {
-    const repo = path.join(dir, 'repo');
-    const env: Env = { ...initRepo(repo), HOLDFAST_LOCK_DIR: path.join(dir, 'locks') };
-    ok(['key', 'add', '--kdf-cost', TEST_KDF], { ...env, HOLDFAST_NEW_PASSWORD: 'second' });
-    const other = okJson<Array<{ id: string; current: boolean }>>(['key', 'list'], env).find((k) => !k.current)!.id;
+    const other = addSecondKey(env, 'second');
     const { r, store } = await openStore(repo);
     const now = Date.now();
     const owner = { ...currentOwner(), host: 'far.example', machineId: 'd'.repeat(32), pid: 77 };

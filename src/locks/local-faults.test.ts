@@ -10,18 +10,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { HoldfastError } from '../errors/catalogue.js';
 import { type FaultFs, faultfsSkip, mountFaultFs } from '../testing/faultfs.js';
+import { RecordingLog } from '../testing/recording-log.js';
 import { LocalLock, LocalLockStore } from './local.js';
 import { listLocks } from './protocol.js';
-
-class Log {
-  readonly lines: Array<{ level: string; msg: string }> = [];
-  info = (msg: string): void => void this.lines.push({ level: 'info', msg });
-  warn = (msg: string): void => void this.lines.push({ level: 'warn', msg });
-  debug = (msg: string): void => void this.lines.push({ level: 'debug', msg });
-  at(level: string): string[] {
-    return this.lines.filter((l) => l.level === level).map((l) => l.msg);
-  }
-}
 
 describe('local locks on a failing lock directory (FUSE)', { skip: faultfsSkip() }, () => {
   let ff: FaultFs;
@@ -39,7 +30,7 @@ describe('local locks on a failing lock directory (FUSE)', { skip: faultfsSkip()
     fs.mkdirSync(lockDir);
   });
 
-  const opts = (log: Log, key = 'pg-backup:r:main') => ({ lockDir, key, scope: 'pg backup of cluster main', operation: 'pg backup', waitMs: 0, removeStale: true, log });
+  const opts = (log: RecordingLog, key = 'pg-backup:r:main') => ({ lockDir, key, scope: 'pg backup of cluster main', operation: 'pg backup', waitMs: 0, removeStale: true, log });
   const lockFiles = (): string[] => fs.readdirSync(lockDir).filter((f) => f.endsWith('.lock'));
   const fired = async (op: string): Promise<number> => (await ff.fired()).filter((e) => e.op === op).length;
 
@@ -47,7 +38,7 @@ describe('local locks on a failing lock directory (FUSE)', { skip: faultfsSkip()
     for (const errno of ['ESTALE', 'ENOENT'] as const) {
       // ESTALE: Linux itself retries a path operation once, so two faults make one failed call.
       ff.setRules([{ op: 'create', errno, path: '*.tmp-*', count: errno === 'ESTALE' ? 2 : 1 }]);
-      const log = new Log();
+      const log = new RecordingLog();
       const lock = await LocalLock.acquire(opts(log));
       assert.ok((await fired('create')) >= 1, `${errno} fired`);
       assert.equal(lockFiles().length, 1);
@@ -60,21 +51,21 @@ describe('local locks on a failing lock directory (FUSE)', { skip: faultfsSkip()
 
   test('EIO on writing the lock file is retried once; the lock is taken', async () => {
     ff.setRules([{ op: 'write', errno: 'EIO', count: 1 }]);
-    const lock = await LocalLock.acquire(opts(new Log()));
+    const lock = await LocalLock.acquire(opts(new RecordingLog()));
     assert.equal(await fired('write'), 1);
     assert.equal(lockFiles().length, 1);
     await lock.release();
   });
 
   test('ESTALE on opening and EIO on reading another holder\'s lock file: retried, the holder is still seen', async () => {
-    const holder = await LocalLock.acquire(opts(new Log()));
+    const holder = await LocalLock.acquire(opts(new RecordingLog()));
     const store = new LocalLockStore(lockDir, 'pg-backup:r:main');
     const [name] = await store.list();
     assert.ok(name);
     // A second acquirer must read the holder's file despite the fault, and still see it as live.
     for (const rule of [{ op: 'open' as const, errno: 'ESTALE' as const, path: '*.lock', count: 2 }, { op: 'read' as const, errno: 'EIO' as const, path: '*.lock', count: 1 }]) {
       ff.setRules([rule]);
-      await assert.rejects(LocalLock.acquire(opts(new Log())), (e: unknown) => e instanceof HoldfastError && e.code === 'LOCKED' && e.message.includes('locked by pg backup'));
+      await assert.rejects(LocalLock.acquire(opts(new RecordingLog())), (e: unknown) => e instanceof HoldfastError && e.code === 'LOCKED' && e.message.includes('locked by pg backup'));
       assert.ok((await fired(rule.op)) >= 1, `${rule.errno} on ${rule.op} fired`);
       ff.clear();
     }
@@ -82,7 +73,7 @@ describe('local locks on a failing lock directory (FUSE)', { skip: faultfsSkip()
   });
 
   test('ESTALE on unlinking at release: release does not fail; the leftover does not block', async () => {
-    const log = new Log();
+    const log = new RecordingLog();
     const lock = await LocalLock.acquire(opts(log));
     ff.setRules([{ op: 'unlink', errno: 'ESTALE', path: '*.lock' }]);
     await lock.release();
@@ -99,12 +90,12 @@ describe('local locks on a failing lock directory (FUSE)', { skip: faultfsSkip()
   test('a lock directory where everything is ESTALE: acquisition fails once with LOCK_DIR; a holder goes on and says so once', async () => {
     ff.staleAll(true);
     await assert.rejects(
-      LocalLock.acquire(opts(new Log())),
+      LocalLock.acquire(opts(new RecordingLog())),
       (e: unknown) => e instanceof HoldfastError && e.code === 'LOCK_DIR' && e.exitCode === 36 && e.message.includes(lockDir) && e.message.includes('stale file handle'),
     );
     ff.staleAll(false);
 
-    const log = new Log();
+    const log = new RecordingLog();
     const lock = await LocalLock.acquire(opts(log));
     ff.staleAll(true);
     await lock.verify();
@@ -123,6 +114,6 @@ describe('local locks on a failing lock directory (FUSE)', { skip: faultfsSkip()
 
   test('persistent EIO on creating lock files: LOCK_DIR, with the errno', async () => {
     ff.setRules([{ op: 'create', errno: 'EIO' }]);
-    await assert.rejects(LocalLock.acquire(opts(new Log())), (e: unknown) => e instanceof HoldfastError && e.code === 'LOCK_DIR' && e.message.includes('EIO'));
+    await assert.rejects(LocalLock.acquire(opts(new RecordingLog())), (e: unknown) => e instanceof HoldfastError && e.code === 'LOCK_DIR' && e.message.includes('EIO'));
   });
 });

@@ -8,21 +8,11 @@ import { HoldfastError } from '../errors/catalogue.js';
 import { Repository } from '../repository/repository.js';
 import { MemoryBackend } from '../storage/mem.js';
 import { tmpDir } from '../testing/helpers.js';
+import { RecordingLog } from '../testing/recording-log.js';
 import { LocalLock, LocalLockStore, checkLockDirPlacement, defaultLockDir } from './local.js';
 import { type LockOwner, currentOwner, ownerLiveness, procStat } from './owner.js';
 import { type LockRecord, type LockStore, acquireLock, judge, listLocks, newLockId } from './protocol.js';
 import { RepositoryLockStore } from './repository.js';
-
-/** A log that records lines by level. */
-class Log {
-  readonly lines: Array<{ level: string; msg: string }> = [];
-  info = (msg: string): void => void this.lines.push({ level: 'info', msg });
-  warn = (msg: string): void => void this.lines.push({ level: 'warn', msg });
-  debug = (msg: string): void => void this.lines.push({ level: 'debug', msg });
-  at(level: string): string[] {
-    return this.lines.filter((l) => l.level === level).map((l) => l.msg);
-  }
-}
 
 function foreignOwner(over: Partial<LockOwner> = {}): LockOwner {
   return { host: 'db-other.example', machineId: 'f'.repeat(32), bootId: '00000000-0000-0000-0000-000000000000', pidNs: 'pid:[1]', pid: 4242, startTime: '1234', ...over };
@@ -101,7 +91,7 @@ const base = { operation: 'test', scope: 'repository mem', waitMs: 0, ttlMs: 60_
 test('repository locks: shared locks coexist; exclusive excludes and names the holder', async () => {
   const repo = await memRepo();
   const store = new RepositoryLockStore(repo, 'mem');
-  const log = new Log();
+  const log = new RecordingLog();
   const a = await acquireLock(store, { ...base, kind: 'shared', operation: 'backup', log });
   const b = await acquireLock(store, { ...base, kind: 'shared', operation: 'pg archive-push', log });
   const err = await acquireLock(store, { ...base, kind: 'exclusive', operation: 'key remove', log }).then(
@@ -123,7 +113,7 @@ test('repository locks: shared locks coexist; exclusive excludes and names the h
 test('repository locks: --lock-wait waits for the holder to release', async () => {
   const repo = await memRepo();
   const store = new RepositoryLockStore(repo, 'mem');
-  const log = new Log();
+  const log = new RecordingLog();
   const x = await acquireLock(store, { ...base, kind: 'exclusive', log });
   setTimeout(() => void x.release(), 300);
   const y = await acquireLock(store, { ...base, kind: 'exclusive', waitMs: 20_000, log });
@@ -142,7 +132,7 @@ test('repository locks: a dead local owner, a lapsed foreign heartbeat and an un
   await store.create(dead);
   await store.create(lapsed);
   await repo.backend.put(`locks/s-${newLockId()}`, Buffer.from('torn'));
-  const log = new Log();
+  const log = new RecordingLog();
   const x = await acquireLock(store, { ...base, kind: 'exclusive', operation: 'key remove', log });
   const warns = log.at('warn').join('\n');
   assert.match(warns, new RegExp(`removed stale lock of backup \\(PID ${child.pid} on [^)]*\\) on repository test: its process \\(PID ${child.pid} on .*\\) no longer exists`));
@@ -162,14 +152,14 @@ test('repository locks: --no-remove-stale-locks makes stale locks block', async 
   const repo = await memRepo();
   const store = new RepositoryLockStore(repo, 'mem');
   await store.create(record({ owner: foreignOwner(), refreshed: Date.now() - 120_000, kind: 'shared', operation: 'backup' }));
-  await assert.rejects(acquireLock(store, { ...base, kind: 'exclusive', removeStale: false, log: new Log() }), (e: unknown) => e instanceof HoldfastError && e.code === 'LOCKED');
+  await assert.rejects(acquireLock(store, { ...base, kind: 'exclusive', removeStale: false, log: new RecordingLog() }), (e: unknown) => e instanceof HoldfastError && e.code === 'LOCKED');
   assert.equal((await store.list()).length, 1);
 });
 
 test('repository locks: the heartbeat refreshes; a holder whose lock is deleted loses it and refuses to commit', async () => {
   const repo = await memRepo();
   const store = new RepositoryLockStore(repo, 'mem');
-  const log = new Log();
+  const log = new RecordingLog();
   const held = await acquireLock(store, { ...base, kind: 'shared', ttlMs: 2000, refreshMs: 50, log });
   repo.setCommitGuard(() => held.verify());
   const first = held.record.refreshed;
@@ -198,7 +188,7 @@ test('repository locks: a holder whose refreshes fail past TTL minus one interva
     exists: (n) => (failing ? Promise.reject(new Error('storage hangs')) : inner.exists(n)),
     remove: (n) => inner.remove(n),
   };
-  const held = await acquireLock(store, { ...base, kind: 'shared', ttlMs: 400, refreshMs: 50, log: new Log() });
+  const held = await acquireLock(store, { ...base, kind: 'shared', ttlMs: 400, refreshMs: 50, log: new RecordingLog() });
   failing = true;
   await waitFor(async () => held.signal.aborted);
   assert.throws(() => held.check(), (e: unknown) => e instanceof HoldfastError && e.code === 'LOCK_LOST');
@@ -219,7 +209,7 @@ async function waitFor(cond: () => Promise<boolean>, ms = 20_000): Promise<void>
 test('local locks: one holder per scope; a SIGKILLed holder never blocks the next; other scopes are independent', async () => {
   const { dir, cleanup } = await tmpDir('holdfast-locks-');
   try {
-    const log = new Log();
+    const log = new RecordingLog();
     const opts = { lockDir: dir, key: 'pg-backup:repo1:main', scope: 'pg backup of cluster main', operation: 'pg backup', waitMs: 0, removeStale: true, log };
     const a = await LocalLock.acquire(opts);
     await assert.rejects(LocalLock.acquire(opts), (e: unknown) => e instanceof HoldfastError && e.code === 'LOCKED' && e.message.includes(`PID ${process.pid}`));
@@ -247,7 +237,7 @@ test('local locks: the directory removed under a holder is re-created on verify;
   const { dir, cleanup } = await tmpDir('holdfast-locks-');
   try {
     const lockDir = path.join(dir, 'locks');
-    const log = new Log();
+    const log = new RecordingLog();
     const opts = { lockDir, key: 'k', scope: 'scope', operation: 'op', waitMs: 0, removeStale: true, log };
     const a = await LocalLock.acquire(opts); // directory did not exist: created
     fs.rmSync(lockDir, { recursive: true });
@@ -268,7 +258,7 @@ test('local locks: an unusable lock directory fails once with LOCK_DIR naming it
     const file = path.join(dir, 'not-a-dir');
     fs.writeFileSync(file, '');
     await assert.rejects(
-      LocalLock.acquire({ lockDir: file, key: 'k', scope: 'scope', operation: 'op', waitMs: 0, removeStale: true, log: new Log() }),
+      LocalLock.acquire({ lockDir: file, key: 'k', scope: 'scope', operation: 'op', waitMs: 0, removeStale: true, log: new RecordingLog() }),
       (e: unknown) => e instanceof HoldfastError && e.code === 'LOCK_DIR' && e.message.includes(file) && e.exitCode === 36,
     );
   } finally {
@@ -279,7 +269,7 @@ test('local locks: an unusable lock directory fails once with LOCK_DIR naming it
 test('local locks: listing every scope and the default directory', async () => {
   const { dir, cleanup } = await tmpDir('holdfast-locks-');
   try {
-    const log = new Log();
+    const log = new RecordingLog();
     const a = await LocalLock.acquire({ lockDir: dir, key: 'one', scope: 's1', operation: 'backup', waitMs: 0, removeStale: true, log });
     const b = await LocalLock.acquire({ lockDir: dir, key: 'two', scope: 's2', operation: 'restore', waitMs: 0, removeStale: true, log });
     const all = await listLocks(new LocalLockStore(dir, undefined));
