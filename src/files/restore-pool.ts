@@ -2,14 +2,14 @@
  * Restore worker threads (restore-worker.ts). With the local storage driver, file contents are
  * read straight from the pack files and decrypted, decompressed, verified and written with
  * synchronous I/O in worker threads. The main thread keeps everything else: walking and
- * validating the snapshot, creating directories, files, symlinks and special files, delta
- * decisions, progress.
+ * validating the snapshot, creating directories, symlinks and special files, delta decisions,
+ * progress. Files are created with `createTargetFile` (O_CREAT|O_EXCL|O_NOFOLLOW, never through
+ * a symlink or into a directory) only below directories the main thread has created or checked.
  *
- * Workers never open a path of the restore target. The main thread creates each file
- * (`createTargetFile`: O_CREAT|O_EXCL|O_NOFOLLOW below directories it has checked) and passes
- * the descriptor, which every thread of the process shares. One creator also avoids threads
- * contending for the lock of a directory they all create files in (measured here: two threads
- * creating files in one directory were slower than one).
+ * Creating files is in the workers too: with data being written, ext4 makes each create wait for
+ * its journal (measured here: 0.4-0.8 ms per file instead of 0.03 ms), so one creating thread
+ * could not keep up with trees of many small files (30,000 files: the main thread spent 25 s in
+ * open() while the workers idled half the time).
  *
  * Protocol:
  *   main → worker   init {key, root, location, stop}
@@ -17,23 +17,24 @@
  *   worker → main   results {batch, results}  one per item, once the whole batch is done
  *
  * An item is either
- *   - a whole file: the worker writes its chunks (all-zero chunks are skipped: holes), sizes it
- *     with ftruncate and sets owner, mode and times; or
- *   - a range of a large file: the worker only writes its chunks at their positions; the main
- *     thread sizes the file and sets its metadata once every range has reported.
- * Descriptors are always closed by the main thread, once the item has reported (or its worker has
- * exited): so no descriptor number is reused while a worker may still write through it, and each
- * thread closes only what it opened (workers close their pack files when they exit).
- * `stop` is a shared flag: once set, workers cancel what they have not written yet and report, so
- * after `stop()` resolves no worker uses a descriptor it was given.
+ *   - a whole file: the worker creates it, writes its chunks (all-zero chunks are skipped: holes),
+ *     sizes it with ftruncate, sets owner, mode and times and closes it; or
+ *   - a range of a large file: the main thread has created the file and passes the descriptor
+ *     (descriptors are shared by all threads of a process); the worker only writes the range's
+ *     chunks at their positions, and the main thread sizes the file, sets its metadata and
+ *     closes it once every range has reported (or its worker has exited), so the number is
+ *     never reused while a worker could still write through it.
+ * Each thread closes only descriptors it opened (Node tracks a worker's and closes them when it
+ * exits). `stop` is a shared flag: once set, workers cancel what they have not written yet and
+ * report, so after `stop()` resolves no worker uses a descriptor it was given.
  *
  * Bounds: each worker holds one chunk (and one coalesced read of at most 1 MiB of sealed blobs)
  * at a time, and is sent work only while it has less than SLOT_WEIGHT or SLOT_ITEMS outstanding,
  * so idle workers pick up what is left (large files are cut into RANGE-byte ranges for the same
  * reason). Whole files are sent before ranges (see `files`). The walk waits (`room`) while
- * MAX_FILES descriptors are held by submitted items, or more than QUEUE_WEIGHT bytes wait for a
- * worker; the weight bound is generous on purpose, so that the main thread keeps creating files
- * while the workers write large ones.
+ * MAX_ITEMS items are submitted and not done, MAX_LARGE large files are open, or more than
+ * QUEUE_WEIGHT bytes wait for a worker; the weight bound is generous on purpose, so that the
+ * walk goes on queueing small files while the workers write large ones.
  */
 import { Worker } from 'node:worker_threads';
 import { closeSync, constants as fsc, existsSync, fchmodSync, fchownSync, ftruncateSync, futimesSync, lstatSync, openSync, unlinkSync } from 'node:fs';
@@ -61,7 +62,7 @@ export interface FileMeta {
 }
 
 export type WorkItem =
-  | { readonly t: 'file'; readonly fd: number; readonly dest: string; readonly blobs: readonly BlobRef[]; readonly meta: FileMeta }
+  | { readonly t: 'file'; readonly dest: string; readonly force: boolean; readonly blobs: readonly BlobRef[]; readonly meta: FileMeta }
   | { readonly t: 'range'; readonly fd: number; readonly dest: string; readonly pos: number; readonly blobs: readonly BlobRef[] };
 
 export interface SerializedError {
@@ -83,7 +84,8 @@ const BATCH_WEIGHT = 8 << 20;
 const SLOT_WEIGHT = 32 << 20;
 const SLOT_ITEMS = 128;
 const QUEUE_WEIGHT = 4 * 2 ** 30;
-const MAX_FILES = 512;
+const MAX_ITEMS = 512;
+const MAX_LARGE = 64;
 
 /** Reported for items a stopping worker did not write. */
 export const CANCELLED = 'restore stopped before this file was written';
@@ -106,8 +108,8 @@ const CREATE_FLAGS = fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW;
 /**
  * Create `dest` for writing with O_CREAT|O_EXCL|O_NOFOLLOW (mode 0600 until its metadata is set).
  * With `force`, a file or symlink standing there is removed first (never followed); a directory
- * is a TARGET_CONFLICT. Synchronous: a few microseconds of the main thread instead of ~70 µs of
- * event-loop time per promise call.
+ * is a TARGET_CONFLICT. Synchronous: for worker threads, and for the main thread's few large
+ * files (a few microseconds instead of ~70 µs of event-loop time per promise call).
  */
 export function createTargetFile(dest: string, force: boolean): number {
   try {
@@ -187,15 +189,16 @@ class Fifo<T> {
 export class RestorePool {
   private readonly slots: Slot[] = [];
   /**
-   * Whole files go out before ranges of large files: the main thread creates files one by one
-   * (its share of the work), and a worker can write each as soon as it is created, while ranges
-   * keep the workers busy in between. In walk order instead, files created behind a large file
-   * would wait for all of it, and the main thread would stop at the descriptor bound.
+   * Whole files go out before ranges of large files: ranges are what can be shared evenly, so
+   * they are best kept for the end (and for when no files are queued), and a large file's queue
+   * of ranges does not hold up the small files behind it.
    */
   private readonly files = new Fifo<Pending>();
   private readonly ranges = new Fifo<Pending>();
   private queuedWeight = 0;
-  /** Descriptors referenced by items submitted and not yet settled, with their item counts. */
+  /** Items submitted and not yet settled. */
+  private unsettled = 0;
+  /** Large files' descriptors referenced by ranges not yet settled, with their range counts. */
   private readonly openFds = new Map<number, number>();
   private roomWaiters: Array<() => void> = [];
   private idleWaiters: Array<() => void> = [];
@@ -223,17 +226,12 @@ export class RestorePool {
       worker.on('message', (msg: WorkerToMain) => pool.onResults(slot, msg));
       worker.on('error', (err) => pool.fail(new HoldfastError('INTERNAL', `restore worker failed: ${err.message}`, {}, { cause: err })));
       // Only once the thread is gone is nothing written through its descriptors any more: its
-      // unreported items are rejected then (descriptors of whole files it had are not closed).
+      // unreported items are rejected then (Node closes the files it had opened).
       worker.on('exit', (code) => {
         slot.exited = true;
         if (code !== 0 && !pool.stopping) pool.fail(new HoldfastError('INTERNAL', `restore worker exited with code ${code}`, {}));
         const lost = new HoldfastError('INTERNAL', `restore worker exited with code ${code} before finishing its work`, {});
-        for (const batch of slot.batches.values()) {
-          for (const p of batch) {
-            if (p.item.t === 'file') closeQuietly(p.item.fd);
-            p.reject(pool.failure ?? lost);
-          }
-        }
+        for (const batch of slot.batches.values()) for (const p of batch) p.reject(pool.failure ?? lost);
         slot.batches.clear();
         pool.wakeIdleWaiters();
       });
@@ -249,20 +247,20 @@ export class RestorePool {
 
   /**
    * Queue an item; resolves once it is written, rejects with the catalogue error. Either way no
-   * worker uses the descriptor any more by then, and a whole file's descriptor has been closed
-   * (a range's stays open for the caller).
+   * worker uses a range's descriptor any more by then (it stays open for the caller).
    */
   submit(item: WorkItem, bytes: number): Promise<void> {
-    if (this.failure) {
-      if (item.t === 'file') closeQuietly(item.fd);
-      return Promise.reject(this.failure);
-    }
-    this.openFds.set(item.fd, (this.openFds.get(item.fd) ?? 0) + 1);
+    if (this.failure) return Promise.reject(this.failure);
+    this.unsettled++;
+    if (item.t === 'range') this.openFds.set(item.fd, (this.openFds.get(item.fd) ?? 0) + 1);
     return new Promise<void>((resolve, reject) => {
       const settled = (): void => {
-        const n = this.openFds.get(item.fd)! - 1;
-        if (n > 0) this.openFds.set(item.fd, n);
-        else this.openFds.delete(item.fd);
+        this.unsettled--;
+        if (item.t === 'range') {
+          const n = this.openFds.get(item.fd)! - 1;
+          if (n > 0) this.openFds.set(item.fd, n);
+          else this.openFds.delete(item.fd);
+        }
         this.wakeRoomWaiters();
       };
       const p: Pending = {
@@ -288,8 +286,9 @@ export class RestorePool {
   }
 
   /**
-   * Resolves when another file may be created: the walk waits here while MAX_FILES descriptors
-   * are in use or QUEUE_WEIGHT bytes wait for a worker, so descriptors and memory stay bounded.
+   * Resolves when another file may be queued: the walk waits here while MAX_ITEMS items or
+   * MAX_LARGE large files are pending or QUEUE_WEIGHT bytes wait for a worker, so memory and
+   * descriptors stay bounded.
    */
   async room(): Promise<void> {
     while (!this.failure && this.full()) {
@@ -325,7 +324,7 @@ export class RestorePool {
   }
 
   private full(): boolean {
-    return this.queuedWeight > QUEUE_WEIGHT || this.openFds.size >= MAX_FILES;
+    return this.queuedWeight > QUEUE_WEIGHT || this.unsettled >= MAX_ITEMS || this.openFds.size >= MAX_LARGE;
   }
 
   private wakeRoomWaiters(): void {
@@ -351,18 +350,9 @@ export class RestorePool {
     for (const [i, p] of batch.entries()) {
       slot.weight -= p.weight;
       slot.items--;
-      let err: Error | undefined;
       const result = msg.results[i];
-      if (result !== null) err = this.failure && result?.message === CANCELLED ? this.failure : reviveError(result ?? { code: 'INTERNAL', message: 'restore worker: a result is missing', data: {} });
-      if (p.item.t === 'file') {
-        try {
-          closeSync(p.item.fd);
-        } catch (e) {
-          err ??= fsError(e, 'write', p.item.dest, 'TARGET_IO');
-        }
-      }
-      if (err) p.reject(err);
-      else p.resolve();
+      if (result === null) p.resolve();
+      else p.reject(this.failure && result?.message === CANCELLED ? this.failure : reviveError(result ?? { code: 'INTERNAL', message: 'restore worker: a result is missing', data: {} }));
     }
     this.pump();
     this.wakeIdleWaiters();
@@ -376,10 +366,7 @@ export class RestorePool {
     if (this.failure) return;
     this.failure = err;
     Atomics.store(this.stopFlag, 0, 1);
-    for (const p of [...this.files.drain(), ...this.ranges.drain()]) {
-      if (p.item.t === 'file') closeQuietly(p.item.fd);
-      p.reject(err);
-    }
+    for (const p of [...this.files.drain(), ...this.ranges.drain()]) p.reject(err);
     this.queuedWeight = 0;
     this.wakeRoomWaiters();
   }

@@ -7,13 +7,13 @@
  * against ~70 µs of event-loop time for the promise API. See restore-pool.ts for the protocol.
  */
 import { parentPort } from 'node:worker_threads';
-import { openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, openSync, readSync, writeSync } from 'node:fs';
 import * as path from 'node:path';
 import { HoldfastError, fsError, systemCode } from '../errors/catalogue.js';
 import { DecryptError, sha256, unseal } from '../repository/crypto.js';
 import { decompress } from '../repository/compress.js';
 import { blobAad, packName } from '../repository/pack.js';
-import { type BlobRef, type MainToWorker, type WorkItem, type WorkerToMain, CANCELLED, closeQuietly, finishTargetFile, serializeError } from './restore-pool.js';
+import { type BlobRef, type MainToWorker, type WorkItem, type WorkerToMain, CANCELLED, closeQuietly, createTargetFile, finishTargetFile, serializeError } from './restore-pool.js';
 
 const port = parentPort;
 if (!port) throw new Error('restore-worker must run in a worker thread');
@@ -170,9 +170,24 @@ function checkStop(): void {
 
 async function doItem(item: WorkItem): Promise<void> {
   checkStop();
-  const end = await writeBlobs(item.fd, item.dest, item.t === 'range' ? item.pos : 0, item.blobs);
-  // The main thread closes the descriptor (and finishes a large file once all its ranges are in).
-  if (item.t === 'file') finishTargetFile(item.fd, end, item.meta, item.dest);
+  if (item.t === 'range') {
+    // The main thread created the file, and finishes and closes it when every range is in.
+    await writeBlobs(item.fd, item.dest, item.pos, item.blobs);
+    return;
+  }
+  const fd = createTargetFile(item.dest, item.force);
+  try {
+    const size = await writeBlobs(fd, item.dest, 0, item.blobs);
+    finishTargetFile(fd, size, item.meta, item.dest);
+  } catch (err) {
+    closeQuietly(fd);
+    throw err;
+  }
+  try {
+    closeSync(fd);
+  } catch (err) {
+    throw fsError(err, 'write', item.dest, 'TARGET_IO');
+  }
 }
 
 const work: Array<Extract<MainToWorker, { t: 'work' }>> = [];

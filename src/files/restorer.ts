@@ -306,12 +306,11 @@ async function writeWithPool(pool: RestorePool, repo: Repository, dest: string, 
   const { blobs, size } = blobRefs(repo, node);
   const p = opts.progress;
   p.current = dest;
-  const fd = createTargetFile(dest, opts.force);
   if (size <= RANGE) {
-    // The pool closes the descriptor once the item has reported, whatever happened.
-    await pool.submit({ t: 'file', fd, dest, blobs, meta: fileMeta(node) }, size);
+    await pool.submit({ t: 'file', dest, force: opts.force, blobs, meta: fileMeta(node) }, size);
     p.bytesDone += size;
   } else {
+    const fd = createTargetFile(dest, opts.force);
     const ranges: Array<Promise<void>> = [];
     let start = 0;
     let pos = 0;
