@@ -224,7 +224,7 @@ describe('restore with worker threads', { timeout: 300_000 }, () => {
     const target = path.join(dir, 'restore-delta');
     await restore(repo, target, { workers: 'always' });
     const out = restoredPath(target, src);
-    const keptInode = (await fsp.stat(path.join(out, 'large.bin'))).ino;
+    const keptInode = (await fsp.stat(path.join(out, 'sparse.img'))).ino;
     // Damage the restored tree: same-size change, shorter file, deleted file, extra entries,
     // a symlink where a file was (pointing outside), wrong modes.
     const outside = path.join(dir, 'outside-delta');
@@ -232,6 +232,10 @@ describe('restore with worker threads', { timeout: 300_000 }, () => {
     const fd = fs.openSync(path.join(out, 'big-0.bin'), 'r+');
     fs.writeSync(fd, Buffer.from('changed'), 0, 7, 1000);
     fs.closeSync(fd);
+    // A large file (written in ranges) with one changed byte: replaced.
+    const lfd = fs.openSync(path.join(out, 'large.bin'), 'r+');
+    fs.writeSync(lfd, Buffer.from('!'), 0, 1, 30 * MiB);
+    fs.closeSync(lfd);
     await fsp.truncate(path.join(out, 'big-1.bin'), 1000);
     await fsp.rm(path.join(out, 'zeros.bin'));
     await fsp.writeFile(path.join(out, 'extra-file'), 'not in the snapshot');
@@ -247,9 +251,9 @@ describe('restore with worker threads', { timeout: 300_000 }, () => {
     assert.ok(progress.workers);
     await assertSameTree(src, out);
     assert.equal(await fsp.readFile(outside, 'utf8'), 'must stay');
-    assert.equal((await fsp.stat(path.join(out, 'large.bin'))).ino, keptInode, 'an unchanged file is kept, not rewritten');
+    assert.equal((await fsp.stat(path.join(out, 'sparse.img'))).ino, keptInode, 'an unchanged file is kept, not rewritten');
     assert.equal(progress.removed, 2);
-    assert.equal(progress.kept, progress.filesTotal - 4, 'all but big-0, big-1, zeros.bin and empty-0 kept');
+    assert.equal(progress.kept, progress.filesTotal - 5, 'all but big-0, big-1, large.bin, zeros.bin and empty-0 kept');
     assert.equal(progress.filesDone, progress.filesTotal);
   });
 
@@ -265,13 +269,16 @@ describe('restore with worker threads', { timeout: 300_000 }, () => {
     await assertSameTree(src, out);
     assert.equal(await fsp.readFile(outside, 'utf8'), 'must stay');
 
-    const conflict = path.join(dir, 'restore-conflict');
-    const clash = path.join(restoredPath(conflict, src), 'big-0.bin');
-    await fsp.mkdir(clash, { recursive: true });
-    await assert.rejects(
-      restore(repo, conflict, { workers: 'always', force: true }),
-      (err: unknown) => err instanceof HoldfastError && err.code === 'TARGET_CONFLICT' && err.message.includes(clash),
-    );
+    // A directory where a file goes, for a file a worker creates and for one written in ranges.
+    for (const name of ['big-0.bin', 'large.bin']) {
+      const conflict = path.join(dir, `restore-conflict-${name}`);
+      const clash = path.join(restoredPath(conflict, src), name);
+      await fsp.mkdir(clash, { recursive: true });
+      await assert.rejects(
+        restore(repo, conflict, { workers: 'always', force: true }),
+        (err: unknown) => err instanceof HoldfastError && err.code === 'TARGET_CONFLICT' && err.message.includes(clash),
+      );
+    }
   });
 
   test('a flipped byte in a pack: INTEGRITY naming the blob and the pack, from a worker', async () => {

@@ -183,8 +183,10 @@ async function writeSelection(repo: Repository, rootTree: string, opts: RestoreO
   // deepest first, so writing their contents does not disturb their mtimes.
   const dirs: Array<{ dest: string; node: TreeNode }> = [];
   const present = opts.unchanged ? new Set<string>([target]) : undefined;
-  // In the main thread: files written at once. With workers: delta comparisons at once.
-  const slots = new Semaphore(pool ? Math.max(4, 2 * pool.size) : Math.max(1, opts.parallel ?? 4));
+  // In the main thread: files written at once. With workers: delta comparisons at once (they
+  // wait mostly for reads, and the workers wait for their verdicts).
+  const slots = new Semaphore(pool ? 16 : Math.max(1, opts.parallel ?? 4));
+  const ctx: PoolWriter | undefined = pool ? { pool, repo, opts, replacing: new Semaphore(2) } : undefined;
   const inflight = new Set<Promise<void>>();
   let firstError: unknown;
   const track = (task: Promise<void>): void => {
@@ -249,13 +251,13 @@ async function writeSelection(repo: Repository, rootTree: string, opts: RestoreO
           dirs.push({ dest, node });
           break;
         case 'file': {
-          if (pool) {
+          if (ctx) {
             if (opts.unchanged) {
               await slots.acquire();
-              track(deltaWithPool(pool, repo, dest, node, opts, () => slots.release()));
+              track(deltaWithPool(ctx, dest, node, () => slots.release()));
             } else {
-              await pool.room();
-              track(writeWithPool(pool, repo, dest, node, opts));
+              await ctx.pool.room();
+              track(writeWithPool(ctx, dest, node));
             }
             break;
           }
@@ -296,21 +298,62 @@ function fileMeta(node: TreeNode): FileMeta {
   return { uid: node.uid, gid: node.gid, mode: node.mode, atime: nsToSeconds(node.atime), mtime: nsToSeconds(node.mtime), chown: isRoot };
 }
 
+interface PoolWriter {
+  readonly pool: RestorePool;
+  readonly repo: Repository;
+  readonly opts: RestoreOptions;
+  /** Large files being replaced at once (see createLargeFile). */
+  readonly replacing: Semaphore;
+}
+
 /**
- * Write one file through the worker pool. Everything is queued before the first await, so when
- * this returns its promise the file is in the pool's queue (callers bound the queue with `room`).
- * A file of up to RANGE bytes is one item; a larger one is created here and written in ranges by
- * any free worker, then sized, given its metadata and closed here.
+ * Create a large file in the main thread. Replacing one (delta restore, --force) frees all its
+ * blocks, which takes long (~0.6 s for 1 GiB here), so that unlink runs on the thread pool while
+ * the walk goes on; at most `replacing` at once.
  */
-async function writeWithPool(pool: RestorePool, repo: Repository, dest: string, node: TreeNode, opts: RestoreOptions): Promise<void> {
-  const { blobs, size } = blobRefs(repo, node);
+async function createLargeFile(w: PoolWriter, dest: string): Promise<number> {
+  try {
+    return createTargetFile(dest, false);
+  } catch (err) {
+    if (!w.opts.force || !(err instanceof HoldfastError) || err.data['errno'] !== 'EEXIST') throw err;
+  }
+  await w.replacing.acquire();
+  try {
+    const st = await fsp.lstat(dest).catch(() => undefined);
+    if (st?.isDirectory()) throw new HoldfastError('TARGET_CONFLICT', `${dest} is a directory in the target, but the snapshot has a file or link there`, { path: dest });
+    await fsp.unlink(dest).catch((err: unknown) => {
+      if (systemCode(err) !== 'ENOENT') throw fsError(err, 'replace', dest);
+    });
+  } finally {
+    w.replacing.release();
+  }
+  return createTargetFile(dest, true);
+}
+
+/**
+ * Write one file through the worker pool. A file of up to RANGE bytes is one item, queued before
+ * the first await (callers bound the queue with `room`); a larger one is created here and written
+ * in ranges by any free worker, then sized, given its metadata and closed here.
+ */
+async function writeWithPool(w: PoolWriter, dest: string, node: TreeNode): Promise<void> {
+  const { pool, opts } = w;
   const p = opts.progress;
   p.current = dest;
-  if (size <= RANGE) {
+  if ((node.size ?? 0) <= RANGE) {
+    const { blobs, size } = blobRefs(w.repo, node);
     await pool.submit({ t: 'file', dest, force: opts.force, blobs, meta: fileMeta(node) }, size);
     p.bytesDone += size;
+    if (size !== node.size) opts.onWarning(`${dest}: restored ${size} bytes but the snapshot recorded ${node.size}`);
   } else {
-    const fd = createTargetFile(dest, opts.force);
+    const fd = await createLargeFile(w, dest);
+    let blobs: BlobRef[];
+    let size: number;
+    try {
+      ({ blobs, size } = blobRefs(w.repo, node));
+    } catch (err) {
+      closeQuietly(fd);
+      throw err;
+    }
     const ranges: Array<Promise<void>> = [];
     let start = 0;
     let pos = 0;
@@ -348,13 +391,13 @@ async function writeWithPool(pool: RestorePool, repo: Repository, dest: string, 
     } catch (err) {
       throw fsError(err, 'write', dest);
     }
+    if (size !== node.size) opts.onWarning(`${dest}: restored ${size} bytes but the snapshot recorded ${node.size}`);
   }
-  if (size !== node.size) opts.onWarning(`${dest}: restored ${size} bytes but the snapshot recorded ${node.size}`);
   p.filesDone++;
 }
 
 /** Delta restore with workers: keep the file if `unchanged` says so, else rewrite it. */
-async function deltaWithPool(pool: RestorePool, repo: Repository, dest: string, node: TreeNode, opts: RestoreOptions, release: () => void): Promise<void> {
+async function deltaWithPool(w: PoolWriter, dest: string, node: TreeNode, release: () => void): Promise<void> {
   let released = false;
   const queued = (): void => {
     if (!released) {
@@ -363,13 +406,13 @@ async function deltaWithPool(pool: RestorePool, repo: Repository, dest: string, 
     }
   };
   try {
-    if (await opts.unchanged!(dest, node)) {
+    if (await w.opts.unchanged!(dest, node)) {
       queued();
-      await keepFile(dest, node, opts);
+      await keepFile(dest, node, w.opts);
       return;
     }
-    await pool.room();
-    const written = writeWithPool(pool, repo, dest, node, opts);
+    await w.pool.room();
+    const written = writeWithPool(w, dest, node);
     queued();
     await written;
   } finally {
