@@ -1,6 +1,6 @@
 /** What a command handler gets: resolved options, arguments, output and the repository reference. */
 import { readFileSync, openSync, closeSync, readSync, writeSync } from 'node:fs';
-import { execFileSync } from 'node:child_process';
+import { createRequire } from 'node:module';
 import { HoldfastError } from '../errors/catalogue.js';
 import { defaultKeyCacheDir } from '../state/key-cache.js';
 import type { Options } from '../config/resolve.js';
@@ -69,7 +69,9 @@ function prompt(question: string): string {
   }
   try {
     writeSync(fd, question);
-    // Turn off echo while typing; restored below.
+    // Turn off echo while typing; restored below. child_process is loaded only here: it costs
+    // every short-lived call (archive-push, archive-get) several milliseconds of start-up.
+    const { execFileSync } = createRequire(import.meta.url)('node:child_process') as typeof import('node:child_process');
     const stty = (args: string[]): void => {
       try {
         execFileSync('stty', args, { stdio: [fd, 'ignore', 'ignore'] });

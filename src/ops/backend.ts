@@ -1,0 +1,23 @@
+/**
+ * Open storage from a location string. Apart from ops/repo.ts so that callers that only read an
+ * object (archive-push --async answering from its spool) do not load the repository code.
+ */
+import * as path from 'node:path';
+import { HoldfastError } from '../errors/catalogue.js';
+import type { Backend } from '../storage/backend.js';
+import { LocalBackend } from '../storage/local.js';
+import { LimitBackend } from '../storage/limit.js';
+
+export function openBackend(location: string): Backend {
+  let dir: string;
+  if (location.startsWith('file://')) dir = decodeURIComponent(location.slice('file://'.length));
+  else if (/^[a-z][a-z0-9+.-]*:\/\//i.test(location)) {
+    const scheme = location.slice(0, location.indexOf(':'));
+    throw new HoldfastError('CONFIG_INVALID', `repository location ${location}: storage type "${scheme}" is not supported by this version`, {
+      location,
+      hint: 'Use a local directory path or file:///path. S3 and SFTP storage are planned.',
+    });
+  } else dir = location;
+  if (dir === '') throw new HoldfastError('CONFIG_INVALID', 'repository location is empty', { hint: 'Set --repo or HOLDFAST_REPO.' });
+  return new LimitBackend(new LocalBackend(path.resolve(dir)));
+}
