@@ -1,30 +1,93 @@
-import type { Invocation } from './invocation.js';
-import { repoRef } from './invocation.js';
-import { archiveGet, archivePush } from '../ops/pg-archive.js';
-import { defaultStateDir } from '../state/key-cache.js';
-import { createHash } from 'node:crypto';
+import { statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import * as path from 'node:path';
+import type { Invocation } from './invocation.js';
+import { repoRef } from './invocation.js';
+import type { RepoRef } from '../ops/context.js';
+import type { PushResult } from '../ops/pg-archive.js';
+import { answerFromSpool, spoolDirFor } from '../ops/pg-archive-spool.js';
+import type { WorkerCommand } from '../ops/pg-archive-async.js';
+import { defaultStateDir } from '../state/key-cache.js';
+import { Logger, type LogLevel } from '../ui/output.js';
 
+/** The async worker exits after this long without a ready file to archive… */
+const WORKER_IDLE_MS = 5_000;
+/** …and after this long in any case (the next call starts a fresh one). */
+const WORKER_LIFE_MS = 10 * 60_000;
+
+// Loaded lazily: an async call answered from the spool never parses the repository code.
 export async function run(inv: Invocation): Promise<number> {
   const cluster = inv.options.str('cluster')!;
-  if (inv.command === 'pg archive-push') {
-    const ref = repoRef(inv);
-    const o = inv.options;
-    const async = o.bool('async')
-      ? {
-          spoolDir: path.join(defaultStateDir(), 'spool', createHash('sha256').update(path.resolve(ref.location)).digest('hex').slice(0, 16), cluster),
-          batch: o.num('async-batch'),
-          parallel: typeof o.get('jobs') === 'number' ? Math.max(1, o.num('jobs')) : availableParallelism(),
-        }
-      : undefined;
-    const r = await archivePush(ref, cluster, inv.args[0]!, inv.ctx, async);
-    if (inv.json) inv.outJson(r);
-    else inv.log.debug(r.stored ? `archived ${r.file}: ${r.bytes} bytes, ${r.storedBytes} stored` : `${r.file} was already archived`);
-    return 0;
-  }
+  if (inv.command === 'pg archive-push') return push(inv, cluster);
+  const { archiveGet } = await import('../ops/pg-archive.js');
   const r = await archiveGet(repoRef(inv), cluster, inv.args[0]!, inv.args[1]!);
   if (inv.json) inv.outJson(r);
   else inv.log.debug(`restored ${r.file}: ${r.bytes} bytes`);
   return 0;
+}
+
+async function push(inv: Invocation, cluster: string): Promise<number> {
+  const o = inv.options;
+  const ref = repoRef(inv);
+  const walPath = inv.args[0]!;
+  const jobs = typeof o.get('jobs') === 'number' ? Math.max(1, o.num('jobs')) : Math.min(4, availableParallelism());
+  if (o.bool('async-worker')) {
+    const { runArchiveWorker } = await import('../ops/pg-archive-worker.js');
+    const spoolDir = spoolDirFor(defaultStateDir(), ref.location, cluster);
+    const log = new StampedLogger((o.str('log-level') ?? 'info') as LogLevel);
+    const s = await runArchiveWorker(ref, cluster, { spoolDir, walDir: walPath, jobs, ahead: o.num('async-batch'), idleMs: WORKER_IDLE_MS, lifeMs: WORKER_LIFE_MS }, { ...inv.ctx, log, progress: false });
+    if (inv.json) inv.outJson(s);
+    return 0;
+  }
+  let r: PushResult | undefined;
+  if (o.bool('async')) {
+    const spoolDir = spoolDirFor(defaultStateDir(), ref.location, cluster);
+    const answer = await answerFromSpool(spoolDir, ref.location, walPath);
+    if (answer === 'archived') {
+      inv.log.debug(`${path.basename(walPath)} was archived by the async worker (spool)`);
+      r = { file: path.basename(walPath), stored: false, duplicate: false, bytes: statSync(walPath).size, storedBytes: 0, earlier: true };
+    } else if ('sync' in answer) {
+      if (answer.warn) inv.log.warn(`async archiving is not available (${answer.sync}); archiving ${path.basename(walPath)} in this process`);
+    } else {
+      const { pushThroughWorker } = await import('../ops/pg-archive-async.js');
+      r = await pushThroughWorker(ref, cluster, walPath, answer, inv.ctx, { timeoutMs: o.num('async-timeout'), worker: workerCommand(inv, ref, cluster, walPath, jobs) });
+      if (r.earlier) inv.log.debug(`${r.file} was archived by the async worker`);
+    }
+  }
+  if (!r) {
+    const { archivePush } = await import('../ops/pg-archive.js');
+    r = await archivePush(ref, cluster, walPath, inv.ctx);
+  }
+  if (inv.json) inv.outJson(r);
+  else if (!r.earlier) inv.log.debug(r.stored ? `archived ${r.file}: ${r.bytes} bytes, ${r.storedBytes} stored` : `${r.file} was already archived`);
+  return 0;
+}
+
+/** How to run the async worker for this call's repository and cluster, with its settings spelled out. */
+function workerCommand(inv: Invocation, ref: RepoRef, cluster: string, walPath: string, jobs: number): WorkerCommand {
+  const o = inv.options;
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  const args = [...process.execArgv, process.argv[1]!, 'pg', 'archive-push', '--async-worker', '--cluster', cluster, '--repo', ref.location, '--jobs', String(jobs), '--async-batch', String(o.num('async-batch')), '--log-level', o.str('log-level') ?? 'info'];
+  const config = o.str('config');
+  if (config !== undefined) args.push('--config', path.resolve(config));
+  const pwFile = o.str('password-file');
+  if (o.str('password') === undefined && pwFile !== undefined) args.push('--password-file', path.resolve(pwFile));
+  else env['HOLDFAST_PASSWORD'] = ref.password; // from the environment anyway, or typed on a terminal
+  if (!o.bool('key-cache')) args.push('--no-key-cache');
+  const lockDir = o.str('lock-dir');
+  if (lockDir !== undefined) args.push('--lock-dir', path.resolve(lockDir));
+  for (const name of ['lock-ttl', 'lock-refresh']) {
+    const v = o.get(name);
+    if (typeof v === 'number') args.push(`--${name}`, `${v}ms`);
+  }
+  if (o.get('remove-stale-locks') === false) args.push('--no-remove-stale-locks');
+  args.push(path.dirname(path.resolve(walPath)));
+  return { args, env };
+}
+
+/** The worker's log lines carry the time and its PID (they go to worker.log). */
+class StampedLogger extends Logger {
+  override log(level: LogLevel, message: string): void {
+    super.log(level, `${new Date().toISOString()} [${process.pid}] ${message}`);
+  }
 }

@@ -5,9 +5,10 @@
  * Storage (see docs/design.md §12): each cluster name has a record `clusters/<name>` binding it to
  * a system identifier, major version and WAL segment size on first push; every archived file is a
  * named object `wal/<name>/<file>`. archive-push exits 0 only after the object is durable.
+ * `--async` runs the same prepareWal/storeWal in a background worker (pg-archive-worker.ts) and
+ * answers calls from its spool (pg-archive-spool.ts, pg-archive-async.ts).
  */
-import { readFileSync, readdirSync, mkdirSync, rmSync, writeFileSync, openSync, writeSync, fsyncSync, closeSync, renameSync, unlinkSync } from 'node:fs';
-import { sha256Hex } from '../repository/crypto.js';
+import { readFileSync, openSync, writeSync, fsyncSync, closeSync, renameSync, unlinkSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import * as path from 'node:path';
 import { HoldfastError, fsError } from '../errors/catalogue.js';
@@ -16,10 +17,9 @@ import { checkSegment, parseWalHeader } from '../wal/header.js';
 import { WalFormatError, WalMismatchError } from '../wal/errors.js';
 import { parseTimelineHistory, parseWalName } from '../wal/names.js';
 import type { OpContext, RepoRef } from './context.js';
-import { openBackend, openRepository } from './repo.js';
-import { isNotFound } from '../storage/backend.js';
-import { storageToHoldfast } from '../repository/repository.js';
-import { repositoryPath, withLocalLock, withRepoLock } from './locking.js';
+import { openRepository } from './repo.js';
+import { withRepoLock } from './locking.js';
+import { checkClusterName } from './pg-archive-spool.js';
 
 export interface ClusterRecord {
   version: 1;
@@ -31,14 +31,8 @@ export interface ClusterRecord {
   created: string;
 }
 
-const CLUSTER_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
-
-export function checkClusterName(name: string): string {
-  if (!CLUSTER_NAME.test(name)) {
-    throw new HoldfastError('CONFIG_INVALID', `cluster name ${JSON.stringify(name)} is invalid`, { option: 'cluster', hint: 'Use 1-64 letters, digits, "_", "." or "-", starting with a letter or digit.' });
-  }
-  return name;
-}
+// Defined beside the spool (a path component there), which must not load this module.
+export { checkClusterName };
 
 export function walObjectName(cluster: string, file: string): string {
   return `wal/${cluster}/${file}`;
@@ -103,18 +97,18 @@ export interface PushResult {
   duplicate: boolean;
   bytes: number;
   storedBytes: number;
-  /** Async mode: an earlier call had already archived it (spool record matched). */
+  /** Async mode: the background worker archived it (its spool record matched the content). */
   earlier?: boolean;
 }
 
-interface PreparedWal {
+export interface PreparedWal {
   file: string;
   data: Buffer;
   header: ReturnType<typeof parseWalHeader> | undefined;
 }
 
 /** Read a WAL-archive file and validate what needs no repository: a bad file fails fast. */
-function prepareWal(walPath: string): PreparedWal {
+export function prepareWal(walPath: string): PreparedWal {
   const file = path.basename(walPath);
   const name = parseWalName(file);
   if (!name) {
@@ -140,8 +134,17 @@ function prepareWal(walPath: string): PreparedWal {
   return { file, data, header };
 }
 
-/** Check a prepared file against the cluster (binding it on first use) and store it durably. */
-async function storeWal(repo: Repository, cluster: string, w: PreparedWal, ctx: OpContext): Promise<PushResult> {
+export interface StoreOptions {
+  /** Log "already archived with identical content" at debug level instead of as a warning. */
+  readonly quietDuplicate?: boolean;
+}
+
+/**
+ * Check a prepared file against the cluster (binding it on first use) and store it durably: the
+ * one code path of archive-push, synchronous or through the async worker. Resolves only once the
+ * object is durable (or already was, with identical content).
+ */
+export async function storeWal(repo: Repository, cluster: string, w: PreparedWal, ctx: OpContext, opts: StoreOptions = {}): Promise<PushResult> {
   const { file, data, header } = w;
   let record = await readClusterRecord(repo, cluster);
   if (header) {
@@ -154,146 +157,35 @@ async function storeWal(repo: Repository, cluster: string, w: PreparedWal, ctx: 
   }
   const object = walObjectName(cluster, file);
   const existing = await repo.getNamed(object);
-  if (existing) return sameOrConflict(existing, data, file, object, ctx);
+  if (existing) return sameOrConflict(existing, data, file, object, ctx, opts);
   const { created, size } = await repo.putNamed(object, data, { createOnly: true });
   if (!created) {
     // Another process archived it between our look and our write.
-    return sameOrConflict((await repo.getNamed(object))!, data, file, object, ctx);
+    return sameOrConflict((await repo.getNamed(object))!, data, file, object, ctx, opts);
   }
   return { file, stored: true, duplicate: false, bytes: data.length, storedBytes: size };
 }
 
-export interface AsyncOptions {
-  /** Local spool directory for this repository and cluster (never on network storage). */
-  readonly spoolDir: string;
-  /** At most this many files per call, the requested one included. */
-  readonly batch: number;
-  /** Files stored at once. */
-  readonly parallel: number;
-}
-
 /**
  * Validate and archive one WAL, history, backup history or `.partial` file; exits (resolves)
- * only once it is durable in the repository.
- *
- * With `async`, the call also archives other files PostgreSQL has marked ready
- * (pg_wal/archive_status/*.ready beside %p), several at once, and records each one stored in the
- * spool directory as `<file>.ok` holding its SHA-256. When PostgreSQL later asks for such a file,
- * its content is hashed and compared with the record: equal means it is already durable in the
- * repository and the call returns at once. A lost or stale record only costs a normal push.
+ * only once it is durable in the repository. `quietDuplicate`: a file already archived with the
+ * same content is logged at debug level, not as a warning (async mode, where the background
+ * worker may have archived it meanwhile).
  */
-export async function archivePush(ref: RepoRef, cluster: string, walPath: string, ctx: OpContext, async?: AsyncOptions): Promise<PushResult> {
+export async function archivePush(ref: RepoRef, cluster: string, walPath: string, ctx: OpContext, opts: StoreOptions = {}): Promise<PushResult> {
   checkClusterName(cluster);
   const own = prepareWal(walPath);
-  if (async) {
-    const instance = await repositoryInstance(ref.location);
-    if (readSpoolInstance(async.spoolDir) !== instance) {
-      // Records of another repository at this location (deleted and re-created) mean nothing.
-      rmSync(async.spoolDir, { recursive: true, force: true });
-      mkdirSync(async.spoolDir, { recursive: true, mode: 0o700 });
-      writeFileSync(path.join(async.spoolDir, 'repository'), instance + '\n', { mode: 0o600 });
-    }
-    const done = spoolRecord(async.spoolDir, own.file);
-    if (done !== undefined) {
-      if (done === sha256Hex(own.data)) {
-        rmSync(path.join(async.spoolDir, `${own.file}.ok`), { force: true });
-        ctx.log.debug(`${own.file} was archived by an earlier call (spool)`);
-        return { file: own.file, stored: false, duplicate: false, bytes: own.data.length, storedBytes: 0, earlier: true };
-      }
-      rmSync(path.join(async.spoolDir, `${own.file}.ok`), { force: true });
-    }
-  }
   const repo = await openRepository(ref, false);
   try {
-    return await withRepoLock(repo, ref.location, ctx, 'shared', 'pg archive-push', async (ctx) => {
-      const result = await storeWal(repo, cluster, own, ctx);
-      if (async) await lookAhead(repo, ref.location, cluster, path.dirname(walPath), own.file, async, ctx);
-      return result;
-    });
+    return await withRepoLock(repo, ref.location, ctx, 'shared', 'pg archive-push', (ctx) => storeWal(repo, cluster, own, ctx, opts));
   } finally {
     await repo.close();
   }
 }
 
-/** Identifies a repository instance without its key: the SHA-256 of its (encrypted) config object. */
-async function repositoryInstance(location: string): Promise<string> {
-  const backend = openBackend(location);
-  try {
-    return sha256Hex(await backend.get('config'));
-  } catch (err) {
-    if (isNotFound(err)) throw new HoldfastError('REPO_NOT_FOUND', `no holdfast repository at ${backend.location}`, { location: backend.location });
-    throw storageToHoldfast(err, backend);
-  } finally {
-    await backend.close();
-  }
-}
-
-function readSpoolInstance(dir: string): string | undefined {
-  try {
-    return readFileSync(path.join(dir, 'repository'), 'utf8').trim();
-  } catch {
-    return undefined;
-  }
-}
-
-function spoolRecord(dir: string, file: string): string | undefined {
-  try {
-    const v = readFileSync(path.join(dir, `${file}.ok`), 'utf8').trim();
-    return /^[0-9a-f]{64}$/.test(v) ? v : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/**
- * Look-ahead archiving, one process per cluster at a time (a local lock): when another process is
- * already doing it, this call only archives its own file.
- */
-async function lookAhead(repo: Repository, location: string, cluster: string, walDir: string, own: string, a: AsyncOptions, ctx: OpContext): Promise<void> {
-  const spec = { key: `pg-archive-async:${repo.config.id}:${cluster}`, scope: `async archiving of cluster ${cluster}`, operation: 'pg archive-push --async', forbidden: [{ path: repositoryPath(location), what: 'repository' }, { path: path.dirname(walDir), what: 'data directory' }], waitMs: 0 };
-  try {
-    await withLocalLock(ctx, spec, () => pushReady(repo, cluster, walDir, own, a, ctx));
-  } catch (err) {
-    if (!(err instanceof HoldfastError) || (err.code !== 'LOCKED' && err.code !== 'LOCK_DIR')) throw err;
-    ctx.log.debug(`no look-ahead this call: ${err.message}`);
-  }
-}
-
-/** Archive other ready files beside `own`, record each stored one in the spool. Never throws. */
-async function pushReady(repo: Repository, cluster: string, walDir: string, own: string, a: AsyncOptions, ctx: OpContext): Promise<void> {
-  let ready: string[];
-  try {
-    ready = readdirSync(path.join(walDir, 'archive_status'))
-      .filter((n) => n.endsWith('.ready'))
-      .map((n) => n.slice(0, -'.ready'.length))
-      .filter((n) => n !== own && parseWalName(n) !== undefined && spoolRecord(a.spoolDir, n) === undefined)
-      .sort()
-      .slice(0, Math.max(0, a.batch - 1));
-  } catch {
-    return; // no archive_status beside %p: nothing to look ahead at
-  }
-  if (ready.length === 0) return;
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < ready.length) {
-      const name = ready[next++]!;
-      try {
-        const w = prepareWal(path.join(walDir, name));
-        await storeWal(repo, cluster, w, ctx);
-        writeFileSync(path.join(a.spoolDir, `${name}.ok`), sha256Hex(w.data) + '\n', { mode: 0o600 });
-      } catch (err) {
-        // PostgreSQL will ask for it again, and the error is reported then.
-        ctx.log.debug(`look-ahead archiving of ${name} failed: ${(err as Error).message}`);
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(a.parallel, ready.length) }, worker));
-  ctx.log.debug(`archived ${ready.length} more ready file(s) ahead of PostgreSQL`);
-}
-
-function sameOrConflict(existing: Buffer, data: Buffer, file: string, object: string, ctx: OpContext): PushResult {
+function sameOrConflict(existing: Buffer, data: Buffer, file: string, object: string, ctx: OpContext, opts: StoreOptions): PushResult {
   if (existing.equals(data)) {
-    ctx.log.warn(`${file} was already archived with identical content; nothing to do`);
+    ctx.log[opts.quietDuplicate ? 'debug' : 'warn'](`${file} was already archived with identical content; nothing to do`);
     return { file, stored: false, duplicate: true, bytes: data.length, storedBytes: 0 };
   }
   throw new HoldfastError('WAL_CONFLICT', `${file} is already archived with different content (${existing.length} bytes stored, ${data.length} offered)`, { file, object });
