@@ -18,6 +18,11 @@
 #                              so keeping it saves little; it costs 1.6 GB of disk.
 #   BENCH_CMD_TIMEOUT=1800     upper bound (s) for any single measured command
 #   BENCH_STRICT=0             1 = exit 3 when a target is missed
+#   BENCH_PARTS=all            which steps to measure, space- or comma-separated: backup (1, 2),
+#                              restore (3), delta (4), latency (5), burst (6), wal (= latency
+#                              burst), or all. restore and delta need backup (added when missing).
+#                              pgbench runs either way (its WAL is the segment pool of 5 and 6);
+#                              e.g. BENCH_PARTS=wal BENCH_SCALE=10 for the WAL archiving numbers.
 #   BENCH_ROOT=                holdfast checkout to measure (default: the one holding this script)
 #
 # Must run as root: it installs what is missing (postgresql-15 via scripts/pg-deps.sh, pgbackrest
@@ -74,6 +79,10 @@ CMD_TIMEOUT=${BENCH_CMD_TIMEOUT:-1800}
 BENCH_STRICT=${BENCH_STRICT:-0}
 PGBIN=/usr/lib/postgresql/15/bin
 SEG=16777216
+PARTS=" $(echo "${BENCH_PARTS:-all}" | tr ',' ' ') "
+[[ $PARTS == *" wal "* ]] && PARTS="$PARTS latency burst "
+[[ $PARTS == *" restore "* || $PARTS == *" delta "* ]] && PARTS="$PARTS backup "
+want() { [[ $PARTS == *" all "* || $PARTS == *" $1 "* ]]; }
 
 # ---------------------------------------------------------------- environment
 unset NODE_EXTRA_CA_CERTS
@@ -396,10 +405,12 @@ backup_step() {
 declare -A SIZE ADDED
 
 # 1. full backups
-backup_step hf-full-fast hf "$HF_A" --type full --compression zstd:1
-backup_step pgbr-full-fast pgbr "$PB_A" --type=full --compress-type=lz4
-backup_step hf-full-zstd hf "$HF_B" --type full --compression zstd:3
-backup_step pgbr-full-zstd pgbr "$PB_B" --type=full --compress-type=zst --compress-level=3
+if want backup; then
+  backup_step hf-full-fast hf "$HF_A" --type full --compression zstd:1
+  backup_step pgbr-full-fast pgbr "$PB_A" --type=full --compress-type=lz4
+  backup_step hf-full-zstd hf "$HF_B" --type full --compression zstd:3
+  backup_step pgbr-full-zstd pgbr "$PB_B" --type=full --compress-type=zst --compress-level=3
+fi
 
 # 2. pgbench, then incrementals (its WAL goes to the pool: the segments for steps 5 and 6)
 switch_and_wait
@@ -414,14 +425,17 @@ TPS=$(awk '/^tps/ { printf "%.0f", $3; exit }' "$LOGS/pgbench.log")
 WAL_RATE=$(awk -v b="$WAL_BYTES" -v t="$PGBENCH_SECONDS" 'BEGIN { printf "%.1f", b / 1e6 / t }')
 log "pgbench: $TPS tps, $(mb "$WAL_BYTES") MB of WAL in $PGBENCH_SECONDS s ($WAL_RATE MB/s)"
 sql "CHECKPOINT"
-backup_step hf-incr hf "$HF_B" --type incr --compression zstd:3
-backup_step pgbr-incr pgbr "$PB_B" --type=incr --compress-type=zst --compress-level=3
+if want backup; then
+  backup_step hf-incr hf "$HF_B" --type incr --compression zstd:3
+  backup_step pgbr-incr pgbr "$PB_B" --type=incr --compress-type=zst --compress-level=3
+fi
 
 # top up the pool to POOL_N full segments with more pgbench (bounded)
 switch_and_wait
 set_archive "$(archive_cmd_pool)"
 pool_count() { find "$POOL" -maxdepth 1 -regextype posix-extended -regex '.*/[0-9A-F]{24}' -size "${SEG}c" | wc -l; }
 t0=$SECONDS
+want latency || want burst || POOL_N=0
 while (($(pool_count) < POOL_N + 2)); do
   ((SECONDS - t0 < 1200)) || die "the WAL pool has only $(pool_count) segments after 1200 s of pgbench (need $POOL_N)"
   log "WAL pool: $(pool_count) of $POOL_N segments; more pgbench"
@@ -433,6 +447,8 @@ log "WAL pool: $(pool_count) segments in $POOL"
 find "$POOL" -maxdepth 1 -regextype posix-extended -regex '.*/[0-9A-F]{24}' -size "${SEG}c" | sort >"$W/pool.list"
 
 # 3. full restores (latest = the incremental)
+declare -A VERIFY
+if want restore; then
 mkdir -p "$W/restore-hf" "$W/restore-pgbr"
 chown postgres: "$W/restore-hf" "$W/restore-pgbr"
 chmod 700 "$W/restore-hf" "$W/restore-pgbr"
@@ -446,7 +462,6 @@ RESTORE_HF_BYTES=$(datasize "$W/restore-hf")
 RESTORE_PB_BYTES=$(datasize "$W/restore-pgbr")
 
 # untimed: start each restored cluster, wait until promoted, count the pgbench_accounts rows
-declare -A VERIFY
 verify_restore() { # KEY DIR
   local key=$1 dir=$2 port i state=""
   [[ ${STATUS[$key]:-} == ok ]] || { VERIFY[$key]="not restored"; return 0; }
@@ -475,6 +490,7 @@ verify_restore hf-restore "$W/restore-hf"
 verify_restore pgbr-restore "$W/restore-pgbr"
 log "restored clusters: holdfast ${VERIFY[hf-restore]}; pgBackRest ${VERIFY[pgbr-restore]}"
 rm -rf "$W/restore-hf" "$W/restore-pgbr"
+fi
 
 # 5. archive-push latency, sequential calls as postgres into fresh repositories
 head -n "$LAT_N" "$W/pool.list" >"$W/lat.list"
@@ -502,11 +518,15 @@ loop() { # KEY LIST CMD...: bench/pg-wal-loop.sh as postgres; fills MED/MEAN (ms
   log "$key: median ${MED[$key]} ms, mean ${MEAN[$key]} ms, total ${TOTAL[$key]} s, max RSS $(mb "${MAXRSS[$key]}") MB"
 }
 HF_PUSH=("$NODE" "$HF_BIN" pg archive-push --cluster main)
-loop hf-lat16 "$W/lat.list" env HOLDFAST_CONFIG=/dev/null HOLDFAST_PASSWORD_FILE="$PWFILE" HOLDFAST_REPO="$HF_L16" "${HF_PUSH[@]}"
-loop hf-lat10 "$W/lat.list" env HOLDFAST_CONFIG=/dev/null HOLDFAST_PASSWORD_FILE="$PWFILE" HOLDFAST_REPO="$HF_L10" "${HF_PUSH[@]}"
-loop pgbr-lat "$W/lat.list" pgbackrest --config="$PGBR_CONF" --stanza=bench --repo1-path="$PB_L" archive-push
+if want latency; then
+  loop hf-lat16 "$W/lat.list" env HOLDFAST_CONFIG=/dev/null HOLDFAST_PASSWORD_FILE="$PWFILE" HOLDFAST_REPO="$HF_L16" "${HF_PUSH[@]}"
+  loop hf-lat10 "$W/lat.list" env HOLDFAST_CONFIG=/dev/null HOLDFAST_PASSWORD_FILE="$PWFILE" HOLDFAST_REPO="$HF_L10" "${HF_PUSH[@]}"
+  loop pgbr-lat "$W/lat.list" pgbackrest --config="$PGBR_CONF" --stanza=bench --repo1-path="$PB_L" archive-push
+fi
 
 # 6. burst: WAL inside a pg1-path with .ready files (pgBackRest async needs both)
+BURST_PB_STORED='' BURST_HF_SIZE='' BURST_PB_SIZE=''
+if want burst; then
 BURST="$W/burst-pgdata"
 mkdir -p "$BURST/global" "$BURST/pg_wal/archive_status"
 cp "$DATA/global/pg_control" "$BURST/global/"
@@ -527,6 +547,9 @@ reset_ready() {
 export LOOP_MARK_DONE=1
 reset_ready
 loop hf-burst16 "$W/burst-pgdata.list" env HOLDFAST_CONFIG=/dev/null HOLDFAST_PASSWORD_FILE="$PWFILE" HOLDFAST_REPO="$HF_U16" "${HF_PUSH[@]}" --async --jobs "$JOBS"
+# untimed: let the async worker go idle and exit (bounded), so it neither takes CPU from the next
+# loops nor archives their .ready files into its repository
+for ((i = 0; i < 60; i++)); do pgrep -u postgres -f -- "--async-worker .*--repo $HF_U16 " >/dev/null 2>&1 || break; sleep 0.5; done
 reset_ready
 loop hf-burst10 "$W/burst-pgdata.list" env HOLDFAST_CONFIG=/dev/null HOLDFAST_PASSWORD_FILE="$PWFILE" HOLDFAST_REPO="$HF_U10" "${HF_PUSH[@]}"
 reset_ready
@@ -536,10 +559,12 @@ for ((i = 0; i < 60; i++)); do pgrep -u postgres -f -- "--config=$PGBR_CONF" >/d
 BURST_PB_STORED=$(find "$PB_U/archive" -type f -name '0000*' 2>/dev/null | wc -l)
 BURST_HF_SIZE=$(dusize "$HF_U16")
 BURST_PB_SIZE=$(dusize "$PB_U")
+fi
 
 # 4. delta restore over the stopped source data directory (moved on since the backup)
 pg_stop "$DATA"
-HF_DELTA=0
+HF_DELTA=0 DELTA_TARGET_BYTES='' DELTA_MATCH='' DELTA_FILES=''
+if want delta; then
 if aspg "$NODE" "$HF_BIN" help pg restore 2>/dev/null | grep -q -- '--delta'; then
   HF_DELTA=1
   log "holdfast pg restore lists --delta: measuring it on a copy of the source data directory"
@@ -558,6 +583,7 @@ measure pgbr-delta pgbackrest --config="$PGBR_CONF" --stanza=bench --repo1-path=
   --delta restore --type=immediate --target-action=promote
 DELTA_MATCH=$(grep -c 'exists and matches' "$LOGS/pgbr-delta.out" 2>/dev/null || true)
 DELTA_FILES=$(grep -c 'restore file ' "$LOGS/pgbr-delta.out" 2>/dev/null || true)
+fi
 
 # ---------------------------------------------------------------- report
 versions() {
@@ -609,7 +635,9 @@ REPORT="$LOGS/report.txt"
   th=$(mbps "$RESTORE_HF_BYTES" "${TIME[hf-restore]:-}") tp=$(mbps "$RESTORE_PB_BYTES" "${TIME[pgbr-restore]:-}")
   row "   throughput (MB/s, higher is better)" "${th:-n/a}" "${tp:-n/a}" "$(ratio "$th" "$tp")"
   row "   peak RSS (MB)" "$(mb "${RSS[hf-restore]:-}")" "$(mb "${RSS[pgbr-restore]:-}")" "$(ratio "${RSS[hf-restore]:-}" "${RSS[pgbr-restore]:-}")"
-  if ((HF_DELTA)); then
+  if ! want delta; then
+    row "4  delta restore over moved-on source (s)" "n/a (BENCH_PARTS)" "n/a" "n/a"
+  elif ((HF_DELTA)); then
     row "4  delta restore over moved-on source (s)" "$(val hf-delta "${TIME[hf-delta]:-}")" "$(val pgbr-delta "${TIME[pgbr-delta]:-}")" "$(ratio "${TIME[hf-delta]:-}" "${TIME[pgbr-delta]:-}")"
     row "   peak RSS (MB)" "$(mb "${RSS[hf-delta]:-}")" "$(mb "${RSS[pgbr-delta]:-}")" "$(ratio "${RSS[hf-delta]:-}" "${RSS[pgbr-delta]:-}")"
   else
@@ -641,7 +669,7 @@ REPORT="$LOGS/report.txt"
     if [[ -n $v ]] && ((v > max_p)); then max_p=$v; fi
   done
   row "7  peak RSS, max over all commands (MB)" "$(mb "$max_h")" "$(mb "$max_p")" "$(ratio "$max_h" "$max_p")"
-  echo "(holdfast's burst: archive-push --async --jobs $JOBS (look-ahead over the .ready files); pgBackRest's: archive-async=y with process-max=$JOBS; both called once per segment in order, .ready renamed .done after each success."
+  echo "(holdfast's burst: archive-push --async --jobs $JOBS (a background worker archives the .ready files, the calls check its spool); pgBackRest's: archive-async=y with process-max=$JOBS; both called once per segment in order, .ready renamed .done after each success."
   echo " pgBackRest peak RSS is the largest single process of its process tree. Per-call times include a ~1 ms /usr/bin/time exec for both."
   if ((!HF_DELTA)); then
     echo " Delta restore: holdfast pg restore has no --delta yet (not implemented); pgBackRest restored $(mb "$DELTA_TARGET_BYTES") MB over the stopped source,"
@@ -660,7 +688,9 @@ REPORT="$LOGS/report.txt"
   target "$(le "$r" 1.00)" "incremental backup >= pgBackRest speed: time ratio $r (<= 1.00)"
   r=$(ratio "${TIME[hf-restore]:-}" "${TIME[pgbr-restore]:-}")
   target "$(le "$r" 1.00)" "restore throughput >= pgBackRest: time ratio $r (<= 1.00)"
-  if ((HF_DELTA)); then
+  if ! want delta; then
+    target n/a "delta restore >= pgBackRest: not measured (BENCH_PARTS)"
+  elif ((HF_DELTA)); then
     r=$(ratio "${TIME[hf-delta]:-}" "${TIME[pgbr-delta]:-}")
     target "$(le "$r" 1.00)" "delta restore >= pgBackRest: time ratio $r (<= 1.00)"
   else
