@@ -447,7 +447,8 @@ log "WAL pool: $(pool_count) segments in $POOL"
 find "$POOL" -maxdepth 1 -regextype posix-extended -regex '.*/[0-9A-F]{24}' -size "${SEG}c" | sort >"$W/pool.list"
 
 # 3. full restores (latest = the incremental)
-declare -A VERIFY
+declare -A VERIFY=([hf-restore]='not measured (BENCH_PARTS)' [pgbr-restore]='not measured (BENCH_PARTS)')
+RESTORE_HF_BYTES='' RESTORE_PB_BYTES=''
 if want restore; then
 mkdir -p "$W/restore-hf" "$W/restore-pgbr"
 chown postgres: "$W/restore-hf" "$W/restore-pgbr"
@@ -671,12 +672,16 @@ REPORT="$LOGS/report.txt"
   row "7  peak RSS, max over all commands (MB)" "$(mb "$max_h")" "$(mb "$max_p")" "$(ratio "$max_h" "$max_p")"
   echo "(holdfast's burst: archive-push --async --jobs $JOBS (a background worker archives the .ready files, the calls check its spool); pgBackRest's: archive-async=y with process-max=$JOBS; both called once per segment in order, .ready renamed .done after each success."
   echo " pgBackRest peak RSS is the largest single process of its process tree. Per-call times include a ~1 ms /usr/bin/time exec for both."
-  if ((!HF_DELTA)); then
+  if ! want delta; then
+    echo " Delta restore: not measured (BENCH_PARTS)."
+  elif ((!HF_DELTA)); then
     echo " Delta restore: holdfast pg restore has no --delta yet (not implemented); pgBackRest restored $(mb "$DELTA_TARGET_BYTES") MB over the stopped source,"
   else
     echo " Delta restore over the stopped source data directory ($(mb "$DELTA_TARGET_BYTES") MB);"
   fi
-  echo " pgBackRest kept $DELTA_MATCH of $DELTA_FILES files as matching. Burst: pgBackRest's archive holds $BURST_PB_STORED segment files afterwards.)"
+  want delta && echo " pgBackRest kept $DELTA_MATCH of $DELTA_FILES files as matching."
+  want burst && echo " Burst: pgBackRest's archive holds $BURST_PB_STORED segment files afterwards."
+  echo ")"
   echo
   echo "== BRIEF §3 targets"
   for s in fast zstd; do
