@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { MODE_ZSTD, compress, decompress, useSyncCompression } from './compress.js';
+import { MODE_ZSTD, compress, decompress, frameContentSize, useSyncCompression } from './compress.js';
 import { Rng } from '../testing/helpers.js';
 
 // Its own file: useSyncCompression() switches this test process to the native helper.
@@ -15,6 +15,7 @@ test('the synchronous native compressor writes standard zstd frames, honours the
     const [mode, z] = await compress(text, { algo: 'zstd', level: 3 });
     assert.equal(mode, MODE_ZSTD, `${size} bytes of text compress`);
     assert.equal(z.readUInt32LE(0), 0xfd2fb528, 'a zstd frame (magic number)');
+    assert.equal(frameContentSize(z), size, 'its header declares the size');
     assert.ok((await decompress(mode, z)).equals(text), `${size} bytes round-trip through the async binding`);
   }
   const text = rng.text(1 << 20);
