@@ -63,8 +63,9 @@ export interface RestoreOptions {
   readonly unchanged?: ((dest: string, node: TreeNode) => Promise<boolean>) | undefined;
   /**
    * Files written at once. With the local storage driver: worker threads writing file contents
-   * (default: the number of CPUs, at most MAX_DEFAULT_WORKERS). Otherwise files written
-   * concurrently by the main thread (default 4). 0: one file at a time, in the main thread.
+   * (default: the number of CPUs, at most MAX_DEFAULT_WORKERS; never more than MAX_WORKERS).
+   * Otherwise files written concurrently by the main thread (default 4). 0: one file at a time,
+   * in the main thread.
    */
   readonly parallel?: number | undefined;
   /**
@@ -84,6 +85,8 @@ export const WORKER_MIN_BYTES = 8 << 20;
  * at 4; more take an explicit `parallel`.
  */
 export const MAX_DEFAULT_WORKERS = 4;
+/** An explicit `parallel` above this still starts this many (about 0.8 GB of RSS already). */
+export const MAX_WORKERS = 16;
 
 export function newRestoreProgress(): RestoreProgress {
   return { filesTotal: 0, bytesTotal: 0, filesDone: 0, bytesDone: 0, current: '' };
@@ -155,7 +158,9 @@ async function startPool(repo: Repository, opts: RestoreOptions): Promise<Restor
   if (mode === 'auto' && p.filesTotal < WORKER_MIN_FILES && p.bytesTotal < WORKER_MIN_BYTES) return undefined;
   const root = await localRoot(repo);
   if (!root) return undefined;
-  const count = Math.max(1, Math.min(opts.parallel ?? Math.min(MAX_DEFAULT_WORKERS, availableParallelism()), p.filesTotal + Math.ceil(p.bytesTotal / RANGE)));
+  const wanted = Math.min(MAX_WORKERS, opts.parallel ?? Math.min(MAX_DEFAULT_WORKERS, availableParallelism()));
+  // No more workers than there are items to give them.
+  const count = Math.max(1, Math.min(wanted, p.filesTotal + Math.ceil(p.bytesTotal / RANGE)));
   return RestorePool.start(repo.packKey(), root, repo.backend.location, count);
 }
 
