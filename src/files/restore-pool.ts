@@ -18,7 +18,10 @@
  *
  * An item is either
  *   - a whole file: the worker creates it, writes its chunks (all-zero chunks are skipped: holes),
- *     sizes it with ftruncate, sets owner, mode and times and closes it; or
+ *     sizes it with ftruncate, sets owner, mode and times and closes it; for a delta restore by
+ *     content (`keep`), first checks whether the file there already holds exactly that content
+ *     (`sameContent`), and then only sets its metadata; or
+ *   - a check of a range of a large file for a delta restore (`sameContent` on that range); or
  *   - a range of a large file: the main thread has created the file and passes the descriptor
  *     (descriptors are shared by all threads of a process); the worker only writes the range's
  *     chunks at their positions, and the main thread sizes the file, sets its metadata and
@@ -37,9 +40,10 @@
  * walk goes on queueing small files while the workers write large ones.
  */
 import { Worker } from 'node:worker_threads';
-import { closeSync, constants as fsc, existsSync, fchmodSync, fchownSync, ftruncateSync, futimesSync, lstatSync, openSync, unlinkSync } from 'node:fs';
+import { closeSync, constants as fsc, existsSync, fchmodSync, fchownSync, fstatSync, ftruncateSync, futimesSync, lstatSync, openSync, readSync, unlinkSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { CATALOGUE, type ErrorCode, HoldfastError, fsError, systemCode } from '../errors/catalogue.js';
+import { sha256 } from '../repository/crypto.js';
 
 /** Where one blob of a file lives: pack id, byte range, and its plaintext size. */
 export interface BlobRef {
@@ -62,8 +66,12 @@ export interface FileMeta {
 }
 
 export type WorkItem =
-  | { readonly t: 'file'; readonly dest: string; readonly force: boolean; readonly blobs: readonly BlobRef[]; readonly meta: FileMeta }
-  | { readonly t: 'range'; readonly fd: number; readonly dest: string; readonly pos: number; readonly blobs: readonly BlobRef[] };
+  | { readonly t: 'file'; readonly dest: string; readonly force: boolean; readonly blobs: readonly BlobRef[]; readonly meta: FileMeta; readonly keep?: boolean | undefined }
+  | { readonly t: 'range'; readonly fd: number; readonly dest: string; readonly pos: number; readonly blobs: readonly BlobRef[] }
+  | { readonly t: 'check'; readonly dest: string; readonly size: number; readonly pos: number; readonly blobs: readonly BlobRef[] };
+
+/** What became of an item: written; kept (a delta restore found the content there); a checked range the same or not. */
+export type Outcome = 'written' | 'kept' | 'same' | 'differs';
 
 export interface SerializedError {
   readonly code: string;
@@ -73,7 +81,7 @@ export interface SerializedError {
 
 export type MainToWorker = { t: 'init'; key: Uint8Array; root: string; location: string; stop: SharedArrayBuffer } | { t: 'work'; batch: number; items: WorkItem[] };
 
-export type WorkerToMain = { t: 'results'; batch: number; results: Array<SerializedError | null> };
+export type WorkerToMain = { t: 'results'; batch: number; results: Array<Outcome | SerializedError> };
 
 /** Large files are split into ranges of about this many bytes, written by any free worker. */
 export const RANGE = 16 << 20;
@@ -138,7 +146,7 @@ function workerScript(): URL | undefined {
 interface Pending {
   readonly item: WorkItem;
   readonly weight: number;
-  readonly resolve: () => void;
+  readonly resolve: (outcome: Outcome) => void;
   readonly reject: (err: Error) => void;
 }
 
@@ -249,11 +257,11 @@ export class RestorePool {
    * Queue an item; resolves once it is written, rejects with the catalogue error. Either way no
    * worker uses a range's descriptor any more by then (it stays open for the caller).
    */
-  submit(item: WorkItem, bytes: number): Promise<void> {
+  submit(item: WorkItem, bytes: number): Promise<Outcome> {
     if (this.failure) return Promise.reject(this.failure);
     this.unsettled++;
     if (item.t === 'range') this.openFds.set(item.fd, (this.openFds.get(item.fd) ?? 0) + 1);
-    return new Promise<void>((resolve, reject) => {
+    return new Promise<Outcome>((resolve, reject) => {
       const settled = (): void => {
         this.unsettled--;
         if (item.t === 'range') {
@@ -266,9 +274,9 @@ export class RestorePool {
       const p: Pending = {
         item,
         weight: bytes + ITEM_COST,
-        resolve: () => {
+        resolve: (outcome) => {
           settled();
-          resolve();
+          resolve(outcome);
         },
         reject: (err) => {
           settled();
@@ -350,9 +358,9 @@ export class RestorePool {
     for (const [i, p] of batch.entries()) {
       slot.weight -= p.weight;
       slot.items--;
-      const result = msg.results[i];
-      if (result === null) p.resolve();
-      else p.reject(this.failure && result?.message === CANCELLED ? this.failure : reviveError(result ?? { code: 'INTERNAL', message: 'restore worker: a result is missing', data: {} }));
+      const result = msg.results[i] ?? { code: 'INTERNAL', message: 'restore worker: a result is missing', data: {} };
+      if (typeof result === 'string') p.resolve(result);
+      else p.reject(this.failure && result.message === CANCELLED ? this.failure : reviveError(result));
     }
     this.pump();
     this.wakeIdleWaiters();
@@ -389,10 +397,56 @@ export class RestorePool {
   }
 }
 
-/** Size a written file, set its owner, mode and times (chown before chmod: it clears setuid). */
-export function finishTargetFile(fd: number, size: number, meta: FileMeta, dest: string): void {
+const READ_FLAGS = fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK;
+/** Reused for comparisons (one per thread: each worker has its own copy of this module). */
+let scratch = Buffer.allocUnsafe(1 << 20);
+
+/**
+ * Delta restore: whether `dest` already holds `blobs` from byte `pos` on, each byte range having
+ * the SHA-256 its blob id names, in a file of `size` bytes. Only a regular file with a single
+ * link qualifies, opened without following a symlink (a FIFO is not waited for): anything else is
+ * rewritten, never written through. With `keepOpen`, a match returns the open read-only
+ * descriptor (to set metadata through); otherwise true or false.
+ */
+export function sameContent(dest: string, size: number, pos: number, blobs: readonly BlobRef[], keepOpen: boolean): number | boolean {
+  let fd: number;
   try {
-    ftruncateSync(fd, size);
+    fd = openSync(dest, READ_FLAGS);
+  } catch {
+    return false;
+  }
+  let same = false;
+  try {
+    const st = fstatSync(fd);
+    same = st.isFile() && st.nlink === 1 && st.size === size;
+    for (let i = 0; same && i < blobs.length; i++) {
+      const b = blobs[i]!;
+      if (scratch.length < b.rawLength) scratch = Buffer.allocUnsafe(b.rawLength);
+      const buf = scratch.subarray(0, b.rawLength);
+      let got = 0;
+      while (got < buf.length) {
+        const n = readSync(fd, buf, got, buf.length - got, pos + got);
+        if (n === 0) break;
+        got += n;
+      }
+      same = got === buf.length && sha256(buf).toString('hex') === b.id;
+      pos += b.rawLength;
+    }
+  } catch {
+    same = false;
+  }
+  if (same && keepOpen) return fd;
+  closeQuietly(fd);
+  return same;
+}
+
+/**
+ * Size a written file (unless `size` is undefined: a kept file) and set its owner, mode and times
+ * (chown before chmod: it clears setuid).
+ */
+export function finishTargetFile(fd: number, size: number | undefined, meta: FileMeta, dest: string): void {
+  try {
+    if (size !== undefined) ftruncateSync(fd, size);
     if (meta.chown) fchownSync(fd, meta.uid, meta.gid);
     fchmodSync(fd, meta.mode);
     futimesSync(fd, meta.atime, meta.mtime);

@@ -13,7 +13,7 @@ import { HoldfastError, fsError, systemCode } from '../errors/catalogue.js';
 import { DecryptError, sha256, unseal } from '../repository/crypto.js';
 import { decompress } from '../repository/compress.js';
 import { blobAad, packName } from '../repository/pack.js';
-import { type BlobRef, type MainToWorker, type WorkItem, type WorkerToMain, CANCELLED, closeQuietly, createTargetFile, finishTargetFile, serializeError } from './restore-pool.js';
+import { type BlobRef, type MainToWorker, type Outcome, type WorkItem, type WorkerToMain, CANCELLED, closeQuietly, createTargetFile, finishTargetFile, sameContent, serializeError } from './restore-pool.js';
 
 const port = parentPort;
 if (!port) throw new Error('restore-worker must run in a worker thread');
@@ -168,12 +168,30 @@ function checkStop(): void {
   if (stop && Atomics.load(stop, 0) !== 0) throw new Error(CANCELLED);
 }
 
-async function doItem(item: WorkItem): Promise<void> {
+async function doItem(item: WorkItem): Promise<Outcome> {
   checkStop();
-  if (item.t === 'range') {
-    // The main thread created the file, and finishes and closes it when every range is in.
-    await writeBlobs(item.fd, item.dest, item.pos, item.blobs);
-    return;
+  switch (item.t) {
+    case 'range':
+      // The main thread created the file, and finishes and closes it when every range is in.
+      await writeBlobs(item.fd, item.dest, item.pos, item.blobs);
+      return 'written';
+    case 'check':
+      return sameContent(item.dest, item.size, item.pos, item.blobs, false) ? 'same' : 'differs';
+    case 'file':
+      break;
+  }
+  if (item.keep) {
+    let size = 0;
+    for (const b of item.blobs) size += b.rawLength;
+    const kept = sameContent(item.dest, size, 0, item.blobs, true);
+    if (typeof kept === 'number') {
+      try {
+        finishTargetFile(kept, undefined, item.meta, item.dest);
+      } finally {
+        closeQuietly(kept);
+      }
+      return 'kept';
+    }
   }
   const fd = createTargetFile(item.dest, item.force);
   try {
@@ -188,6 +206,7 @@ async function doItem(item: WorkItem): Promise<void> {
   } catch (err) {
     throw fsError(err, 'write', item.dest, 'TARGET_IO');
   }
+  return 'written';
 }
 
 const work: Array<Extract<MainToWorker, { t: 'work' }>> = [];
@@ -197,11 +216,10 @@ async function run(): Promise<void> {
   running = true;
   try {
     for (let next = work.shift(); next; next = work.shift()) {
-      const results: Array<ReturnType<typeof serializeError> | null> = [];
+      const results: WorkerToMain['results'] = [];
       for (const item of next.items) {
         try {
-          await doItem(item);
-          results.push(null);
+          results.push(await doItem(item));
         } catch (err) {
           results.push(serializeError(err));
         }

@@ -8,6 +8,7 @@
  * are covered too. After every restore, failed or not, no file descriptor may be left open.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
@@ -220,22 +221,29 @@ describe('restore with worker threads', { timeout: 300_000 }, () => {
     assert.equal(fs.existsSync(restoredPath(target, path.join(src, 'large.bin'))), false);
   });
 
-  test('delta restore with workers keeps matching files, rewrites the rest, removes extras; the result equals the snapshot', async () => {
-    const target = path.join(dir, 'restore-delta');
+  /**
+   * Restore into a fresh target, damage it, then restore over it as a delta restore with `extra`:
+   * the result must equal the source, unchanged files must be kept and extras removed.
+   */
+  async function deltaRestore(name: string, extra: Partial<RestoreOptions>, byContent: boolean): Promise<void> {
+    const target = path.join(dir, `restore-delta-${name}`);
     await restore(repo, target, { workers: 'always' });
     const out = restoredPath(target, src);
     const keptInode = (await fsp.stat(path.join(out, 'sparse.img'))).ino;
+    const keptLarge = (await fsp.stat(path.join(out, 'large.bin'))).ino;
     // Damage the restored tree: same-size change, shorter file, deleted file, extra entries,
     // a symlink where a file was (pointing outside), wrong modes.
-    const outside = path.join(dir, 'outside-delta');
+    const outside = path.join(dir, `outside-delta-${name}`);
     await fsp.writeFile(outside, 'must stay');
     const fd = fs.openSync(path.join(out, 'big-0.bin'), 'r+');
     fs.writeSync(fd, Buffer.from('changed'), 0, 7, 1000);
     fs.closeSync(fd);
-    // A large file (written in ranges) with one changed byte: replaced.
-    const lfd = fs.openSync(path.join(out, 'large.bin'), 'r+');
-    fs.writeSync(lfd, Buffer.from('!'), 0, 1, 30 * MiB);
-    fs.closeSync(lfd);
+    if (!byContent) {
+      // A large file (written in ranges) with one changed byte: replaced.
+      const lfd = fs.openSync(path.join(out, 'large.bin'), 'r+');
+      fs.writeSync(lfd, Buffer.from('!'), 0, 1, 30 * MiB);
+      fs.closeSync(lfd);
+    }
     await fsp.truncate(path.join(out, 'big-1.bin'), 1000);
     await fsp.rm(path.join(out, 'zeros.bin'));
     await fsp.writeFile(path.join(out, 'extra-file'), 'not in the snapshot');
@@ -243,18 +251,49 @@ describe('restore with worker threads', { timeout: 300_000 }, () => {
     await fsp.rm(path.join(out, 'empty-0'));
     await fsp.symlink(outside, path.join(out, 'empty-0'));
     await fsp.chmod(path.join(out, 'sparse.img'), 0o666);
+    let rewritten = 5;
+    let linked: string | undefined;
+    if (byContent) {
+      // The same content, but hard-linked from outside the target: it must be replaced (setting
+      // its metadata would change the outside file too). And a FIFO where a file goes.
+      const d3 = path.join(out, 'd3');
+      const victim = path.join(d3, (await fsp.readdir(d3, { withFileTypes: true })).find((e) => e.isFile())!.name);
+      linked = path.join(dir, `outside-link-${name}`);
+      await fsp.link(victim, linked);
+      await fsp.chmod(linked, 0o600);
+      await fsp.utimes(linked, 1000, 1000);
+      await fsp.rm(path.join(out, 'empty-1'));
+      execFileSync('mkfifo', [path.join(out, 'empty-1')]);
+      rewritten = 6; // big-0, big-1, zeros.bin, empty-0, the hard-linked file, empty-1
+    }
 
-    const r = await openRepo(repo);
-    const chunker = new Chunker(r.config.chunker);
-    await r.close();
-    const { progress } = await restore(repo, target, { workers: 'always', force: true, unchanged: sameContent(chunker) });
-    assert.ok(progress.workers);
+    const { progress } = await restore(repo, target, { force: true, ...extra });
+    assert.equal(progress.workers !== undefined, extra.workers === 'always', 'written by workers exactly when asked to');
     await assertSameTree(src, out);
     assert.equal(await fsp.readFile(outside, 'utf8'), 'must stay');
     assert.equal((await fsp.stat(path.join(out, 'sparse.img'))).ino, keptInode, 'an unchanged file is kept, not rewritten');
+    if (byContent) assert.equal((await fsp.stat(path.join(out, 'large.bin'))).ino, keptLarge, 'an unchanged large file is kept, not rewritten');
+    if (linked) {
+      const st = await fsp.stat(linked);
+      assert.equal(st.mode & 0o7777, 0o600, 'the hard link outside keeps its mode');
+      assert.equal(st.mtimeMs, 1000 * 1000, 'and its mtime');
+      assert.equal(st.nlink, 1, 'the file in the target is a new one');
+    }
     assert.equal(progress.removed, 2);
-    assert.equal(progress.kept, progress.filesTotal - 5, 'all but big-0, big-1, large.bin, zeros.bin and empty-0 kept');
+    assert.equal(progress.kept, progress.filesTotal - rewritten, `all but ${rewritten} files kept`);
     assert.equal(progress.filesDone, progress.filesTotal);
+  }
+
+  test('delta restore with workers and an `unchanged` callback keeps matching files, rewrites the rest, removes extras; the result equals the snapshot', async () => {
+    const r = await openRepo(repo);
+    const chunker = new Chunker(r.config.chunker);
+    await r.close();
+    await deltaRestore('callback', { workers: 'always', unchanged: sameContent(chunker) }, false);
+  });
+
+  test('delta restore by content, in workers (large files checked in ranges) and in the main thread: hard links and FIFOs are replaced', async () => {
+    await deltaRestore('content-workers', { workers: 'always', deltaByContent: true }, true);
+    await deltaRestore('content-main', { workers: 'never', deltaByContent: true }, true);
   });
 
   test('--force: a symlink where a file goes is replaced, never written through; a directory there is TARGET_CONFLICT', async () => {

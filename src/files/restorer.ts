@@ -26,7 +26,7 @@ import { HoldfastError, fsError as anyFsError, systemCode } from '../errors/cata
 import { Semaphore } from '../util/semaphore.js';
 import { PathSelector, type WalkEntry, walkTree } from './walk.js';
 import { type TreeNode, nsToSeconds } from './tree.js';
-import { type BlobRef, type FileMeta, RANGE, RestorePool, closeQuietly, createTargetFile, finishTargetFile } from './restore-pool.js';
+import { type BlobRef, type FileMeta, RANGE, RestorePool, closeQuietly, createTargetFile, finishTargetFile, sameContent } from './restore-pool.js';
 
 export interface RestoreProgress {
   /** Delta restore: files kept because they already had the right content. */
@@ -61,6 +61,14 @@ export interface RestoreOptions {
    * snapshot does not have are removed. Implies force.
    */
   readonly unchanged?: ((dest: string, node: TreeNode) => Promise<boolean>) | undefined;
+  /**
+   * Delta restore decided here, by content: a file is kept (only its metadata is set) when it is a
+   * regular file with one link, of the node's size, whose byte ranges have the SHA-256 of the
+   * node's blobs at their places (blob sizes come from the index): its content is the snapshot's.
+   * Everything else is rewritten, and entries the snapshot does not have are removed. With worker
+   * threads the comparisons run in them, large files in ranges; takes precedence over `unchanged`.
+   */
+  readonly deltaByContent?: boolean | undefined;
   /**
    * Files written at once. With the local storage driver: worker threads writing file contents
    * (default: the number of CPUs, at most MAX_DEFAULT_WORKERS; never more than MAX_WORKERS).
@@ -187,7 +195,7 @@ async function writeSelection(repo: Repository, rootTree: string, opts: RestoreO
   // Pass 2: write. Directories are created on the way down and get their metadata at the end,
   // deepest first, so writing their contents does not disturb their mtimes.
   const dirs: Array<{ dest: string; node: TreeNode }> = [];
-  const present = opts.unchanged ? new Set<string>([target]) : undefined;
+  const present = opts.unchanged || opts.deltaByContent ? new Set<string>([target]) : undefined;
   // In the main thread: files written at once. With workers: delta comparisons at once (they
   // wait mostly for reads, and the workers wait for their verdicts).
   const slots = new Semaphore(pool ? 16 : Math.max(1, opts.parallel ?? 4));
@@ -257,7 +265,10 @@ async function writeSelection(repo: Repository, rootTree: string, opts: RestoreO
           break;
         case 'file': {
           if (ctx) {
-            if (opts.unchanged) {
+            if (opts.deltaByContent) {
+              await ctx.pool.room();
+              track(writeWithPool(ctx, dest, node, true));
+            } else if (opts.unchanged) {
               await slots.acquire();
               track(deltaWithPool(ctx, dest, node, () => slots.release()));
             } else {
@@ -338,66 +349,65 @@ async function createLargeFile(w: PoolWriter, dest: string): Promise<number> {
 /**
  * Write one file through the worker pool. A file of up to RANGE bytes is one item, queued before
  * the first await (callers bound the queue with `room`); a larger one is created here and written
- * in ranges by any free worker, then sized, given its metadata and closed here.
+ * in ranges by any free worker, then sized, given its metadata and closed here. With `keep`
+ * (deltaByContent) a file that already has the snapshot's content is kept instead: a small one
+ * is checked by the worker that would write it, a large one in ranges by all of them.
  */
-async function writeWithPool(w: PoolWriter, dest: string, node: TreeNode): Promise<void> {
+async function writeWithPool(w: PoolWriter, dest: string, node: TreeNode, keep = false): Promise<void> {
   const { pool, opts } = w;
   const p = opts.progress;
   p.current = dest;
   if ((node.size ?? 0) <= RANGE) {
     const { blobs, size } = blobRefs(w.repo, node);
-    await pool.submit({ t: 'file', dest, force: opts.force, blobs, meta: fileMeta(node) }, size);
+    const outcome = await pool.submit({ t: 'file', dest, force: opts.force, blobs, meta: fileMeta(node), keep }, size);
+    if (outcome === 'kept') {
+      countKept(node, opts);
+      return;
+    }
     p.bytesDone += size;
     if (size !== node.size) opts.onWarning(`${dest}: restored ${size} bytes but the snapshot recorded ${node.size}`);
-  } else {
-    const fd = await createLargeFile(w, dest);
-    let blobs: BlobRef[];
-    let size: number;
-    try {
-      ({ blobs, size } = blobRefs(w.repo, node));
-    } catch (err) {
-      closeQuietly(fd);
-      throw err;
-    }
-    const ranges: Array<Promise<void>> = [];
-    let start = 0;
-    let pos = 0;
-    let bytes = 0;
-    for (let i = 0; i < blobs.length; i++) {
-      bytes += blobs[i]!.rawLength;
-      if (bytes < RANGE && i < blobs.length - 1) continue;
-      const n = bytes;
-      const range = pool.submit({ t: 'range', fd, dest, pos, blobs: blobs.slice(start, i + 1) }, n).then(
-        () => void (p.bytesDone += n),
-        (err: unknown) => {
-          // The other ranges need not be written any more: cancel them now.
-          void pool.stop(err instanceof Error ? err : new Error(String(err)));
-          throw err;
-        },
-      );
-      ranges.push(range);
-      pos += n;
-      start = i + 1;
-      bytes = 0;
-    }
-    // Every range has reported (or its worker has exited) before the descriptor is closed: no
-    // thread writes through it any more, and its number cannot be reused under a writer.
-    const results = await Promise.allSettled(ranges);
-    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    try {
-      if (failed) throw failed.reason;
-      finishTargetFile(fd, size, fileMeta(node), dest);
-    } catch (err) {
-      closeQuietly(fd);
-      throw err;
-    }
-    try {
-      closeSync(fd);
-    } catch (err) {
-      throw fsError(err, 'write', dest);
-    }
-    if (size !== node.size) opts.onWarning(`${dest}: restored ${size} bytes but the snapshot recorded ${node.size}`);
+    p.filesDone++;
+    return;
   }
+  const refs = blobRefs(w.repo, node);
+  const { blobs, size } = refs;
+  if (keep) {
+    const checks = splitRanges(blobs).map((r) => pool.submit({ t: 'check', dest, size, pos: r.pos, blobs: r.blobs }, r.bytes));
+    const outcomes = await Promise.all(checks);
+    // The ranges were compared; what is left is checking it is still the same single-link file.
+    if (outcomes.every((o) => o === 'same') && keepIfSame(dest, node, refs, true)) {
+      countKept(node, opts);
+      return;
+    }
+  }
+  const fd = await createLargeFile(w, dest);
+  const ranges = splitRanges(blobs).map((r) =>
+    pool.submit({ t: 'range', fd, dest, pos: r.pos, blobs: r.blobs }, r.bytes).then(
+      () => void (p.bytesDone += r.bytes),
+      (err: unknown) => {
+        // The other ranges need not be written any more: cancel them now.
+        void pool.stop(err instanceof Error ? err : new Error(String(err)));
+        throw err;
+      },
+    ),
+  );
+  // Every range has reported (or its worker has exited) before the descriptor is closed: no
+  // thread writes through it any more, and its number cannot be reused under a writer.
+  const results = await Promise.allSettled(ranges);
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  try {
+    if (failed) throw failed.reason;
+    finishTargetFile(fd, size, fileMeta(node), dest);
+  } catch (err) {
+    closeQuietly(fd);
+    throw err;
+  }
+  try {
+    closeSync(fd);
+  } catch (err) {
+    throw fsError(err, 'write', dest);
+  }
+  if (size !== node.size) opts.onWarning(`${dest}: restored ${size} bytes but the snapshot recorded ${node.size}`);
   p.filesDone++;
 }
 
@@ -427,9 +437,46 @@ async function deltaWithPool(w: PoolWriter, dest: string, node: TreeNode, releas
 
 async function keepFile(dest: string, node: TreeNode, opts: RestoreOptions): Promise<void> {
   await applyMeta(dest, node, false);
+  countKept(node, opts);
+}
+
+function countKept(node: TreeNode, opts: RestoreOptions): void {
   opts.progress.bytesDone += node.size ?? 0;
   opts.progress.filesDone++;
   opts.progress.kept = (opts.progress.kept ?? 0) + 1;
+}
+
+/**
+ * deltaByContent: keep `dest` if it holds exactly these blobs (`compared`: its ranges were
+ * checked already, only check it is still a single-link regular file of that size), setting its
+ * metadata through the descriptor that checked it.
+ */
+function keepIfSame(dest: string, node: TreeNode, { blobs, size }: { blobs: readonly BlobRef[]; size: number }, compared = false): boolean {
+  const fd = sameContent(dest, size, 0, compared ? [] : blobs, true);
+  if (typeof fd !== 'number') return false;
+  try {
+    finishTargetFile(fd, undefined, fileMeta(node), dest);
+  } finally {
+    closeQuietly(fd);
+  }
+  return true;
+}
+
+/** A large file's blobs in ranges of about RANGE bytes. */
+function splitRanges(blobs: readonly BlobRef[]): Array<{ pos: number; bytes: number; blobs: BlobRef[] }> {
+  const out: Array<{ pos: number; bytes: number; blobs: BlobRef[] }> = [];
+  let start = 0;
+  let pos = 0;
+  let bytes = 0;
+  for (let i = 0; i < blobs.length; i++) {
+    bytes += blobs[i]!.rawLength;
+    if (bytes < RANGE && i < blobs.length - 1) continue;
+    out.push({ pos, bytes, blobs: blobs.slice(start, i + 1) });
+    pos += bytes;
+    start = i + 1;
+    bytes = 0;
+  }
+  return out;
 }
 
 /** Delta restore: remove what is below `target` but not in `keep` (iteratively, no symlink followed). */
@@ -491,7 +538,12 @@ async function clearForReplace(dest: string, force: boolean, err: unknown): Prom
 }
 
 async function restoreFile(repo: Repository, dest: string, node: TreeNode, opts: RestoreOptions): Promise<void> {
-  if (opts.unchanged && (await opts.unchanged(dest, node))) {
+  if (opts.deltaByContent) {
+    if (keepIfSame(dest, node, blobRefs(repo, node))) {
+      countKept(node, opts);
+      return;
+    }
+  } else if (opts.unchanged && (await opts.unchanged(dest, node))) {
     await keepFile(dest, node, opts);
     return;
   }
