@@ -455,6 +455,21 @@ export function finishTargetFile(fd: number, size: number | undefined, meta: Fil
   }
 }
 
+/** finishTargetFile, then close (TARGET_IO on failure); the descriptor is closed either way. */
+export function finishAndClose(fd: number, size: number | undefined, meta: FileMeta, dest: string): void {
+  try {
+    finishTargetFile(fd, size, meta, dest);
+  } catch (err) {
+    closeQuietly(fd);
+    throw err;
+  }
+  try {
+    closeSync(fd);
+  } catch (err) {
+    throw fsError(err, 'write', dest, 'TARGET_IO');
+  }
+}
+
 /** Close a descriptor, ignoring errors (cleanup after another failure). */
 export function closeQuietly(fd: number): void {
   try {

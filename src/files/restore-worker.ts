@@ -7,13 +7,13 @@
  * against ~70 µs of event-loop time for the promise API. See restore-pool.ts for the protocol.
  */
 import { parentPort } from 'node:worker_threads';
-import { closeSync, openSync, readSync, writeSync } from 'node:fs';
+import { openSync, readSync, writeSync } from 'node:fs';
 import * as path from 'node:path';
 import { HoldfastError, fsError, systemCode } from '../errors/catalogue.js';
 import { DecryptError, sha256, unseal } from '../repository/crypto.js';
 import { decompress } from '../repository/compress.js';
 import { blobAad, packName } from '../repository/pack.js';
-import { type BlobRef, type MainToWorker, type Outcome, type WorkItem, type WorkerToMain, CANCELLED, closeQuietly, createTargetFile, finishTargetFile, sameContent, serializeError } from './restore-pool.js';
+import { type BlobRef, type MainToWorker, type Outcome, type WorkItem, type WorkerToMain, CANCELLED, closeQuietly, createTargetFile, finishAndClose, finishTargetFile, sameContent, serializeError } from './restore-pool.js';
 
 const port = parentPort;
 if (!port) throw new Error('restore-worker must run in a worker thread');
@@ -194,18 +194,14 @@ async function doItem(item: WorkItem): Promise<Outcome> {
     }
   }
   const fd = createTargetFile(item.dest, item.force);
+  let size: number;
   try {
-    const size = await writeBlobs(fd, item.dest, 0, item.blobs);
-    finishTargetFile(fd, size, item.meta, item.dest);
+    size = await writeBlobs(fd, item.dest, 0, item.blobs);
   } catch (err) {
     closeQuietly(fd);
     throw err;
   }
-  try {
-    closeSync(fd);
-  } catch (err) {
-    throw fsError(err, 'write', item.dest, 'TARGET_IO');
-  }
+  finishAndClose(fd, size, item.meta, item.dest);
   return 'written';
 }
 

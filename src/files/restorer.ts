@@ -16,7 +16,7 @@
  * Other storage drivers (and `parallel: 0`) write in the main thread through the repository.
  */
 import * as fsp from 'node:fs/promises';
-import { closeSync, constants as fsc } from 'node:fs';
+import { constants as fsc } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import * as path from 'node:path';
 import { execFile } from 'node:child_process';
@@ -26,7 +26,7 @@ import { HoldfastError, fsError as anyFsError, systemCode } from '../errors/cata
 import { Semaphore } from '../util/semaphore.js';
 import { PathSelector, type WalkEntry, walkTree } from './walk.js';
 import { type TreeNode, nsToSeconds } from './tree.js';
-import { type BlobRef, type FileMeta, RANGE, RestorePool, closeQuietly, createTargetFile, finishTargetFile, sameContent } from './restore-pool.js';
+import { type BlobRef, type FileMeta, RANGE, RestorePool, closeQuietly, createTargetFile, finishAndClose, finishTargetFile, sameContent } from './restore-pool.js';
 
 export interface RestoreProgress {
   /** Delta restore: files kept because they already had the right content. */
@@ -395,18 +395,11 @@ async function writeWithPool(w: PoolWriter, dest: string, node: TreeNode, keep =
   // thread writes through it any more, and its number cannot be reused under a writer.
   const results = await Promise.allSettled(ranges);
   const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-  try {
-    if (failed) throw failed.reason;
-    finishTargetFile(fd, size, fileMeta(node), dest);
-  } catch (err) {
+  if (failed) {
     closeQuietly(fd);
-    throw err;
+    throw failed.reason;
   }
-  try {
-    closeSync(fd);
-  } catch (err) {
-    throw fsError(err, 'write', dest);
-  }
+  finishAndClose(fd, size, fileMeta(node), dest);
   if (size !== node.size) opts.onWarning(`${dest}: restored ${size} bytes but the snapshot recorded ${node.size}`);
   p.filesDone++;
 }
