@@ -8,16 +8,22 @@ import type { Backend } from '../storage/backend.js';
 import { LocalBackend } from '../storage/local.js';
 import { LimitBackend } from '../storage/limit.js';
 
+/** The directory of a local location (a path or file:///path); undefined for other schemes. */
+export function localDirectory(location: string): string | undefined {
+  if (location.startsWith('file://')) return decodeURIComponent(location.slice('file://'.length));
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(location)) return undefined;
+  return location;
+}
+
 export function openBackend(location: string): Backend {
-  let dir: string;
-  if (location.startsWith('file://')) dir = decodeURIComponent(location.slice('file://'.length));
-  else if (/^[a-z][a-z0-9+.-]*:\/\//i.test(location)) {
+  const dir = localDirectory(location);
+  if (dir === undefined) {
     const scheme = location.slice(0, location.indexOf(':'));
     throw new HoldfastError('CONFIG_INVALID', `repository location ${location}: storage type "${scheme}" is not supported by this version`, {
       location,
       hint: 'Use a local directory path or file:///path. S3 and SFTP storage are planned.',
     });
-  } else dir = location;
+  }
   if (dir === '') throw new HoldfastError('CONFIG_INVALID', 'repository location is empty', { hint: 'Set --repo or HOLDFAST_REPO.' });
   return new LimitBackend(new LocalBackend(path.resolve(dir)));
 }

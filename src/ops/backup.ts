@@ -16,7 +16,7 @@ import { type Snapshot, type SnapshotSummary, findSnapshot, listSnapshots, saveS
 import { Ticker, formatBytes, rateAndEta } from '../ui/output.js';
 import type { OpContext, RepoRef } from './context.js';
 import { openRepository } from './repo.js';
-import { repositoryPath, withLocalLock, withRepoLock } from './locking.js';
+import { withLocalLock, withRepoLock } from './locking.js';
 import type { Repository } from '../repository/repository.js';
 import { VERSION } from '../version.js';
 
@@ -70,7 +70,7 @@ export async function backup(ref: RepoRef, p: BackupParams, ctx: OpContext): Pro
   const repo = await openRepository(ref);
   const host = p.host ?? hostname();
   try {
-    const local = { key: `backup:${repo.config.id}:${host}:${paths.join('\n')}`, scope: `backup of ${paths.join(', ')}`, operation: 'backup', forbidden: [{ path: repositoryPath(ref.location), what: 'repository' }] };
+    const local = { key: `backup:${repo.config.id}:${host}:${paths.join('\n')}`, scope: `backup of ${paths.join(', ')}`, operation: 'backup', location: ref.location };
     return await withLocalLock(ctx, local, () => withRepoLock(repo, ref.location, ctx, 'shared', 'backup', (lockedCtx) => backupLocked(repo, paths, host, started, compression, p, lockedCtx)));
   } finally {
     await repo.close();

@@ -10,22 +10,21 @@ import type { Repository } from '../repository/repository.js';
 import { LocalLock, checkLockDirPlacement, defaultLockDir } from '../locks/local.js';
 import { type LockKind, acquireLock } from '../locks/protocol.js';
 import { RepositoryLockStore } from '../locks/repository.js';
+import { localDirectory } from './backend.js';
 import { DEFAULT_LOCK_SETTINGS, type LockSettings, type OpContext } from './context.js';
 
 export function lockSettings(ctx: OpContext): LockSettings {
   return ctx.locks ?? DEFAULT_LOCK_SETTINGS;
 }
 
-/** A location that is a local path (for the lock-directory placement check). */
-function localPath(location: string): string | undefined {
-  if (location.startsWith('file://')) return decodeURIComponent(location.slice('file://'.length));
-  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(location)) return undefined;
-  return path.resolve(location);
-}
-
-export function resolveLockDir(ctx: OpContext, forbidden: ReadonlyArray<{ path: string | undefined; what: string }>): string {
+/** The lock directory for `spec`, refused inside the repository or the data directory. */
+export function resolveLockDir(ctx: OpContext, spec: Pick<LocalLockSpec, 'location' | 'dataDir'>): string {
   const dir = lockSettings(ctx).lockDir ?? defaultLockDir();
-  checkLockDirPlacement(dir, forbidden);
+  const repoDir = localDirectory(spec.location);
+  checkLockDirPlacement(dir, [
+    { path: repoDir === undefined ? undefined : path.resolve(repoDir), what: 'repository' },
+    { path: spec.dataDir, what: 'data directory' },
+  ]);
   return dir;
 }
 
@@ -70,15 +69,17 @@ export interface LocalLockSpec {
   /** For messages: "pg backup of cluster main". */
   readonly scope: string;
   readonly operation: string;
-  /** Paths the lock directory must not be inside (repository, data directory). */
-  readonly forbidden: ReadonlyArray<{ path: string | undefined; what: string }>;
+  /** The repository's location: the lock directory must not be inside it. */
+  readonly location: string;
+  /** The PostgreSQL data directory, when there is one: nor inside it. */
+  readonly dataDir?: string | undefined;
   /** Override --lock-wait (0: fail at once when held). */
   readonly waitMs?: number | undefined;
 }
 
 /** Run `fn` holding a local operation lock. */
 export async function withLocalLock<T>(ctx: OpContext, spec: LocalLockSpec, fn: (lock: LocalLock) => Promise<T>): Promise<T> {
-  const lockDir = resolveLockDir(ctx, spec.forbidden);
+  const lockDir = resolveLockDir(ctx, spec);
   const s = lockSettings(ctx);
   const lock = await LocalLock.acquire({ lockDir, key: spec.key, scope: spec.scope, operation: spec.operation, waitMs: spec.waitMs ?? s.waitMs, removeStale: true, log: ctx.log, signal: ctx.signal });
   try {
@@ -86,11 +87,6 @@ export async function withLocalLock<T>(ctx: OpContext, spec: LocalLockSpec, fn: 
   } finally {
     await lock.release();
   }
-}
-
-/** The repository location as a local path, for `forbidden` lists (undefined for remote stores). */
-export function repositoryPath(location: string): string | undefined {
-  return localPath(location);
 }
 
 /** Real path of a directory that may not exist yet (its nearest existing parent, resolved). */
@@ -127,5 +123,5 @@ export async function withOperationLocks<T>(repo: Repository, location: string, 
 /** The local lock that keeps two restores from writing into the same directory. */
 export function restoreTargetLock(target: string, location: string, operation: string): LocalLockSpec {
   const real = canonicalTarget(target);
-  return { key: `restore:${real}`, scope: `restore into ${real}`, operation, forbidden: [{ path: repositoryPath(location), what: 'repository' }] };
+  return { key: `restore:${real}`, scope: `restore into ${real}`, operation, location };
 }

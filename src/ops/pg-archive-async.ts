@@ -20,7 +20,7 @@ import { HoldfastError } from '../errors/catalogue.js';
 import { LocalLockStore } from '../locks/local.js';
 import { listLocks } from '../locks/protocol.js';
 import type { OpContext, RepoRef } from './context.js';
-import { type LocalLockSpec, repositoryPath, resolveLockDir } from './locking.js';
+import { type LocalLockSpec, resolveLockDir } from './locking.js';
 import type { PushResult } from './pg-archive.js';
 import { type Spool, type SpoolMiss, WORKER_LOG, consumeRecord } from './pg-archive-spool.js';
 
@@ -32,10 +32,8 @@ export function asyncWorkerLock(repoId: string, cluster: string, location: strin
     // cluster name on this host) cannot rely on it.
     scope: `async archiving of cluster ${cluster} from ${path.resolve(walDir)}`,
     operation: 'pg archive-push --async (worker)',
-    forbidden: [
-      { path: repositoryPath(location), what: 'repository' },
-      { path: path.dirname(path.resolve(walDir)), what: 'data directory' },
-    ],
+    location,
+    dataDir: path.dirname(path.resolve(walDir)),
     waitMs: 0,
   };
 }
@@ -97,7 +95,7 @@ export async function pushThroughWorker(ref: RepoRef, cluster: string, walPath: 
   };
   if (!fs.existsSync(path.join(walDir, 'archive_status', `${file}.ready`))) return itself('it has no .ready marker in archive_status, so the async worker would not see it');
   // The spec's key needs the repository id; the placement check does not.
-  const lockDir = resolveLockDir(ctx, asyncWorkerLock('-', cluster, ref.location, walDir).forbidden);
+  const lockDir = resolveLockDir(ctx, asyncWorkerLock('-', cluster, ref.location, walDir));
 
   let child: WorkerHandle | undefined;
   let starts = 0;

@@ -31,7 +31,7 @@ import { PROGRAM, archiveTrees, checkCompression } from './backup.js';
 import type { OpContext, RepoRef } from './context.js';
 import { bindClusterRecord, checkClusterName, walObjectName } from './pg-archive.js';
 import { openRepository } from './repo.js';
-import { repositoryPath, withOperationLocks } from './locking.js';
+import { withOperationLocks } from './locking.js';
 
 export interface PgBackupParams {
   readonly cluster: string;
@@ -87,7 +87,7 @@ export async function pgBackup(ref: RepoRef, p: PgBackupParams, ctx: OpContext):
 
     const repo = await openRepository(ref);
     try {
-      const local = { key: `pg-backup:${repo.config.id}:${p.cluster}`, scope: `pg backup of cluster ${p.cluster}`, operation: 'pg backup', forbidden: [{ path: repositoryPath(ref.location), what: 'repository' }, { path: pgdata, what: 'data directory' }] };
+      const local = { key: `pg-backup:${repo.config.id}:${p.cluster}`, scope: `pg backup of cluster ${p.cluster}`, operation: 'pg backup', location: ref.location, dataDir: pgdata };
       return await withOperationLocks(repo, ref.location, ctx, { local, kind: 'shared', operation: 'pg backup' }, async (ctx) => {
         repo.setWriteOptions({ compression, packSize: p.packSize });
         await bindClusterRecord(repo, p.cluster, { systemId: info.systemId, pgVersion: info.major, segSize: info.walSegmentSize }, ctx.log);
