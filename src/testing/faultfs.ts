@@ -73,6 +73,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { onExitCleanup } from './exit-cleanup.js';
 
 /** The system Python, which sees Debian's python3-fusepy (a pyenv or venv python3 may not). */
 const PYTHON = '/usr/bin/python3';
@@ -588,14 +589,11 @@ function validateRule(rule: FaultRule, i: number): void {
 
 let exitHandlerInstalled = false;
 
-/**
- * Unmount what a failed or interrupted test left behind: on exit, and on SIGINT/SIGTERM (after
- * which the process still ends as it would have without us). Same pattern as ./pg.ts.
- */
+/** Destroy what a failed or interrupted test left behind (see ./exit-cleanup.ts). */
 function installExitHandler(): void {
   if (exitHandlerInstalled) return;
   exitHandlerInstalled = true;
-  const cleanup = (): void => {
+  onExitCleanup(() => {
     for (const m of [...live]) {
       try {
         m.destroySync();
@@ -603,14 +601,5 @@ function installExitHandler(): void {
         /* best effort while exiting */
       }
     }
-  };
-  process.on('exit', cleanup);
-  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-    const onSignal = (): void => {
-      cleanup();
-      process.removeListener(sig, onSignal);
-      if (process.listenerCount(sig) === 0) process.kill(process.pid, sig);
-    };
-    process.on(sig, onSignal);
-  }
+  });
 }

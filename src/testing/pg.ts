@@ -50,6 +50,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { onExitCleanup } from './exit-cleanup.js';
 
 /** Where Debian's postgresql-15 puts the server binaries and tools. */
 export const PG_BIN = '/usr/lib/postgresql/15/bin';
@@ -616,14 +617,11 @@ function killPostmaster(dataDir: string): void {
 
 let exitHandlerInstalled = false;
 
-/**
- * Stop and remove clusters a failed or interrupted test left behind: on exit, and on SIGINT/SIGTERM
- * (after which the process still ends as it would have without us).
- */
+/** Destroy what a failed or interrupted test left behind (see ./exit-cleanup.ts). */
 function installExitHandler(): void {
   if (exitHandlerInstalled) return;
   exitHandlerInstalled = true;
-  const cleanup = (): void => {
+  onExitCleanup(() => {
     for (const c of [...live]) {
       try {
         c.destroySync();
@@ -631,16 +629,5 @@ function installExitHandler(): void {
         /* best effort while exiting */
       }
     }
-  };
-  process.on('exit', cleanup);
-  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-    const onSignal = (): void => {
-      cleanup();
-      process.removeListener(sig, onSignal);
-      // Alone, we re-raise so the default action (death by the signal) happens; otherwise the
-      // other listeners (node:test's own) were called for this signal too and decide.
-      if (process.listenerCount(sig) === 0) process.kill(process.pid, sig);
-    };
-    process.on(sig, onSignal);
-  }
+  });
 }

@@ -1,0 +1,34 @@
+/**
+ * Cleanup of what a failed or interrupted test left behind (clusters, mounts): run on exit and on
+ * SIGINT/SIGTERM, after which the process still ends as it would have without us. Used by the
+ * test harnesses only.
+ */
+const cleanups: Array<() => void> = [];
+let installed = false;
+
+/** Register `fn` (best effort: its errors are ignored) to run once the process ends. */
+export function onExitCleanup(fn: () => void): void {
+  cleanups.push(fn);
+  if (installed) return;
+  installed = true;
+  const runAll = (): void => {
+    for (const f of cleanups.splice(0)) {
+      try {
+        f();
+      } catch {
+        /* best effort while exiting */
+      }
+    }
+  };
+  process.on('exit', runAll);
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+    const onSignal = (): void => {
+      runAll();
+      process.removeListener(sig, onSignal);
+      // Alone, we re-raise so the default action (death by the signal) happens; otherwise the
+      // other listeners (node:test's own) were called for this signal too and decide.
+      if (process.listenerCount(sig) === 0) process.kill(process.pid, sig);
+    };
+    process.on(sig, onSignal);
+  }
+}
