@@ -58,7 +58,7 @@ export async function run(inv: Invocation): Promise<number> {
       standby: o.bool('standby'),
       force: o.bool('force'),
       delta: o.bool('delta'),
-      jobs: typeof o.get('jobs') === 'number' ? Math.max(1, o.num('jobs')) : undefined,
+      jobs: typeof o.get('jobs') === 'number' ? o.num('jobs') : undefined,
       tablespaceMap: tablespaceMap(o.list('tablespace-map')),
       restoreCommand: restoreCommand(inv, ref.location, cluster),
     },

@@ -1,7 +1,8 @@
 /**
  * Backup with worker threads (--jobs N) and without (--jobs 0) must store the same chunks: the
  * in-process reader, the workers' windowed reader and their whole-file path for small files all
- * cut at the same places, so switching modes never loses deduplication, and each restores exactly.
+ * cut at the same places, so switching modes never loses deduplication, and each restores exactly
+ * (restore, too, with --jobs 0 in the main thread and with worker threads).
  */
 import assert from 'node:assert/strict';
 import * as fsp from 'node:fs/promises';
@@ -41,9 +42,10 @@ describe('backup with and without worker threads', () => {
       .filter((l) => l !== '')
       .map((l) => JSON.parse(l) as { kind: string; path: string });
     assert.deepEqual(changes.filter((c) => c.kind !== 'U'), [], 'no file content differs between the two modes');
-    for (const [i, id] of [first.snapshot, second.snapshot].entries()) {
+    // Restore each in the main thread (--jobs 0) and with two worker threads.
+    for (const [i, [id, jobs]] of ([[first.snapshot, '0'], [second.snapshot, '2']] as const).entries()) {
       const target = path.join(dir, `restore-${i}`);
-      ok(['restore', id, '--target', target], env);
+      ok(['restore', id, '--target', target, '--jobs', jobs], env);
       await assertSameTree(src, restoredPath(target, src));
     }
     ok(['check', '--read-data'], env);

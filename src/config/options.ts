@@ -67,7 +67,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'tag', type: 'list', commands: ['backup', 'snapshots'], arg: 'TAG', help: 'backup: attach TAG to the snapshot (repeatable). snapshots: list only snapshots with every TAG.' },
   { name: 'host', type: 'string', commands: ['backup', 'snapshots'], arg: 'NAME', help: 'backup: record NAME as the host (default: this machine\'s hostname). snapshots: list only this host.' },
   { name: 'parent', type: 'string', commands: ['backup'], arg: 'SNAPSHOT', help: 'Compare against SNAPSHOT to skip unchanged files (default: latest snapshot of the same host and paths).' },
-  { name: 'jobs', type: 'int', short: 'j', min: 0, max: 64, env: true, config: true, commands: ['backup', 'pg backup', 'pg archive-push', 'pg restore'], arg: 'N', help: 'backup: worker threads that read, chunk, compress and encrypt files (default: the number of CPUs; 0 does it all in the main thread). pg archive-push --async: files the background worker stores at once (default: the number of CPUs, at most 4). pg restore: files written at once (default 4).' },
+  { name: 'jobs', type: 'int', short: 'j', min: 0, max: 64, env: true, config: true, commands: ['backup', 'restore', 'pg backup', 'pg archive-push', 'pg restore'], arg: 'N', help: 'backup: worker threads that read, chunk, compress and encrypt files (default: the number of CPUs; 0 does it all in the main thread). pg archive-push --async: files the background worker stores at once (default: the number of CPUs, at most 4). restore, pg restore: worker threads that read, decrypt and write files (default: the number of CPUs, at most 4; each adds about 45 MB of memory; 0 writes one file at a time in the main thread).' },
   { name: 'read-all', type: 'bool', default: false, commands: ['backup'], help: 'Read every file even when the parent snapshot says it is unchanged.' },
 
   // --- PostgreSQL
@@ -91,7 +91,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'target-action', type: 'enum', values: ['pause', 'promote', 'shutdown'], commands: ['pg restore'], help: 'What the server does at the target (recovery_target_action; PostgreSQL\'s default is pause).' },
   { name: 'target-timeline', type: 'string', commands: ['pg restore'], arg: 'TLI', help: 'Timeline to recover along: a number, current or latest (recovery_target_timeline).' },
   { name: 'tablespace-map', type: 'list', commands: ['pg restore'], arg: 'OID=DIR', help: 'Restore tablespace OID into DIR instead of its original directory (repeatable); `holdfast pg info` lists tablespaces.' },
-  { name: 'delta', type: 'bool', default: false, commands: ['pg restore'], help: 'Restore over an existing data directory, rewriting only files whose content differs from the backup (compared chunk by chunk) and removing files the backup does not have.' },
+  { name: 'delta', type: 'bool', default: false, commands: ['pg restore'], help: 'Restore over an existing data directory, rewriting only files whose content differs from the backup and removing files the backup does not have. A file is kept when it is a regular file of the backup\'s size whose every byte range has the SHA-256 the backup recorded for it; the comparisons run in the restore workers (--jobs), large files in parallel ranges.' },
   { name: 'standby', type: 'bool', default: false, commands: ['pg restore'], help: 'Start as a standby (standby.signal) that keeps fetching WAL from the repository.' },
 
   // --- reading data

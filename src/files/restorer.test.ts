@@ -15,14 +15,12 @@ import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { HoldfastError } from '../errors/catalogue.js';
 import { Repository } from '../repository/repository.js';
-import { sha256Hex } from '../repository/crypto.js';
 import { findSnapshot } from '../repository/snapshot.js';
 import type { Backend } from '../storage/backend.js';
 import { LocalBackend } from '../storage/local.js';
 import { MemoryBackend } from '../storage/mem.js';
 import { Rng, cli, generateTree } from '../testing/helpers.js';
 import { type Env, assertSameTree, expectError, initRepo, ok, restoredPath, workspace } from '../testing/e2e.js';
-import { Chunker } from './chunker.js';
 import { type RestoreOptions, newRestoreProgress, restoreTree } from './restorer.js';
 import { RANGE } from './restore-pool.js';
 import type { TreeNode } from './tree.js';
@@ -88,27 +86,6 @@ async function blobLocation(repoDir: string, id: string): Promise<{ file: string
   } finally {
     await repo.close();
   }
-}
-
-/** Delta decision as pg restore makes it: same size and the same chunk ids. */
-function sameContent(chunker: Chunker): (dest: string, node: TreeNode) => Promise<boolean> {
-  return async (dest, node) => {
-    let data: Buffer;
-    try {
-      const st = await fsp.lstat(dest);
-      if (!st.isFile() || st.size !== node.size) return false;
-      data = await fsp.readFile(dest);
-    } catch {
-      return false;
-    }
-    const ids: string[] = [];
-    for (let off = 0; off < data.length; ) {
-      const n = chunker.cut(data.subarray(off), data.length - off);
-      ids.push(sha256Hex(data.subarray(off, off + n)));
-      off += n;
-    }
-    return ids.join() === (node.content ?? []).join();
-  };
 }
 
 describe('restore with worker threads', { timeout: 300_000 }, () => {
@@ -283,13 +260,6 @@ describe('restore with worker threads', { timeout: 300_000 }, () => {
     assert.equal(progress.kept, progress.filesTotal - rewritten, `all but ${rewritten} files kept`);
     assert.equal(progress.filesDone, progress.filesTotal);
   }
-
-  test('delta restore with workers and an `unchanged` callback keeps matching files, rewrites the rest, removes extras; the result equals the snapshot', async () => {
-    const r = await openRepo(repo);
-    const chunker = new Chunker(r.config.chunker);
-    await r.close();
-    await deltaRestore('callback', { workers: 'always', unchanged: sameContent(chunker) }, false);
-  });
 
   test('delta restore by content, in workers (large files checked in ranges) and in the main thread: hard links and FIFOs are replaced', async () => {
     await deltaRestore('content-workers', { workers: 'always', deltaByContent: true }, true);

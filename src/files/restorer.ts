@@ -56,17 +56,11 @@ export interface RestoreOptions {
    */
   readonly root?: string | undefined;
   /**
-   * Delta restore: files whose current content this says is already the node's are kept (only
-   * their metadata is set); everything else is rewritten, and entries of the target that the
-   * snapshot does not have are removed. Implies force.
-   */
-  readonly unchanged?: ((dest: string, node: TreeNode) => Promise<boolean>) | undefined;
-  /**
-   * Delta restore decided here, by content: a file is kept (only its metadata is set) when it is a
+   * Delta restore, decided by content: a file is kept (only its metadata is set) when it is a
    * regular file with one link, of the node's size, whose byte ranges have the SHA-256 of the
    * node's blobs at their places (blob sizes come from the index): its content is the snapshot's.
    * Everything else is rewritten, and entries the snapshot does not have are removed. With worker
-   * threads the comparisons run in them, large files in ranges; takes precedence over `unchanged`.
+   * threads the comparisons run in them, large files in ranges.
    */
   readonly deltaByContent?: boolean | undefined;
   /**
@@ -195,10 +189,9 @@ async function writeSelection(repo: Repository, rootTree: string, opts: RestoreO
   // Pass 2: write. Directories are created on the way down and get their metadata at the end,
   // deepest first, so writing their contents does not disturb their mtimes.
   const dirs: Array<{ dest: string; node: TreeNode }> = [];
-  const present = opts.unchanged || opts.deltaByContent ? new Set<string>([target]) : undefined;
-  // In the main thread: files written at once. With workers: delta comparisons at once (they
-  // wait mostly for reads, and the workers wait for their verdicts).
-  const slots = new Semaphore(pool ? 16 : Math.max(1, opts.parallel ?? 4));
+  const present = opts.deltaByContent ? new Set<string>([target]) : undefined;
+  // Files written at once by the main thread (without workers).
+  const slots = new Semaphore(Math.max(1, opts.parallel ?? 4));
   const ctx: PoolWriter | undefined = pool ? { pool, repo, opts, replacing: new Semaphore(2) } : undefined;
   const inflight = new Set<Promise<void>>();
   let firstError: unknown;
@@ -268,9 +261,6 @@ async function writeSelection(repo: Repository, rootTree: string, opts: RestoreO
             if (opts.deltaByContent) {
               await ctx.pool.room();
               track(writeWithPool(ctx, dest, node, true));
-            } else if (opts.unchanged) {
-              await slots.acquire();
-              track(deltaWithPool(ctx, dest, node, () => slots.release()));
             } else {
               await ctx.pool.room();
               track(writeWithPool(ctx, dest, node));
@@ -404,35 +394,6 @@ async function writeWithPool(w: PoolWriter, dest: string, node: TreeNode, keep =
   p.filesDone++;
 }
 
-/** Delta restore with workers: keep the file if `unchanged` says so, else rewrite it. */
-async function deltaWithPool(w: PoolWriter, dest: string, node: TreeNode, release: () => void): Promise<void> {
-  let released = false;
-  const queued = (): void => {
-    if (!released) {
-      released = true;
-      release();
-    }
-  };
-  try {
-    if (await w.opts.unchanged!(dest, node)) {
-      queued();
-      await keepFile(dest, node, w.opts);
-      return;
-    }
-    await w.pool.room();
-    const written = writeWithPool(w, dest, node);
-    queued();
-    await written;
-  } finally {
-    queued();
-  }
-}
-
-async function keepFile(dest: string, node: TreeNode, opts: RestoreOptions): Promise<void> {
-  await applyMeta(dest, node, false);
-  countKept(node, opts);
-}
-
 function countKept(node: TreeNode, opts: RestoreOptions): void {
   opts.progress.bytesDone += node.size ?? 0;
   opts.progress.filesDone++;
@@ -536,9 +497,6 @@ async function restoreFile(repo: Repository, dest: string, node: TreeNode, opts:
       countKept(node, opts);
       return;
     }
-  } else if (opts.unchanged && (await opts.unchanged(dest, node))) {
-    await keepFile(dest, node, opts);
-    return;
   }
   const flags = fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW;
   let fh: fsp.FileHandle;

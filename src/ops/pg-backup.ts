@@ -57,7 +57,7 @@ export interface PgBackupResult {
  * page-aligned chunks, their pages verified when `verifySkipLsn` (the backup's start LSN) is given.
  * Restore uses the same rule to compare files chunk by chunk (--delta).
  */
-export function relationFileMode(rel: string, verifySkipLsn: string | undefined): FileMode | undefined {
+function relationFileMode(rel: string, verifySkipLsn: string | undefined): FileMode | undefined {
   if (!isChecksummedRelationFile(rel)) return undefined;
   return { fixedChunk: RELATION_CHUNK, ...(verifySkipLsn !== undefined ? { verify: { relPath: rel, skipLsnAtOrAfter: verifySkipLsn } } : {}) };
 }

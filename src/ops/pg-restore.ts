@@ -19,11 +19,7 @@ import { compareLsn, parseLsn } from '../wal/names.js';
 import { Ticker, formatBytes, rateAndEta } from '../ui/output.js';
 import type { OpContext, RepoRef } from './context.js';
 import { checkClusterName } from './pg-archive.js';
-import { listPgBackups, relationFileMode } from './pg-backup.js';
-import { Chunker, type CutFinder, chunkStream } from '../files/chunker.js';
-import { cutterFor } from '../files/file-mode.js';
-import type { TreeNode } from '../files/tree.js';
-import { sha256Hex } from '../repository/crypto.js';
+import { listPgBackups } from './pg-backup.js';
 import { openRepository } from './repo.js';
 import { restoreTargetLock, withOperationLocks } from './locking.js';
 
@@ -46,7 +42,7 @@ export interface PgRestoreParams {
   readonly force: boolean;
   /** Keep files that already have the backup's content; rewrite the rest, remove extras. */
   readonly delta?: boolean;
-  /** Files written at once (--jobs). */
+  /** Worker threads (--jobs; undefined: the restorer's default; 0: one file at a time in the main thread). */
   readonly jobs?: number | undefined;
   /** Tablespace oid -> directory to restore it to (default: where it was). */
   readonly tablespaceMap?: ReadonlyMap<string, string>;
@@ -154,31 +150,6 @@ async function prepareTarget(dir: string, force: boolean, delta: boolean): Promi
   for (const e of entries) await fsp.rm(path.join(dir, e), { recursive: true, force: true });
 }
 
-/** Whether `dest` already holds exactly the node's content, chunked the way the backup chunked it. */
-async function sameContent(dest: string, node: TreeNode, cutter: CutFinder): Promise<boolean> {
-  let fh: fsp.FileHandle;
-  try {
-    const st = await fsp.lstat(dest);
-    if (!st.isFile() || st.size !== node.size) return false;
-    fh = await fsp.open(dest, 'r');
-  } catch {
-    return false;
-  }
-  try {
-    const ids = node.content ?? [];
-    const window = Buffer.allocUnsafe(cutter.windowSize(node.size ?? 0));
-    const read = async (buf: Buffer, off: number, len: number, at: number): Promise<number> => (await fh.read(buf, off, len, at)).bytesRead;
-    let i = 0;
-    for await (const chunk of chunkStream(cutter, read, window)) {
-      if (i >= ids.length || sha256Hex(chunk) !== ids[i]) return false;
-      i++;
-    }
-    return i === ids.length;
-  } finally {
-    await fh.close();
-  }
-}
-
 export async function pgRestore(ref: RepoRef, p: PgRestoreParams, ctx: OpContext): Promise<PgRestoreResult> {
   checkClusterName(p.cluster);
   const settings = recoverySettings(p.restoreCommand, p.target);
@@ -190,14 +161,14 @@ export async function pgRestore(ref: RepoRef, p: PgRestoreParams, ctx: OpContext
       const sn = await chooseBackup(backups, p, (r) => findSnapshot(repo, r));
       ctx.log.info(`restoring backup ${sn.id.slice(0, 8)} (${sn.pg.type}, ${sn.pg.startTime} .. ${sn.pg.stopTime}, LSN ${sn.pg.startLsn} .. ${sn.pg.stopLsn})`);
       await prepareTarget(targetDir, p.force, p.delta === true);
-      const chunker = new Chunker(repo.config.chunker);
       const progress = newRestoreProgress();
       const ticker = new Ticker(ctx.log, (ms) => `${progress.filesDone}/${progress.filesTotal} files, ${formatBytes(progress.bytesDone)} of ${formatBytes(progress.bytesTotal)}, ${rateAndEta(progress.bytesDone, progress.bytesTotal, ms)}`, ctx.progress);
       /**
-       * Restore the snapshot directory `root` into `dest`. With --delta, an existing file is compared
-       * chunk by chunk the way the backup cut it, by its name relative to the data directory.
+       * Restore the snapshot directory `root` into `dest`. With --delta, an existing file is kept
+       * when each of its byte ranges hashes to the backup's blob for that range (compared in the
+       * restore workers, large files in parallel ranges).
        */
-      const restoreDir = (dest: string, root: string, relName: (file: string) => string): Promise<void> =>
+      const restoreDir = (dest: string, root: string): Promise<void> =>
         restoreTree(repo, sn.tree, {
           target: dest,
           root,
@@ -207,7 +178,7 @@ export async function pgRestore(ref: RepoRef, p: PgRestoreParams, ctx: OpContext
           parallel: p.jobs,
           signal: ctx.signal,
           onWarning: (m) => ctx.log.warn(m),
-          ...(p.delta ? { unchanged: (file: string, node: TreeNode) => sameContent(file, node, cutterFor(chunker, relationFileMode(relName(file), undefined))) } : {}),
+          deltaByContent: p.delta === true,
         });
       const spaces = sn.pg.tablespaces ?? [];
       for (const oid of p.tablespaceMap?.keys() ?? []) {
@@ -216,7 +187,7 @@ export async function pgRestore(ref: RepoRef, p: PgRestoreParams, ctx: OpContext
       const mapLines: string[] = [];
       let owner: { uid: number; gid: number };
       try {
-        await restoreDir(targetDir, sn.pg.pgdata, (file) => path.relative(targetDir, file));
+        await restoreDir(targetDir, sn.pg.pgdata);
         const st = await fsp.stat(targetDir);
         owner = { uid: st.uid, gid: st.gid };
         // Tablespaces: each directory to its (possibly remapped) place, the pg_tblspc symlink and
@@ -225,7 +196,7 @@ export async function pgRestore(ref: RepoRef, p: PgRestoreParams, ctx: OpContext
           const dest = path.resolve(p.tablespaceMap?.get(t.oid) ?? t.path);
           if (dest === targetDir || dest.startsWith(targetDir + path.sep)) throw new HoldfastError('USAGE', `tablespace ${t.oid} would be restored inside the data directory (${dest})`, {});
           await prepareTarget(dest, p.force, p.delta === true);
-          await restoreDir(dest, t.path, (file) => path.posix.join('pg_tblspc', t.oid, path.relative(dest, file)));
+          await restoreDir(dest, t.path);
           const link = path.join(targetDir, 'pg_tblspc', t.oid);
           await fsp.rm(link, { force: true });
           await fsp.symlink(dest, link);

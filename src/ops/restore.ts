@@ -10,6 +10,8 @@ export interface RestoreParams {
   readonly target: string;
   readonly includes: readonly string[];
   readonly force: boolean;
+  /** Worker threads (undefined: the restorer's default; 0: one file at a time in the main thread). */
+  readonly jobs?: number | undefined;
 }
 
 export interface RestoreResult {
@@ -38,6 +40,7 @@ export async function restore(ref: RepoRef, p: RestoreParams, ctx: OpContext): P
           includes: p.includes,
           force: p.force,
           progress,
+          parallel: p.jobs,
           signal: ctx.signal,
           onWarning: (m) => {
             warnings.push(m);
