@@ -3,6 +3,7 @@ import type { Invocation } from './invocation.js';
 import { repoRef } from './invocation.js';
 import { pgBackup } from '../ops/pg-backup.js';
 import { pgRestore } from '../ops/pg-restore.js';
+import { expireAfterBackup, expirePolicyAfterBackup } from './cmd-pg-expire.js';
 import { shellQuote } from '../postgres/recovery.js';
 import { CATALOGUE, HoldfastError } from '../errors/catalogue.js';
 import { formatBytes, formatDuration } from '../ui/output.js';
@@ -11,6 +12,7 @@ export async function run(inv: Invocation): Promise<number> {
   const o = inv.options;
   const cluster = o.str('cluster')!;
   if (inv.command === 'pg backup') {
+    const expirePolicy = expirePolicyAfterBackup(inv);
     const r = await pgBackup(
       repoRef(inv),
       {
@@ -25,17 +27,20 @@ export async function run(inv: Invocation): Promise<number> {
       },
       inv.ctx,
     );
-    if (inv.json) inv.outJson(r);
+    // --expire-after-backup: after the backup's locks are released.
+    const expire = expirePolicy ? await expireAfterBackup(inv, cluster, expirePolicy) : undefined;
+    if (inv.json) inv.outJson(expire ? { ...r, expire: expire.json } : r);
     else {
       inv.out(`${r.type} backup ${r.snapshotId.slice(0, 8)} of cluster "${cluster}": LSN ${r.pg.startLsn} .. ${r.pg.stopLsn}, WAL ${r.pg.startWal} .. ${r.pg.stopWal}`);
       inv.out(`read ${formatBytes(r.summary.bytes)} (${r.summary.filesUnchanged} files unchanged), added ${formatBytes(r.summary.bytesAdded)} in ${formatDuration(r.summary.durationMs)}`);
+      for (const line of expire?.lines ?? []) inv.out(line);
     }
     if (r.pg.corruptPages?.length) {
       inv.log.error(`${r.pg.corruptPages.length} corrupt page(s) found: the backup was stored and is flagged; the damage is on the server (run pg_amcheck / pg_checksums) [PAGES_CORRUPT]`);
       inv.log.hint(CATALOGUE.PAGES_CORRUPT.hint);
       return CATALOGUE.PAGES_CORRUPT.exit;
     }
-    return 0;
+    return expire?.exitCode ?? 0;
   }
   const targetDir = o.str('target-dir');
   if (!targetDir) throw new HoldfastError('USAGE', 'pg restore needs --target-dir DIR', {});

@@ -240,6 +240,40 @@ export const COMMANDS: readonly CommandSpec[] = [
     maxArgs: 0,
     load: () => import('./cmd-pg-check.js'),
   },
+  {
+    name: 'pg expire',
+    summary: 'Remove PostgreSQL backups and WAL a retention policy no longer keeps',
+    usage: 'holdfast pg expire [--cluster NAME] [--retain-full N] [--recovery-window DURATION] [--min-full N] [--dry-run] [--json]',
+    description:
+      'A backup is kept when any rule keeps it: the newest backup always; --retain-full N the N newest full backups and the incremental ones taken after them; ' +
+      '--recovery-window DURATION whatever restoring to any point of the last DURATION needs (the newest backup that ends before now minus DURATION, and every later one); --min-full N (default 1) at least N full backups; and every backup pinned with `pg pin`. ' +
+      'WAL is kept from the start of the oldest kept backup on its timeline and on every later timeline it can reach (timeline history files tell), on timelines above every kept backup\'s and on those whose history is unknown; timeline history files always. ' +
+      'With neither --retain-full nor --recovery-window (flags, environment or config file) it refuses rather than removing anything. --dry-run prints what would be removed, the WAL as ranges per timeline, and changes nothing. ' +
+      'Backup manifests are removed first, then the WAL, under a shared repository lock (it runs beside backups and archiving); the backups\' data stays until `holdfast prune`. A restore to a point before the oldest backup left is refused.',
+    examples: ['holdfast pg expire --cluster main --recovery-window 14d --dry-run', 'holdfast pg expire --retain-full 2 --recovery-window 7d', 'holdfast pg backup --expire-after-backup --retain-full 2   # or expire-after-backup = true and retain-full = 2 in the config file'],
+    minArgs: 0,
+    maxArgs: 0,
+    load: () => import('./cmd-pg-expire.js'),
+  },
+  {
+    name: 'pg pin',
+    summary: 'Keep a PostgreSQL backup whatever the retention policy says',
+    usage: 'holdfast pg pin [--cluster NAME] BACKUP',
+    description: 'Pins BACKUP (an id, a unique id prefix, or latest): `pg expire` never removes it, nor the WAL from its start. Every backup restores alone, so a pin keeps just that backup. `pg info` shows the flag pinned.',
+    examples: ['holdfast pg pin 1a2b3c4d --cluster main'],
+    minArgs: 1,
+    maxArgs: 1,
+    load: () => import('./cmd-pg-expire.js'),
+  },
+  {
+    name: 'pg unpin',
+    summary: 'Let the retention policy decide about a pinned backup again',
+    usage: 'holdfast pg unpin [--cluster NAME] BACKUP',
+    description: 'Removes the pin of BACKUP (an id, a unique id prefix, or latest); the next `pg expire` may remove it. Also removes a pin whose backup is gone.',
+    minArgs: 1,
+    maxArgs: 1,
+    load: () => import('./cmd-pg-expire.js'),
+  },
 ];
 
 export function findCommand(argv: readonly string[]): { spec: CommandSpec; rest: string[] } | undefined {

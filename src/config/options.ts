@@ -28,9 +28,9 @@ export interface OptionSpec {
 }
 
 /** Commands that take local operation locks. */
-const LOCAL_LOCKING = ['backup', 'restore', 'pg backup', 'pg restore', 'pg archive-push', 'locks', 'unlock'];
+const LOCAL_LOCKING = ['backup', 'restore', 'pg backup', 'pg restore', 'pg archive-push', 'pg expire', 'pg pin', 'pg unpin', 'locks', 'unlock'];
 /** Commands that take (or manage) repository locks. */
-const REPO_LOCKING = ['backup', 'restore', 'check', 'key remove', 'key passwd', 'pg backup', 'pg restore', 'pg archive-push', 'locks', 'unlock'];
+const REPO_LOCKING = ['backup', 'restore', 'check', 'key remove', 'key passwd', 'pg backup', 'pg restore', 'pg archive-push', 'pg expire', 'pg pin', 'pg unpin', 'locks', 'unlock'];
 
 export const OPTIONS: readonly OptionSpec[] = [
   // --- everywhere
@@ -71,7 +71,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'read-all', type: 'bool', default: false, commands: ['backup'], help: 'Read every file even when the parent snapshot says it is unchanged.' },
 
   // --- PostgreSQL
-  { name: 'cluster', type: 'string', default: 'main', env: true, config: true, commands: ['pg archive-push', 'pg archive-get', 'pg backup', 'pg restore', 'pg info', 'pg check'], arg: 'NAME', help: 'Which PostgreSQL cluster of the repository: bound to one system identifier and major version on first archive-push.' },
+  { name: 'cluster', type: 'string', default: 'main', env: true, config: true, commands: ['pg archive-push', 'pg archive-get', 'pg backup', 'pg restore', 'pg info', 'pg check', 'pg expire', 'pg pin', 'pg unpin'], arg: 'NAME', help: 'Which PostgreSQL cluster of the repository: bound to one system identifier and major version on first archive-push.' },
 
   { name: 'async', type: 'bool', default: false, env: true, config: true, commands: ['pg archive-push'], help: 'Archive through a background worker: the call makes sure one runs for this repository and cluster (it starts it, detached, when none does), and the worker archives every file PostgreSQL has marked ready, oldest first and --jobs at a time, recording each one that is durable in a local spool. The call exits 0 as soon as the spool records its file with the same content, or with the worker\'s error code and message for that file; it archives the file itself when the worker cannot be used (no .ready marker, lock directory unusable). The worker exits after a few idle seconds. Its log is worker.log in the spool, under the state directory (HOLDFAST_STATE_DIR, else ~/.cache/holdfast).' },
   { name: 'async-batch', type: 'int', default: 16, min: 1, max: 1024, env: true, config: true, commands: ['pg archive-push'], arg: 'N', help: 'With --async: the worker archives at most N files ahead of PostgreSQL (records waiting in the spool for their archive_command call).' },
@@ -93,6 +93,13 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'tablespace-map', type: 'list', commands: ['pg restore'], arg: 'OID=DIR', help: 'Restore tablespace OID into DIR instead of its original directory (repeatable); `holdfast pg info` lists tablespaces.' },
   { name: 'delta', type: 'bool', default: false, commands: ['pg restore'], help: 'Restore over an existing data directory, rewriting only files whose content differs from the backup and removing files the backup does not have. A file is kept when it is a regular file of the backup\'s size whose every byte range has the SHA-256 the backup recorded for it; the comparisons run in the restore workers (--jobs), large files in parallel ranges.' },
   { name: 'standby', type: 'bool', default: false, commands: ['pg restore'], help: 'Start as a standby (standby.signal) that keeps fetching WAL from the repository.' },
+
+  // --- pg expire (docs/design.md §17)
+  { name: 'dry-run', type: 'bool', default: false, commands: ['pg expire'], help: 'Show what would be removed (and why), change nothing.' },
+  { name: 'retain-full', type: 'int', min: 1, max: 1_000_000, env: true, config: true, commands: ['pg expire', 'pg backup'], arg: 'N', help: 'pg expire: keep the N newest full backups and the incremental backups taken after them. pg backup: the policy of --expire-after-backup.' },
+  { name: 'recovery-window', type: 'duration', min: 0, max: 100 * 366 * 86_400_000, env: true, config: true, commands: ['pg expire', 'pg backup'], arg: 'DURATION', help: 'pg expire: keep what restoring to any point of the last DURATION (e.g. 14d) needs: the newest backup that ends before now minus DURATION, every backup after it, and the WAL from its start. pg backup: the policy of --expire-after-backup.' },
+  { name: 'min-full', type: 'int', default: 1, min: 1, max: 1_000_000, env: true, config: true, commands: ['pg expire', 'pg backup'], arg: 'N', help: 'Never keep fewer than N full backups (when there are that many), whatever --retain-full and --recovery-window say.' },
+  { name: 'expire-after-backup', type: 'bool', default: false, env: true, config: true, commands: ['pg backup'], help: 'After a successful backup, once its locks are released, run pg expire for the cluster with --retain-full / --recovery-window / --min-full (usually set in the config file) and print what it removed. A failed expire does not undo the backup; the command then exits with the expire\'s code.' },
 
   // --- reading data
   { name: 'target', type: 'path', short: 't', commands: ['restore'], arg: 'DIR', help: 'Directory to restore into (created if missing; must be empty unless --force).' },

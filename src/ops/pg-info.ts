@@ -7,16 +7,19 @@
  *   whether every WAL segment each one needs to become consistent is still in the archive;
  * - the archived WAL per timeline: first and last segment, how many, the gaps between them (the
  *   missing segment ranges, `from..to`), `.partial` segments and backup history files; and the
- *   timeline history files with their branch points.
+ *   timeline history files with their branch points;
+ * - which backups are pinned (`pg pin`): the flag `pinned`.
  *
  * Read-only: nothing is written and no lock is taken; the index is not loaded (no blob is read).
  */
 import { HoldfastError } from '../errors/catalogue.js';
+import type { Repository } from '../repository/repository.js';
 import type { PgBackupInfo, Snapshot } from '../repository/snapshot.js';
 import { WAL_SEG_SIZE_DEFAULT, formatLsn, isValidSegSize, parseTimelineHistory, parseWalName, segmentName } from '../wal/names.js';
 import type { RepoRef } from './context.js';
 import { type ClusterRecord, checkClusterName, readClusterRecord, walObjectName } from './pg-archive.js';
 import { listPgBackups } from './pg-backup.js';
+import { listPins } from './pg-pins.js';
 import { openRepository } from './repo.js';
 
 export interface PgInfoBackup {
@@ -47,7 +50,7 @@ export interface PgInfoBackup {
   walComplete: boolean;
   /** Segments of startWal..stopWal missing from the archive (at most 10 listed). */
   walMissing: string[];
-  /** `dataChecksums`, and any other flag the backup recorded (true fields, non-empty lists as `name(N)`). */
+  /** `dataChecksums`, and any other flag the backup recorded (true fields, non-empty lists as `name(N)`); `pinned` when `pg pin` pinned it. */
   flags: string[];
   /** Pages that failed verification while this backup read them (relation file, block), if any. */
   corruptPages?: NonNullable<PgBackupInfo['corruptPages']>;
@@ -185,6 +188,22 @@ function missingInRange(startWal: string, stopWal: string, segSize: number, pres
   return { complete, missing };
 }
 
+/** Read and parse timeline history files of `cluster` (pg info, pg expire), by timeline; unreadable ones carry `error`. */
+export async function readWalHistory(repo: Repository, cluster: string, files: ReadonlyArray<{ file: string; timeline: number }>): Promise<WalHistoryInfo[]> {
+  const history: WalHistoryInfo[] = [];
+  for (const h of [...files].sort((a, b) => a.timeline - b.timeline)) {
+    try {
+      const data = await repo.getNamed(walObjectName(cluster, h.file));
+      if (!data) throw new Error('listed but gone');
+      const parents = parseTimelineHistory(data, h.timeline).map((s) => ({ timeline: s.timeline, switchLsn: formatLsn(s.switchLsn), reason: s.reason }));
+      history.push({ file: h.file, timeline: h.timeline, parents });
+    } catch (err) {
+      history.push({ file: h.file, timeline: h.timeline, parents: [], error: err instanceof HoldfastError ? `${err.message} [${err.code}]` : (err as Error).message });
+    }
+  }
+  return history;
+}
+
 export async function pgInfo(ref: RepoRef, cluster: string): Promise<PgInfoResult> {
   checkClusterName(cluster);
   const repo = await openRepository(ref, false);
@@ -194,6 +213,7 @@ export async function pgInfo(ref: RepoRef, cluster: string): Promise<PgInfoResul
     const prefix = walObjectName(cluster, '');
     const archive = parseArchive(await repo.listNamed(prefix), segSize);
 
+    const pins = new Set(await listPins(repo, cluster));
     const backups: PgInfoBackup[] = (await listPgBackups(repo, cluster)).map((sn) => {
       const range = missingInRange(sn.pg.startWal, sn.pg.stopWal, segSize, archive.segments);
       const duration = Date.parse(sn.pg.stopTime) - Date.parse(sn.pg.startTime);
@@ -218,7 +238,7 @@ export async function pgInfo(ref: RepoRef, cluster: string): Promise<PgInfoResul
         stored: sn.summary?.bytesAdded ?? null,
         walComplete: range.complete,
         walMissing: range.missing,
-        flags: backupFlags(sn),
+        flags: pins.has(sn.id) ? [...backupFlags(sn), 'pinned'] : backupFlags(sn),
         ...(sn.pg.corruptPages?.length ? { corruptPages: sn.pg.corruptPages } : {}),
       };
     });
@@ -227,17 +247,7 @@ export async function pgInfo(ref: RepoRef, cluster: string): Promise<PgInfoResul
       .sort(([a], [b]) => a - b)
       .map(([t, e]) => summariseTimeline(t, e.segs, segSize, e.partial, e.backupHistory));
 
-    const history: WalHistoryInfo[] = [];
-    for (const h of archive.history.sort((a, b) => a.timeline - b.timeline)) {
-      try {
-        const data = await repo.getNamed(walObjectName(cluster, h.file));
-        if (!data) throw new Error('listed but gone');
-        const parents = parseTimelineHistory(data, h.timeline).map((s) => ({ timeline: s.timeline, switchLsn: formatLsn(s.switchLsn), reason: s.reason }));
-        history.push({ file: h.file, timeline: h.timeline, parents });
-      } catch (err) {
-        history.push({ file: h.file, timeline: h.timeline, parents: [], error: err instanceof HoldfastError ? `${err.message} [${err.code}]` : (err as Error).message });
-      }
-    }
+    const history = await readWalHistory(repo, cluster, archive.history);
     return { cluster, record, backups, wal: { timelines, history, other: archive.other.sort() } };
   } finally {
     await repo.close();

@@ -113,10 +113,21 @@ async function chooseBackup(backups: Array<Snapshot & { id: string; pg: PgBackup
     candidates = candidates.filter((b) => compareLsn(parseLsn(b.pg.stopLsn), t) < 0);
   }
   const chosen = candidates.at(-1);
+  const oldest = backups[0];
+  if (!oldest) {
+    throw new HoldfastError('SNAPSHOT_NOT_FOUND', `no PostgreSQL backup of cluster "${p.cluster}" in the repository`, { cluster: p.cluster, hint: 'Take one with `holdfast pg backup`.' });
+  }
   if (!chosen) {
-    throw new HoldfastError('SNAPSHOT_NOT_FOUND', backups.length === 0 ? `no PostgreSQL backup of cluster "${p.cluster}" in the repository` : `no backup of cluster "${p.cluster}" ends before the recovery target`, {
+    // Only a time or LSN target filters: the target lies before the oldest backup's end.
+    const byTime = p.target.time !== undefined;
+    const target = byTime ? `--target-time ${p.target.time}` : `--target-lsn ${p.target.lsn}`;
+    const end = byTime ? oldest.pg.stopTime : `LSN ${oldest.pg.stopLsn}`;
+    throw new HoldfastError('SNAPSHOT_NOT_FOUND', `no backup of cluster "${p.cluster}" ends before the recovery target ${target}: the oldest backup (${oldest.id.slice(0, 8)}) ends at ${end}`, {
       cluster: p.cluster,
-      hint: 'Run `holdfast pg info` to list backups and their stop times and LSNs.',
+      target: byTime ? p.target.time : p.target.lsn,
+      oldest: oldest.id,
+      oldestStop: byTime ? oldest.pg.stopTime : oldest.pg.stopLsn,
+      hint: 'A point before the end of the oldest backup cannot be restored: older backups were expired (`holdfast pg expire` keeps only what its --recovery-window and --retain-full need) or never taken. Choose a later target; `holdfast pg info` lists the backups with their stop times and LSNs.',
     });
   }
   return chosen;
