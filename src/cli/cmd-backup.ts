@@ -1,6 +1,6 @@
 import type { Invocation } from './invocation.js';
 import { repoRef } from './invocation.js';
-import { backup, checkCompression } from '../ops/backup.js';
+import { backup, checkCompression, parseSnapshotTime } from '../ops/backup.js';
 import { CATALOGUE, HoldfastError, isHoldfastError } from '../errors/catalogue.js';
 import { formatBytes, formatDuration } from '../ui/output.js';
 
@@ -15,6 +15,12 @@ export async function run(inv: Invocation): Promise<number> {
     const where = o.where('compression');
     throw new HoldfastError('CONFIG_INVALID', `${where}: ${err.message}`, { ...err.data, option: 'compression', where });
   }
+  const timeText = o.str('time');
+  const time = timeText === undefined ? undefined : parseSnapshotTime(timeText);
+  if (timeText !== undefined && time === undefined) {
+    const where = o.where('time');
+    throw new HoldfastError('CONFIG_INVALID', `${where}: expected a time such as "2026-11-21 10:15:00" (local time), 2026-11-21T10:15:00Z or 2026-11-21T10:15:00+01:00, got ${JSON.stringify(timeText)}`, { option: 'time', where });
+  }
   const r = await backup(
     repoRef(inv),
     {
@@ -27,6 +33,7 @@ export async function run(inv: Invocation): Promise<number> {
       compression,
       packSize: o.num('pack-size'),
       jobs: typeof o.get('jobs') === 'number' ? o.num('jobs') : undefined,
+      time,
     },
     inv.ctx,
   );

@@ -33,6 +33,8 @@ export interface BackupParams {
   readonly packSize: number;
   /** Worker threads for reading files; undefined = number of CPUs, 0 = none. */
   readonly jobs?: number | undefined;
+  /** Record this time in the snapshot instead of the backup's start (--time). */
+  readonly time?: Date | undefined;
 }
 
 export interface BackupResult {
@@ -41,6 +43,38 @@ export interface BackupResult {
   summary: SnapshotSummary;
   /** Paths that could not be read; the snapshot was saved without them. */
   sourceErrors: Array<{ path: string; message: string }>;
+}
+
+/**
+ * A --time value: `YYYY-MM-DD[( |T)HH:MM[:SS[.fff]]][Z|±HH[:MM]]`. Without a zone it is local
+ * time; a date alone is local midnight. Returns undefined when the text is not such a time or
+ * names no real date.
+ */
+export function parseSnapshotTime(text: string): Date | undefined {
+  const m = /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?)?\s*(Z|[+-]\d{2}(?::?\d{2})?)?$/i.exec(text.trim());
+  if (!m) return undefined;
+  const [y, mo, d, h, mi, sec] = [1, 2, 3, 4, 5, 6].map((i) => Number(m[i] ?? 0)) as [number, number, number, number, number, number];
+  const ms = Number((m[7] ?? '').padEnd(3, '0').slice(0, 3));
+  if (mo < 1 || mo > 12 || d < 1 || d > new Date(Date.UTC(y, mo, 0)).getUTCDate() || h > 23 || mi > 59 || sec > 59) return undefined;
+  const zone = m[8];
+  if (zone === undefined) {
+    const t = new Date(0);
+    t.setFullYear(y, mo - 1, d);
+    t.setHours(h, mi, sec, ms);
+    return t;
+  }
+  let offset = 0;
+  if (zone.toUpperCase() !== 'Z') {
+    const z = /^([+-])(\d{2}):?(\d{2})?$/.exec(zone)!;
+    const oh = Number(z[2]);
+    const om = Number(z[3] ?? 0);
+    if (oh > 23 || om > 59) return undefined;
+    offset = (z[1] === '-' ? -1 : 1) * (oh * 60 + om);
+  }
+  const t = new Date(0);
+  t.setUTCFullYear(y, mo - 1, d);
+  t.setUTCHours(h, mi, sec, ms);
+  return new Date(t.getTime() - offset * 60_000);
 }
 
 export function checkCompression(value: string): Compression {
@@ -95,7 +129,7 @@ async function backupLocked(repo: Repository, paths: string[], host: string, sta
   const username = currentUsername();
   const sn: Snapshot = {
     version: 1,
-    time: new Date(started).toISOString(),
+    time: (p.time ?? new Date(started)).toISOString(),
     host,
     username,
     paths,
