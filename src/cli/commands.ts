@@ -78,6 +78,29 @@ export const COMMANDS: readonly CommandSpec[] = [
     load: () => import('./cmd-snapshots.js'),
   },
   {
+    name: 'forget',
+    summary: 'Remove file snapshots that a retention policy does not keep',
+    usage: 'holdfast forget [--keep-last|hourly|daily|weekly|monthly|yearly N] [--keep-within DURATION] [--keep-tag TAG] [--group-by FIELDS] [--host|--path|--tag …] [--dry-run] | holdfast forget SNAPSHOT-ID...',
+    description:
+      'Snapshots are grouped (by default by host and set of paths; --group-by) and each group is sorted newest first. In each group a snapshot is kept when any rule keeps it: ' +
+      '--keep-last N the N newest; --keep-hourly/daily/weekly/monthly/yearly N the newest snapshot of each of the N most recent hours/days/ISO weeks/months/years that have one (buckets without snapshots do not count); ' +
+      '--keep-within DURATION every snapshot made less than DURATION before the newest snapshot of the group (not before now); --keep-tag TAG every snapshot with TAG. Everything else in the group is removed. ' +
+      'Buckets are drawn in local time (TZ), or in UTC with --utc. --host, --path and --tag narrow which snapshots are considered at all; the others are neither kept nor removed. ' +
+      'With no --keep option forget refuses rather than removing everything; with snapshot ids instead of a policy it removes exactly those. ' +
+      'PostgreSQL backups (pg backup) are never considered and never removed: `pg expire` owns them. ' +
+      '--dry-run lists, per group, what is kept (with every reason) and what would be removed, and changes nothing; always try a new policy with it. ' +
+      'forget removes only the snapshot manifests, under a shared repository lock, so it can run beside backups; the data they referenced stays until `holdfast prune` frees what no snapshot uses.',
+    examples: [
+      'holdfast forget --keep-daily 7 --keep-weekly 5 --keep-monthly 12 --keep-yearly 3 --dry-run',
+      'holdfast forget --keep-last 10 --keep-within 30d --keep-tag release --host db1',
+      'holdfast forget --group-by "" --keep-hourly 48 --utc --json',
+      'holdfast forget 1a2b3c4d 9f8e7d6c',
+    ],
+    minArgs: 0,
+    maxArgs: Infinity,
+    load: () => import('./cmd-forget.js'),
+  },
+  {
     name: 'ls',
     summary: 'List the files in a snapshot',
     usage: 'holdfast ls SNAPSHOT [PATH] [--long] [--json]',

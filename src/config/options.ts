@@ -30,7 +30,7 @@ export interface OptionSpec {
 /** Commands that take local operation locks. */
 const LOCAL_LOCKING = ['backup', 'restore', 'pg backup', 'pg restore', 'pg archive-push', 'pg expire', 'pg pin', 'pg unpin', 'locks', 'unlock'];
 /** Commands that take (or manage) repository locks. */
-const REPO_LOCKING = ['backup', 'restore', 'check', 'key remove', 'key passwd', 'pg backup', 'pg restore', 'pg archive-push', 'pg expire', 'pg pin', 'pg unpin', 'locks', 'unlock'];
+const REPO_LOCKING = ['backup', 'restore', 'check', 'forget', 'key remove', 'key passwd', 'pg backup', 'pg restore', 'pg archive-push', 'pg expire', 'pg pin', 'pg unpin', 'locks', 'unlock'];
 
 export const OPTIONS: readonly OptionSpec[] = [
   // --- everywhere
@@ -64,8 +64,8 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'compression', type: 'string', default: 'zstd:3', env: true, config: true, commands: ['backup', 'pg backup'], arg: 'ALGO[:LEVEL]', help: 'none, zstd or zstd:LEVEL (-7..22). Incompressible data is stored as is either way.' },
   { name: 'pack-size', type: 'size', default: '16MiB', min: 1 << 20, max: 512 << 20, env: true, config: true, commands: ['backup', 'pg backup'], arg: 'SIZE', help: 'Target size of pack files.' },
   { name: 'exclude', type: 'list', short: 'e', config: true, commands: ['backup'], arg: 'PATTERN', help: 'Skip paths matching PATTERN (repeatable). No "/": matches names at any depth (*.tmp). With "/": matches the path (/home/*/.cache).' },
-  { name: 'tag', type: 'list', commands: ['backup', 'snapshots'], arg: 'TAG', help: 'backup: attach TAG to the snapshot (repeatable). snapshots: list only snapshots with every TAG.' },
-  { name: 'host', type: 'string', commands: ['backup', 'snapshots'], arg: 'NAME', help: 'backup: record NAME as the host (default: this machine\'s hostname). snapshots: list only this host.' },
+  { name: 'tag', type: 'list', commands: ['backup', 'snapshots', 'forget'], arg: 'TAG', help: 'backup: attach TAG to the snapshot (repeatable). snapshots: list only snapshots with every TAG. forget: consider only snapshots with every TAG (the others are neither kept nor removed).' },
+  { name: 'host', type: 'string', commands: ['backup', 'snapshots', 'forget'], arg: 'NAME', help: 'backup: record NAME as the host (default: this machine\'s hostname). snapshots: list only this host. forget: consider only snapshots of this host.' },
   { name: 'parent', type: 'string', commands: ['backup'], arg: 'SNAPSHOT', help: 'Compare against SNAPSHOT to skip unchanged files (default: latest snapshot of the same host and paths).' },
   { name: 'time', type: 'string', commands: ['backup'], arg: 'TIMESTAMP', help: 'Record TIMESTAMP in the snapshot instead of the time the backup started: "2026-11-21 10:15:00" (local time), 2026-11-21T10:15:00Z or with an offset (+01:00). For importing older copies and for trying retention policies; `latest`, the default parent and forget all go by this time.' },
   { name: 'jobs', type: 'int', short: 'j', min: 0, max: 64, env: true, config: true, commands: ['backup', 'restore', 'pg backup', 'pg archive-push', 'pg restore'], arg: 'N', help: 'backup: worker threads that read, chunk, compress and encrypt files (default: the number of CPUs; 0 does it all in the main thread). pg archive-push --async: files the background worker stores at once (default: the number of CPUs, at most 4). restore, pg restore: worker threads that read, decrypt and write files (default: the number of CPUs, at most 4; each adds about 45 MB of memory; 0 writes one file at a time in the main thread).' },
@@ -96,7 +96,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'standby', type: 'bool', default: false, commands: ['pg restore'], help: 'Start as a standby (standby.signal) that keeps fetching WAL from the repository.' },
 
   // --- pg expire (docs/design.md §17)
-  { name: 'dry-run', type: 'bool', default: false, commands: ['pg expire'], help: 'Show what would be removed (and why), change nothing.' },
+  { name: 'dry-run', type: 'bool', default: false, commands: ['forget', 'pg expire'], help: 'Show what would be removed (and why), change nothing.' },
   { name: 'retain-full', type: 'int', min: 1, max: 1_000_000, env: true, config: true, commands: ['pg expire', 'pg backup'], arg: 'N', help: 'pg expire: keep the N newest full backups and the incremental backups taken after them. pg backup: the policy of --expire-after-backup.' },
   { name: 'recovery-window', type: 'duration', min: 0, max: 100 * 366 * 86_400_000, env: true, config: true, commands: ['pg expire', 'pg backup'], arg: 'DURATION', help: 'pg expire: keep what restoring to any point of the last DURATION (e.g. 14d) needs: the newest backup that ends before now minus DURATION, every backup after it, and the WAL from its start. pg backup: the policy of --expire-after-backup.' },
   { name: 'min-full', type: 'int', default: 1, min: 1, max: 1_000_000, env: true, config: true, commands: ['pg expire', 'pg backup'], arg: 'N', help: 'Never keep fewer than N full backups (when there are that many), whatever --retain-full and --recovery-window say.' },
@@ -108,6 +108,19 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'force', type: 'bool', default: false, commands: ['restore', 'pg restore'], help: 'restore: restore into a non-empty target, replacing files and symlinks that stand in the way. pg restore: delete the target\'s contents first.' },
   { name: 'long', type: 'bool', short: 'l', default: false, commands: ['ls'], help: 'Show mode, owner, size and modification time.' },
   { name: 'read-data', type: 'bool', default: false, commands: ['check'], help: 'Also read every pack, and decrypt and verify every blob (reads the whole repository).' },
+
+  // --- forget (retention of file snapshots, docs/design.md §16)
+  { name: 'keep-last', type: 'int', min: 0, max: 1_000_000, commands: ['forget'], arg: 'N', help: 'Keep the N newest snapshots of each group.' },
+  { name: 'keep-hourly', type: 'int', min: 0, max: 1_000_000, commands: ['forget'], arg: 'N', help: 'Keep the newest snapshot of each of the N most recent hours that have snapshots (hours without one do not count).' },
+  { name: 'keep-daily', type: 'int', min: 0, max: 1_000_000, commands: ['forget'], arg: 'N', help: 'Keep the newest snapshot of each of the N most recent days that have snapshots.' },
+  { name: 'keep-weekly', type: 'int', min: 0, max: 1_000_000, commands: ['forget'], arg: 'N', help: 'Keep the newest snapshot of each of the N most recent ISO weeks (Monday to Sunday) that have snapshots.' },
+  { name: 'keep-monthly', type: 'int', min: 0, max: 1_000_000, commands: ['forget'], arg: 'N', help: 'Keep the newest snapshot of each of the N most recent months that have snapshots.' },
+  { name: 'keep-yearly', type: 'int', min: 0, max: 1_000_000, commands: ['forget'], arg: 'N', help: 'Keep the newest snapshot of each of the N most recent years that have snapshots.' },
+  { name: 'keep-within', type: 'string', commands: ['forget'], arg: 'DURATION', help: 'Keep every snapshot made less than DURATION before the newest snapshot of its group (not before now: a group whose backups stopped keeps its last DURATION of history). DURATION is whole numbers with units, largest first: y years, m months (not minutes), w weeks, d days, h hours, e.g. 36h, 2d, 6w, 1y2m. Years, months, weeks and days are calendar steps (March 31 minus 1m is the last day of February); hours are exact.' },
+  { name: 'keep-tag', type: 'list', commands: ['forget'], arg: 'TAG', help: 'Keep every snapshot that has TAG (repeatable: any of them).' },
+  { name: 'group-by', type: 'list', default: ['host', 'paths'], commands: ['forget'], arg: 'FIELDS', help: 'Apply the policy to each group of snapshots that share these fields: a comma-separated subset of host, paths (the set of backed-up paths) and tags (the set of tags); "" makes all snapshots one group.' },
+  { name: 'utc', type: 'bool', default: false, commands: ['forget'], help: 'Draw hours, days, weeks, months and years (and --keep-within\'s calendar units) in UTC instead of local time (the TZ environment variable); times are then shown in UTC too.' },
+  { name: 'path', type: 'list', commands: ['forget'], arg: 'PATH', help: 'Consider only snapshots whose backed-up paths are exactly the PATHs given (repeatable; relative paths are made absolute), as `snapshots` shows them.' },
 ];
 
 const BY_NAME = new Map(OPTIONS.map((o) => [o.name, o]));

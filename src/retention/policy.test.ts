@@ -339,6 +339,9 @@ describe('policy on a generated two-year history', () => {
       assert.deepEqual(new Map(got.keep.map((k) => [k.snapshot.id, k.reasons])), want);
       assert.equal(got.keep.length + got.remove.length, history.length);
       if (c.count !== undefined) assert.equal(got.keep.length, c.count);
+      // Stable: applied again to what it kept, the policy keeps all of it.
+      const again = applyToGroup(got.keep.map((k) => k.snapshot), c.p, 'utc');
+      assert.deepEqual(again.remove, [], `a second ${c.name} removes nothing more`);
     });
   }
 
