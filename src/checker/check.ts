@@ -15,7 +15,7 @@ import { HoldfastError } from '../errors/catalogue.js';
 import { isNotFound } from '../storage/backend.js';
 import type { BlobLocation, Repository } from '../repository/repository.js';
 import { storageToHoldfast } from '../repository/repository.js';
-import { PACK_MAGIC, TRAILER_LEN, decodeHeader, headerLocation, packName, parsePack, type PackEntry } from '../repository/pack.js';
+import { packName, parsePack, type PackEntry } from '../repository/pack.js';
 import { listSnapshotIds, loadSnapshot } from '../repository/snapshot.js';
 import { sha256Hex } from '../repository/crypto.js';
 import { decodeTree } from '../files/tree.js';
@@ -100,7 +100,7 @@ export async function checkRepository(repo: Repository, opts: CheckOptions): Pro
       continue;
     }
     try {
-      const entries = opts.readData ? await readWholePack(repo, id, size, badBlobs, add) : await readPackHeader(repo, id, size);
+      const entries = opts.readData ? await readWholePack(repo, id, size, badBlobs, add) : await repo.readPackHeader(id, size);
       compareWithIndex(id, entries, byPack.get(id) ?? [], add, badPacks);
     } catch (err) {
       add(`pack:${id}`, 'pack-corrupt', name, `pack ${id}: ${describe(err)}`);
@@ -203,15 +203,6 @@ export async function checkRepository(repo: Repository, opts: CheckOptions): Pro
     warnings,
     stats: { snapshots: snapshotIds.length, indexFiles: repo.indexFiles.length, packs: stored.size, blobs: repo.index.blobCount, trees, packsRead: opts.readData ? total : 0 },
   };
-}
-
-async function readPackHeader(repo: Repository, id: string, size: number): Promise<PackEntry[]> {
-  const name = packName(id);
-  if (size < PACK_MAGIC.length + TRAILER_LEN) throw new Error(`pack is only ${size} bytes`);
-  const trailer = await repo.backend.get(name, { offset: size - TRAILER_LEN, length: TRAILER_LEN });
-  const loc = headerLocation(size, trailer);
-  const header = await repo.backend.get(name, loc);
-  return decodeHeader(repo.packKey(), header, loc.offset);
 }
 
 async function readWholePack(

@@ -3,6 +3,7 @@ import type { Invocation } from './invocation.js';
 import { repoRef } from './invocation.js';
 import { HoldfastError } from '../errors/catalogue.js';
 import { type ForgetResult, type ForgetSnapshot, forget } from '../ops/forget.js';
+import { pruneAfter } from './cmd-prune.js';
 import { type RetentionPolicy, type Zone, describeGroup, parseCalendarDuration, parseGroupBy } from '../retention/policy.js';
 
 export async function run(inv: Invocation): Promise<number> {
@@ -49,8 +50,9 @@ export async function run(inv: Invocation): Promise<number> {
     },
     inv.ctx,
   );
-  if (inv.json) inv.outJson(r);
-  else for (const line of describeForget(r, zone, inv.args.length > 0)) inv.out(line);
+  if (!inv.json) for (const line of describeForget(r, zone, inv.args.length > 0)) inv.out(line);
+  const pruned = await pruneAfter(inv);
+  if (inv.json) inv.outJson(pruned ? { ...r, prune: pruned } : r);
   return 0;
 }
 

@@ -4,6 +4,7 @@ import { repoRef } from './invocation.js';
 import { HoldfastError } from '../errors/catalogue.js';
 import { type ExpireWalTimeline, type PgExpireResult, pgExpire } from '../ops/pg-expire.js';
 import { pgPin } from '../ops/pg-pins.js';
+import { pruneAfter } from './cmd-prune.js';
 import { type RetentionPolicy, hasPolicy } from '../retention/pg-policy.js';
 
 export async function run(inv: Invocation): Promise<number> {
@@ -16,8 +17,9 @@ export async function run(inv: Invocation): Promise<number> {
     return 0;
   }
   const r = await pgExpire(repoRef(inv), { cluster, policy: policyFrom(inv), dryRun: inv.options.bool('dry-run') }, inv.ctx);
-  if (inv.json) inv.outJson(r);
-  else for (const line of formatPgExpire(r)) inv.out(line);
+  if (!inv.json) for (const line of formatPgExpire(r)) inv.out(line);
+  const pruned = await pruneAfter(inv);
+  if (inv.json) inv.outJson(pruned ? { ...r, prune: pruned } : r);
   return 0;
 }
 

@@ -144,6 +144,21 @@ export const COMMANDS: readonly CommandSpec[] = [
     load: () => import('./cmd-check.js'),
   },
   {
+    name: 'prune',
+    streamsData: true,
+    summary: 'Delete data no snapshot or backup uses; repack partly used packs',
+    usage: 'holdfast prune [--max-unused PERCENT] [--max-repack-size SIZE] [--dry-run] [--json]',
+    description:
+      'Walks every snapshot and PostgreSQL backup for the blobs they use, deletes packs none of them uses and repacks packs whose unused share is above --max-unused (most wasteful first, until at most that share of the repository is unused, within --max-repack-size). ' +
+      'forget and pg expire only remove manifests; prune is what frees the space. ' +
+      'Safe while backups, restores and archive-push run: a pack leaves the index first and is deleted only after every operation that started before has finished; when some are still running, their packs are deleted by the next prune (the summary says which operations it waited for). ' +
+      'Only one prune runs at a time. Killed at any point, it leaves a consistent repository and the next prune completes the work. A damaged repository (unreadable snapshot, missing tree) is refused: run check first.',
+    examples: ['holdfast prune --dry-run', 'holdfast prune --max-unused 10 --max-repack-size 2GiB'],
+    minArgs: 0,
+    maxArgs: 0,
+    load: () => import('./cmd-prune.js'),
+  },
+  {
     name: 'stats',
     summary: 'Show repository size and deduplication',
     usage: 'holdfast stats [--json]',

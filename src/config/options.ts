@@ -30,7 +30,7 @@ export interface OptionSpec {
 /** Commands that take local operation locks. */
 const LOCAL_LOCKING = ['backup', 'restore', 'pg backup', 'pg restore', 'pg archive-push', 'pg expire', 'pg pin', 'pg unpin', 'locks', 'unlock'];
 /** Commands that take (or manage) repository locks. */
-const REPO_LOCKING = ['backup', 'restore', 'check', 'forget', 'key remove', 'key passwd', 'pg backup', 'pg restore', 'pg archive-push', 'pg expire', 'pg pin', 'pg unpin', 'locks', 'unlock'];
+const REPO_LOCKING = ['backup', 'restore', 'check', 'prune', 'forget', 'key remove', 'key passwd', 'pg backup', 'pg restore', 'pg archive-push', 'pg expire', 'pg pin', 'pg unpin', 'locks', 'unlock'];
 
 export const OPTIONS: readonly OptionSpec[] = [
   // --- everywhere
@@ -71,6 +71,12 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'jobs', type: 'int', short: 'j', min: 0, max: 64, env: true, config: true, commands: ['backup', 'restore', 'pg backup', 'pg archive-push', 'pg restore'], arg: 'N', help: 'backup: worker threads that read, chunk, compress and encrypt files (default: the number of CPUs; 0 does it all in the main thread). pg archive-push --async: files the background worker stores at once (default: the number of CPUs, at most 4). restore, pg restore: worker threads that read, decrypt and write files (default: the number of CPUs, at most 4; each adds about 45 MB of memory; 0 writes one file at a time in the main thread).' },
   { name: 'read-all', type: 'bool', default: false, commands: ['backup'], help: 'Read every file even when the parent snapshot says it is unchanged.' },
 
+  // --- retention and prune
+  { name: 'dry-run', type: 'bool', default: false, commands: ['prune', 'forget', 'pg expire'], help: 'Show what would be removed (and why), change nothing.' },
+  { name: 'prune', type: 'bool', default: false, commands: ['forget', 'pg expire'], help: 'Run prune afterwards (with --max-unused and --max-repack-size), so the space of what was removed is freed (not with --dry-run).' },
+  { name: 'max-unused', type: 'int', default: 5, min: 0, max: 100, env: true, config: true, commands: ['prune', 'forget', 'pg expire'], arg: 'PERCENT', help: 'Repack packs whose unused share is above PERCENT, most wasteful first, while more than PERCENT of the repository\'s pack bytes are unused. 0 repacks every pack with unused data; 100 only deletes packs that are wholly unused.' },
+  { name: 'max-repack-size', type: 'size', min: 0, max: Number.MAX_SAFE_INTEGER, env: true, config: true, commands: ['prune', 'forget', 'pg expire'], arg: 'SIZE', help: 'Repack at most SIZE of packs in this run (default: no limit); a later prune continues. Repacking reads each pack once and writes its used part.' },
+
   // --- PostgreSQL
   { name: 'cluster', type: 'string', default: 'main', env: true, config: true, commands: ['pg archive-push', 'pg archive-get', 'pg backup', 'pg restore', 'pg info', 'pg check', 'pg expire', 'pg pin', 'pg unpin'], arg: 'NAME', help: 'Which PostgreSQL cluster of the repository: bound to one system identifier and major version on first archive-push.' },
 
@@ -96,7 +102,6 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'standby', type: 'bool', default: false, commands: ['pg restore'], help: 'Start as a standby (standby.signal) that keeps fetching WAL from the repository.' },
 
   // --- pg expire (docs/design.md §17)
-  { name: 'dry-run', type: 'bool', default: false, commands: ['forget', 'pg expire'], help: 'Show what would be removed (and why), change nothing.' },
   { name: 'retain-full', type: 'int', min: 1, max: 1_000_000, env: true, config: true, commands: ['pg expire', 'pg backup'], arg: 'N', help: 'pg expire: keep the N newest full backups and the incremental backups taken after them. pg backup: the policy of --expire-after-backup.' },
   { name: 'recovery-window', type: 'duration', min: 0, max: 100 * 366 * 86_400_000, env: true, config: true, commands: ['pg expire', 'pg backup'], arg: 'DURATION', help: 'pg expire: keep what restoring to any point of the last DURATION (e.g. 14d) needs: the newest backup that ends before now minus DURATION, every backup after it, and the WAL from its start. pg backup: the policy of --expire-after-backup.' },
   { name: 'min-full', type: 'int', default: 1, min: 1, max: 1_000_000, env: true, config: true, commands: ['pg expire', 'pg backup'], arg: 'N', help: 'Never keep fewer than N full backups (when there are that many), whatever --retain-full and --recovery-window say.' },

@@ -3,7 +3,7 @@
  * archive-push worker per cluster, one restore per target directory, …).
  *
  * They live in a local runtime directory, never in the repository and never on network storage
- * (see `defaultLockDir`). Each holder creates its own file `<scope>.<s|x>-<id>.lock` (protocol.ts)
+ * (see `defaultLockDir`). Each holder creates its own file `<scope>.<s|m|x>-<id>.lock` (protocol.ts)
  * written to a temporary name and renamed, so it is never seen half-written. Liveness is judged
  * by the owner's PID and process start time (owner.ts), so a process killed by SIGKILL, the OOM
  * killer or a power loss never blocks the next run: its file is simply stale.

@@ -110,6 +110,24 @@ test('repository locks: shared locks coexist; exclusive excludes and names the h
   assert.deepEqual(await store.list(), []);
 });
 
+test('repository locks: a maintenance lock (prune) runs beside shared ones, but not beside another maintenance or an exclusive lock', async () => {
+  const repo = await memRepo();
+  const store = new RepositoryLockStore(repo, 'mem');
+  const log = new RecordingLog();
+  const backup = await acquireLock(store, { ...base, kind: 'shared', operation: 'backup', log });
+  const prune = await acquireLock(store, { ...base, kind: 'maintenance', operation: 'prune', log });
+  assert.deepEqual((await store.list()).map((n) => n.kind).sort(), ['maintenance', 'shared']);
+  const archive = await acquireLock(store, { ...base, kind: 'shared', operation: 'pg archive-push', log });
+  await assert.rejects(acquireLock(store, { ...base, kind: 'maintenance', operation: 'prune', log }), (e: unknown) => e instanceof HoldfastError && e.code === 'LOCKED' && /locked by prune/.test(e.message));
+  await assert.rejects(acquireLock(store, { ...base, kind: 'exclusive', operation: 'key remove', log }), (e: unknown) => e instanceof HoldfastError && e.code === 'LOCKED');
+  await Promise.all([backup.release(), archive.release()]);
+  await assert.rejects(acquireLock(store, { ...base, kind: 'exclusive', operation: 'key remove', log }), (e: unknown) => e instanceof HoldfastError && e.code === 'LOCKED' && /locked by prune/.test(e.message));
+  await prune.release();
+  const x = await acquireLock(store, { ...base, kind: 'exclusive', operation: 'key remove', log });
+  await assert.rejects(acquireLock(store, { ...base, kind: 'maintenance', operation: 'prune', log }), (e: unknown) => e instanceof HoldfastError && e.code === 'LOCKED');
+  await x.release();
+});
+
 test('repository locks: --lock-wait waits for the holder to release', async () => {
   const repo = await memRepo();
   const store = new RepositoryLockStore(repo, 'mem');

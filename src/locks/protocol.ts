@@ -1,10 +1,11 @@
 /**
  * The lock protocol shared by local operation locks and repository locks.
  *
- * Every would-be holder creates its own lock object under a unique name (`<s|x>-<random id>`),
+ * Every would-be holder creates its own lock object under a unique name (`<s|m|x>-<random id>`),
  * then lists the locks. If it sees a conflicting lock that is not stale it removes its own
  * object again and either fails, naming the holder, or waits and tries again. Conflicts: an
- * exclusive lock conflicts with every other lock; shared locks conflict only with exclusive ones.
+ * exclusive lock conflicts with every other lock; a maintenance lock (prune) with exclusive and
+ * other maintenance locks; shared locks only with exclusive ones.
  *
  * Why this is safe: of two conflicting would-be holders, the one that created its object second
  * lists after both objects exist, so it sees the other and backs off (both may back off; they then
@@ -29,7 +30,11 @@ import { randomBytes } from 'node:crypto';
 import { HoldfastError } from '../errors/catalogue.js';
 import { type Liveness, type LockOwner, currentOwner, describeOwner, ownerLiveness, parseOwner } from './owner.js';
 
-export type LockKind = 'shared' | 'exclusive';
+/** shared: reads and appends; maintenance: prune (one at a time, beside shared holders); exclusive: alone. */
+export type LockKind = 'shared' | 'maintenance' | 'exclusive';
+
+const KIND_LETTER: Record<LockKind, string> = { shared: 's', maintenance: 'm', exclusive: 'x' };
+const LETTER_KIND: Record<string, LockKind> = { s: 'shared', m: 'maintenance', x: 'exclusive' };
 
 export interface LockRecord {
   readonly id: string;
@@ -71,15 +76,15 @@ export function newLockId(): string {
   return randomBytes(12).toString('hex');
 }
 
-/** `<s|x>-<id>` */
+/** `<s|m|x>-<id>` */
 export function lockFileName(name: LockName): string {
-  return `${name.kind === 'exclusive' ? 'x' : 's'}-${name.id}`;
+  return `${KIND_LETTER[name.kind]}-${name.id}`;
 }
 
 export function parseLockFileName(file: string): LockName | undefined {
-  const m = /^([sx])-([0-9a-f]{24})$/.exec(file);
+  const m = /^([smx])-([0-9a-f]{24})$/.exec(file);
   if (!m) return undefined;
-  return { id: m[2]!, kind: m[1] === 'x' ? 'exclusive' : 'shared' };
+  return { id: m[2]!, kind: LETTER_KIND[m[1]!]! };
 }
 
 export function encodeRecord(rec: LockRecord): Buffer {
@@ -168,8 +173,8 @@ export interface AcquireOptions {
   readonly blockedHint?: string | undefined;
 }
 
-function conflicts(mine: LockKind, theirs: LockKind): boolean {
-  return mine === 'exclusive' || theirs === 'exclusive';
+export function conflicts(mine: LockKind, theirs: LockKind): boolean {
+  return mine === 'exclusive' || theirs === 'exclusive' || (mine === 'maintenance' && theirs === 'maintenance');
 }
 
 /** Attempts with no wait: conflicts younger than this may be a racing candidate, retried briefly. */

@@ -1,5 +1,5 @@
 /**
- * Repository locks: small sealed objects `locks/<s|x>-<id>` in the repository (docs/design.md
+ * Repository locks: small sealed objects `locks/<s|m|x>-<id>` in the repository (docs/design.md
  * §15). Shared for backup, archive-push, restore and check; exclusive for prune, expire, repair
  * and key removal. Created with create-only puts (O_EXCL-style link locally, `If-None-Match: *`
  * on stores that support it), refreshed on a heartbeat, judged stale by protocol.ts. Written and

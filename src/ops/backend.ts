@@ -7,6 +7,7 @@ import { HoldfastError } from '../errors/catalogue.js';
 import type { Backend } from '../storage/backend.js';
 import { LocalBackend } from '../storage/local.js';
 import { LimitBackend } from '../storage/limit.js';
+import { CrashBackend, crashSettingsFromEnv } from '../storage/crash.js';
 
 /** The directory of a local location (a path or file:///path); undefined for other schemes. */
 export function localDirectory(location: string): string | undefined {
@@ -25,5 +26,7 @@ export function openBackend(location: string): Backend {
     });
   }
   if (dir === '') throw new HoldfastError('CONFIG_INVALID', 'repository location is empty', { hint: 'Set --repo or HOLDFAST_REPO.' });
-  return new LimitBackend(new LocalBackend(path.resolve(dir)));
+  const backend = new LimitBackend(new LocalBackend(path.resolve(dir)));
+  const crash = crashSettingsFromEnv();
+  return crash ? new CrashBackend(backend, crash) : backend;
 }

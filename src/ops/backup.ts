@@ -101,11 +101,11 @@ export async function backup(ref: RepoRef, p: BackupParams, ctx: OpContext): Pro
       throw fsError(err, 'back up', x);
     }
   }
-  const repo = await openRepository(ref);
+  const repo = await openRepository(ref, false);
   const host = p.host ?? hostname();
   try {
     const local = { key: `backup:${repo.config.id}:${host}:${paths.join('\n')}`, scope: `backup of ${paths.join(', ')}`, operation: 'backup', location: ref.location };
-    return await withLocalLock(ctx, local, () => withRepoLock(repo, ref.location, ctx, 'shared', 'backup', (lockedCtx) => backupLocked(repo, paths, host, started, compression, p, lockedCtx)));
+    return await withLocalLock(ctx, local, () => withRepoLock(repo, ref.location, ctx, 'shared', 'backup', (lockedCtx) => backupLocked(repo, paths, host, started, compression, p, lockedCtx), { loadIndex: true }));
   } finally {
     await repo.close();
   }

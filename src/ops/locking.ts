@@ -41,11 +41,33 @@ function lostOr(err: unknown, lockSignal: AbortSignal): unknown {
 }
 
 /**
+ * Operations whose repository lock does not keep prune from deleting packs: they never read the
+ * index or a pack (WAL is stored as named objects; forget and expire delete manifests and WAL).
+ */
+const WITHOUT_BLOBS = new Set(['pg archive-push', 'pg archive-push --async (worker)', 'forget', 'pg expire']);
+
+/** Whether a lock holder doing `operation` may use blobs (anything not known not to). */
+export function usesBlobs(operation: string): boolean {
+  return !WITHOUT_BLOBS.has(operation);
+}
+
+export interface RepoLockOptions {
+  /**
+   * Load the repository's index once the lock is held (before `fn`). Operations that use blobs
+   * (look them up, store them deduplicated, read them) MUST load the index only while holding
+   * their lock: prune deletes a pack only after every lock that existed when the index stopped
+   * listing it is gone (docs/design.md §18), which is sound only if no holder read the index
+   * before taking its lock.
+   */
+  readonly loadIndex?: boolean | undefined;
+}
+
+/**
  * Run `fn` holding a repository lock. The repository refuses to commit (index, snapshot, named
  * objects, deletions) unless the lock is verified held right before; `fn` gets a context whose
  * signal also fires when the lock is lost.
  */
-export async function withRepoLock<T>(repo: Repository, location: string, ctx: OpContext, kind: LockKind, operation: string, fn: (ctx: OpContext) => Promise<T>): Promise<T> {
+export async function withRepoLock<T>(repo: Repository, location: string, ctx: OpContext, kind: LockKind, operation: string, fn: (ctx: OpContext) => Promise<T>, opts: RepoLockOptions = {}): Promise<T> {
   const s = lockSettings(ctx);
   if (s.refreshMs * 2 > s.ttlMs) {
     throw new HoldfastError('CONFIG_INVALID', `--lock-refresh (${s.refreshMs} ms) must be at most half of --lock-ttl (${s.ttlMs} ms)`, { option: 'lock-refresh' });
@@ -54,6 +76,7 @@ export async function withRepoLock<T>(repo: Repository, location: string, ctx: O
   const held = await acquireLock(store, { kind, operation, scope: `repository ${location}`, waitMs: s.waitMs, ttlMs: s.ttlMs, refreshMs: s.refreshMs, removeStale: s.removeStale, log: ctx.log, signal: ctx.signal });
   repo.setCommitGuard(() => held.verify());
   try {
+    if (opts.loadIndex && !repo.indexLoaded) await repo.loadIndex();
     return await fn({ ...ctx, signal: combined(ctx, held.signal) });
   } catch (err) {
     throw lostOr(err, held.signal);
@@ -107,7 +130,7 @@ export function canonicalTarget(dir: string): string {
   return abs;
 }
 
-export interface OperationLocks {
+export interface OperationLocks extends RepoLockOptions {
   /** Also hold this local operation lock (taken first). */
   readonly local?: LocalLockSpec | undefined;
   readonly kind: LockKind;
@@ -116,7 +139,7 @@ export interface OperationLocks {
 
 /** The usual pair: the local operation lock (if any), then the repository lock. */
 export async function withOperationLocks<T>(repo: Repository, location: string, ctx: OpContext, o: OperationLocks, fn: (ctx: OpContext) => Promise<T>): Promise<T> {
-  const inner = (): Promise<T> => withRepoLock(repo, location, ctx, o.kind, o.operation, fn);
+  const inner = (): Promise<T> => withRepoLock(repo, location, ctx, o.kind, o.operation, fn, o);
   return o.local ? withLocalLock(ctx, o.local, inner) : inner();
 }
 

@@ -85,10 +85,10 @@ export async function pgBackup(ref: RepoRef, p: PgBackupParams, ctx: OpContext):
       throw new HoldfastError('CONFIG_INVALID', `--pgdata ${pgdata} is not the data directory of the server holdfast connected to (${info.dataDirectory})`, { hint: 'Point PGHOST/PGPORT (or --pg-url) at the server that owns --pgdata.' });
     }
 
-    const repo = await openRepository(ref);
+    const repo = await openRepository(ref, false);
     try {
       const local = { key: `pg-backup:${repo.config.id}:${p.cluster}`, scope: `pg backup of cluster ${p.cluster}`, operation: 'pg backup', location: ref.location, dataDir: pgdata };
-      return await withOperationLocks(repo, ref.location, ctx, { local, kind: 'shared', operation: 'pg backup' }, async (ctx) => {
+      return await withOperationLocks(repo, ref.location, ctx, { local, kind: 'shared', operation: 'pg backup', loadIndex: true }, async (ctx) => {
         repo.setWriteOptions({ compression, packSize: p.packSize });
         await bindClusterRecord(repo, p.cluster, { systemId: info.systemId, pgVersion: info.major, segSize: info.walSegmentSize }, ctx.log);
         const previous = (await listPgBackups(repo, p.cluster)).filter((b) => b.pg.systemId === info.systemId).at(-1);

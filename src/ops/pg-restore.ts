@@ -165,9 +165,9 @@ export async function pgRestore(ref: RepoRef, p: PgRestoreParams, ctx: OpContext
   checkClusterName(p.cluster);
   const settings = recoverySettings(p.restoreCommand, p.target);
   const targetDir = path.resolve(p.targetDir);
-  const repo = await openRepository(ref);
+  const repo = await openRepository(ref, false);
   try {
-    return await withOperationLocks(repo, ref.location, ctx, { local: restoreTargetLock(targetDir, ref.location, 'pg restore'), kind: 'shared', operation: 'pg restore' }, async (ctx) => {
+    return await withOperationLocks(repo, ref.location, ctx, { local: restoreTargetLock(targetDir, ref.location, 'pg restore'), kind: 'shared', operation: 'pg restore', loadIndex: true }, async (ctx) => {
       const backups = await listPgBackups(repo, p.cluster);
       const sn = await chooseBackup(backups, p, (r) => findSnapshot(repo, r));
       ctx.log.info(`restoring backup ${sn.id.slice(0, 8)} (${sn.pg.type}, ${sn.pg.startTime} .. ${sn.pg.stopTime}, LSN ${sn.pg.startLsn} .. ${sn.pg.stopLsn})`);

@@ -23,9 +23,9 @@ export interface RestoreResult {
 }
 
 export async function restore(ref: RepoRef, p: RestoreParams, ctx: OpContext): Promise<RestoreResult> {
-  const repo = await openRepository(ref);
+  const repo = await openRepository(ref, false);
   try {
-    return await withOperationLocks(repo, ref.location, ctx, { local: restoreTargetLock(p.target, ref.location, 'restore'), kind: 'shared', operation: 'restore' }, async (ctx) => {
+    return await withOperationLocks(repo, ref.location, ctx, { local: restoreTargetLock(p.target, ref.location, 'restore'), kind: 'shared', operation: 'restore', loadIndex: true }, async (ctx) => {
       const sn = await findSnapshot(repo, p.snapshot);
       const progress = newRestoreProgress();
       const warnings: string[] = [];

@@ -22,8 +22,8 @@ import { type SealedBlob, sealBlob } from './seal-blob.js';
 import { type Compression, compress, decompress } from './compress.js';
 import { type KeyFile, KeyFormatError, createKeyFile, deriveKek, parseKeyFile, unwrapWithKek } from './keys.js';
 import type { KeyCache } from '../state/key-cache.js';
-import { type BlobType, PackBuilder, type PackEntry, PackFormatError, blobAad, packName } from './pack.js';
-import { type IndexPack, decodeIndex, encodeIndex } from './index-file.js';
+import { type BlobType, PACK_MAGIC, PackBuilder, type PackEntry, PackFormatError, TRAILER_LEN, blobAad, decodeHeader, headerLocation, packName } from './pack.js';
+import { type IndexFileContent, type IndexPack, decodeIndex, encodeIndex } from './index-file.js';
 
 export const REPO_VERSION = 1;
 
@@ -57,6 +57,12 @@ export interface BlobLocation {
 export interface WriteOptions {
   readonly compression: Compression;
   readonly packSize: number;
+}
+
+/** Every index file read, and the ids some file supersedes (the master index is the rest). */
+export interface IndexFiles {
+  readonly files: Array<{ id: string; content: IndexFileContent }>;
+  readonly superseded: Set<string>;
 }
 
 export interface InitOptions {
@@ -208,6 +214,8 @@ export class Repository {
   private writeOptions: WriteOptions = { compression: { algo: 'zstd', level: 3 }, packSize: 16 << 20 };
   /** Bytes added to storage by this process (packs and files). */
   addedBytes = 0;
+  /** Packs committed by this process. */
+  addedPacks = 0;
 
   private constructor(
     readonly backend: Backend,
@@ -413,6 +421,16 @@ export class Repository {
     }
   }
 
+  /** Remove a pack (prune); a missing one is not an error. */
+  async deletePack(id: string): Promise<void> {
+    await this.guard();
+    try {
+      await this.backend.delete(packName(id));
+    } catch (err) {
+      throw storageToHoldfast(err, this.backend, packName(id));
+    }
+  }
+
   // ---------------------------------------------------------------- named objects
 
   /**
@@ -481,36 +499,79 @@ export class Repository {
 
   // ---------------------------------------------------------------- index
 
+  /** Whether `loadIndex` has run. */
+  indexLoaded = false;
+
   /**
-   * Load every index file. By default the first unreadable one is an error; with `onError` each
-   * failure is reported and loading goes on (check, repair).
+   * Load every index file that no other index file supersedes into the master index. By default
+   * the first unreadable one is an error; with `onError` each failure is reported and loading
+   * goes on (check, repair).
    */
-  async loadIndex(onError?: (id: string, err: HoldfastError) => void): Promise<void> {
-    const ids = await this.listFiles('index');
-    const superseded = new Set<string>();
-    const contents = [];
-    for (const id of ids) {
-      let content;
-      try {
-        const buf = await this.loadFile('index', id);
-        try {
-          content = decodeIndex(buf);
-        } catch (err) {
-          if (err instanceof PackFormatError) throw new HoldfastError('INTEGRITY', `index/${id}: ${err.message}`, { object: `index/${id}` });
-          throw err;
-        }
-      } catch (err) {
-        if (!onError || !(err instanceof HoldfastError) || !['INTEGRITY', 'OBJECT_MISSING'].includes(err.code)) throw err;
-        onError(id, err);
-        continue;
-      }
-      for (const s of content.supersedes) superseded.add(s);
-      contents.push({ id, content });
-    }
-    for (const { id, content } of contents) {
-      if (superseded.has(id)) continue;
+  async loadIndex(onError?: (id: string, err: HoldfastError) => void): Promise<IndexFiles> {
+    const read = await this.readIndexFiles(onError);
+    for (const { id, content } of read.files) {
+      if (read.superseded.has(id)) continue;
       this.indexFiles.push(id);
       for (const p of content.packs) this.index.add(p);
+    }
+    this.indexLoaded = true;
+    return read;
+  }
+
+  /**
+   * Read and decode every index file, with the set of ids some file supersedes. A prune deletes
+   * superseded index files once nobody can still be reading them (§18), so a file that vanishes
+   * between the listing and the read is only a problem when nothing supersedes it: the listing is
+   * then taken again (a few times) before the absence counts as damage.
+   */
+  async readIndexFiles(onError?: (id: string, err: HoldfastError) => void): Promise<IndexFiles> {
+    for (let attempt = 1; ; attempt++) {
+      const ids = await this.listFiles('index');
+      const superseded = new Set<string>();
+      const files: Array<{ id: string; content: IndexFileContent }> = [];
+      const vanished: Array<{ id: string; err: HoldfastError }> = [];
+      for (const id of ids) {
+        try {
+          const buf = await this.loadFile('index', id);
+          let content: IndexFileContent;
+          try {
+            content = decodeIndex(buf);
+          } catch (err) {
+            if (err instanceof PackFormatError) throw new HoldfastError('INTEGRITY', `index/${id}: ${err.message}`, { object: `index/${id}` });
+            throw err;
+          }
+          for (const x of content.supersedes) superseded.add(x);
+          files.push({ id, content });
+        } catch (err) {
+          if (err instanceof HoldfastError && err.code === 'OBJECT_MISSING') {
+            vanished.push({ id, err });
+            continue;
+          }
+          if (!onError || !(err instanceof HoldfastError) || err.code !== 'INTEGRITY') throw err;
+          onError(id, err);
+        }
+      }
+      const missing = vanished.filter((v) => !superseded.has(v.id));
+      if (missing.length > 0 && attempt < 3) continue;
+      for (const { id, err } of missing) {
+        if (!onError) throw err;
+        onError(id, err);
+      }
+      return { files, superseded };
+    }
+  }
+
+  /** A pack's entries, from its own header (two range reads); `size` is the stored size. */
+  async readPackHeader(id: string, size: number): Promise<PackEntry[]> {
+    const name = packName(id);
+    if (size < PACK_MAGIC.length + TRAILER_LEN) throw new HoldfastError('INTEGRITY', `${name}: only ${size} bytes, too short for a pack`, { object: name });
+    try {
+      const trailer = await this.backend.get(name, { offset: size - TRAILER_LEN, length: TRAILER_LEN });
+      const loc = headerLocation(size, trailer);
+      return decodeHeader(this.masterKey, await this.backend.get(name, loc), loc.offset);
+    } catch (err) {
+      if (err instanceof PackFormatError || err instanceof DecryptError) throw new HoldfastError('INTEGRITY', `${name}: ${err.message}`, { object: name });
+      throw storageToHoldfast(err, this.backend, name);
     }
   }
 
@@ -652,6 +713,7 @@ export class Repository {
         await pack.writer.write(tail);
         await pack.writer.commit(packName(id));
         this.addedBytes += size;
+        this.addedPacks++;
         const done: IndexPack = { id, size, entries };
         this.index.add(done);
         for (const e of entries) this.pending.delete(`${e.type}:${e.id.toString('hex')}`);
@@ -709,6 +771,11 @@ export class Repository {
   async loadBlob(type: BlobType, id: string): Promise<Buffer> {
     const loc = this.index.get(id, type);
     if (!loc) throw new HoldfastError('OBJECT_MISSING', `${type} blob ${id} is not in the index`, { blob: id });
+    return this.loadBlobAt(type, id, loc);
+  }
+
+  /** Read, decrypt and verify a blob at a known location (prune walks with its own index). */
+  async loadBlobAt(type: BlobType, id: string, loc: Pick<BlobLocation, 'pack' | 'offset' | 'length' | 'rawLength'>): Promise<Buffer> {
     const name = packName(loc.pack);
     let sealed: Buffer;
     try {
