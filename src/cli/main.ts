@@ -176,13 +176,16 @@ function commandHelp(spec: CommandSpec): string {
 function configHelp(): string {
   const lines = [
     'The config file (--config FILE or HOLDFAST_CONFIG; default /etc/holdfast/holdfast.conf when it exists)',
-    'holds "key = value" lines, optionally under [global]. # and ; start comments. List options take',
-    'comma-separated values or repeated keys. Precedence: flag > environment > config file > default.',
+    'holds "key = value" lines, optionally under [global]. A [cluster NAME] section holds settings of',
+    'one PostgreSQL cluster (its repository, pgdata, pg-url, compression, retention policy, ...): they',
+    'apply to pg commands run with --cluster NAME and take precedence over [global]. # and ; start',
+    'comments. List options take comma-separated values or repeated keys.',
+    'Precedence: flag > environment > the cluster\'s section > [global] > default.',
     '',
     'Options allowed in the config file:',
   ];
   for (const o of OPTIONS) if (o.config) lines.push(`  ${o.name.padEnd(16)} ${o.help}`);
-  lines.push('', 'Example:', '  [global]', '  repo = /srv/backup', '  password-file = /etc/holdfast/password', '  compression = zstd:3', '  exclude = *.tmp, /home/*/.cache', '');
+  lines.push('', 'Example:', '  [global]', '  repo = /srv/backup', '  password-file = /etc/holdfast/password', '  compression = zstd:3', '  exclude = *.tmp, /home/*/.cache', '', '  [cluster main]', '  pgdata = /var/lib/postgresql/15/main', '  expire-after-backup = true', '  recovery-window = 14d', '');
   return lines.join('\n');
 }
 

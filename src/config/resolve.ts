@@ -4,7 +4,9 @@
  * the bad value came from (flag, variable, or file:line).
  *
  * Config file format (INI-like): `key = value` lines, `#` or `;` comments, an optional
- * `[global]` section. List options take comma-separated values or repeated keys.
+ * `[global]` section and `[cluster NAME]` sections whose keys apply to commands run with
+ * `--cluster NAME` (before [global]'s). List options take comma-separated values or repeated keys.
+ * Precedence: flag > environment > the cluster's section > [global] > default.
  */
 import { readFileSync } from 'node:fs';
 import { HoldfastError } from '../errors/catalogue.js';
@@ -181,25 +183,45 @@ interface ConfigEntry {
   line: number;
 }
 
-/** Parse the config file's [global] section. A missing default file is fine; a missing explicit one is not. */
-export function readConfigFile(file: string, explicit: boolean): Map<string, ConfigEntry> {
-  const out = new Map<string, ConfigEntry>();
+export interface ConfigFile {
+  readonly global: Map<string, ConfigEntry>;
+  /** `[cluster NAME]` sections by name. */
+  readonly clusters: Map<string, Map<string, ConfigEntry>>;
+}
+
+const CLUSTER_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+
+/** Parse the config file. A missing default file is fine; a missing explicit one is not. */
+export function readConfigFile(file: string, explicit: boolean): ConfigFile {
+  const global = new Map<string, ConfigEntry>();
+  const clusters = new Map<string, Map<string, ConfigEntry>>();
+  let out = global;
+  let inCluster = false;
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
   } catch (err) {
-    if (!explicit && (err as { code?: string }).code === 'ENOENT') return out;
+    if (!explicit && (err as { code?: string }).code === 'ENOENT') return { global, clusters };
     throw new HoldfastError('CONFIG_INVALID', `cannot read config file ${file}: ${(err as Error).message}`, { file });
   }
-  let section = 'global';
   for (const [i, rawLine] of text.split(/\r?\n/).entries()) {
     const line = rawLine.trim();
     const where = `${file}:${i + 1}`;
     if (line === '' || line.startsWith('#') || line.startsWith(';')) continue;
     const sec = /^\[([^\]]+)\]$/.exec(line);
     if (sec) {
-      section = sec[1]!.trim();
-      if (section !== 'global') throw new HoldfastError('CONFIG_INVALID', `${where}: unknown section [${section}]`, { file, line: i + 1, hint: 'Only [global] is defined so far.' });
+      const section = sec[1]!.trim();
+      const cluster = /^cluster\s+"?([^"\s]+)"?$/.exec(section);
+      if (section === 'global') {
+        out = global;
+        inCluster = false;
+      } else if (cluster && CLUSTER_NAME.test(cluster[1]!)) {
+        out = clusters.get(cluster[1]!) ?? new Map<string, ConfigEntry>();
+        clusters.set(cluster[1]!, out);
+        inCluster = true;
+      } else {
+        throw new HoldfastError('CONFIG_INVALID', `${where}: unknown section [${section}]`, { file, line: i + 1, hint: 'Sections are [global] and [cluster NAME] (NAME: 1-64 of letters, digits, _ . -).' });
+      }
       continue;
     }
     const eq = line.indexOf('=');
@@ -208,11 +230,12 @@ export function readConfigFile(file: string, explicit: boolean): Map<string, Con
     const value = line.slice(eq + 1).trim();
     const spec = optionSpec(key);
     if (!spec || !spec.config) throw new HoldfastError('CONFIG_INVALID', `${where}: unknown option ${JSON.stringify(key)}${spec ? ' (not allowed in the config file)' : suggest(key)}`, { file, line: i + 1 });
+    if (inCluster && key === 'cluster') throw new HoldfastError('CONFIG_INVALID', `${where}: "cluster" cannot be set inside a [cluster …] section`, { file, line: i + 1, hint: 'Put the default cluster under [global].' });
     const entry = out.get(key);
     if (entry && spec.type === 'list') entry.values.push(value);
     else out.set(key, { values: [value], line: i + 1 });
   }
-  return out;
+  return { global, clusters };
 }
 
 export class Options {
@@ -266,14 +289,21 @@ export function resolveOptions(command: string, parsed: ParsedArgs, env: NodeJS.
   const origins = new Map<string, string>();
   const configFlag = parsed.flags.get('config');
   const configPath = configFlag?.at(-1) ?? env['HOLDFAST_CONFIG'] ?? DEFAULT_CONFIG;
-  const config = readConfigFile(configPath, configFlag !== undefined || env['HOLDFAST_CONFIG'] !== undefined);
+  const file = readConfigFile(configPath, configFlag !== undefined || env['HOLDFAST_CONFIG'] !== undefined);
+  // The cluster's own section, when the command takes --cluster (resolved like any option).
+  const clusterSpec = optionSpec('cluster')!;
+  const clusterName = appliesTo(clusterSpec, command)
+    ? (parsed.flags.get('cluster')?.at(-1) ?? (env[envName(clusterSpec)] || undefined) ?? file.global.get('cluster')?.values.at(-1) ?? String(clusterSpec.default))
+    : undefined;
+  const section = clusterName === undefined ? undefined : file.clusters.get(clusterName);
+  const config = (name: string): ConfigEntry | undefined => section?.get(name) ?? file.global.get(name);
   for (const spec of OPTIONS) {
     if (!appliesTo(spec, command)) {
       continue;
     }
     const flag = parsed.flags.get(spec.name);
     const envValue = spec.env ? env[envName(spec)] : undefined;
-    const cfg = spec.config ? config.get(spec.name) : undefined;
+    const cfg = spec.config ? config(spec.name) : undefined;
     if (flag) {
       values.set(spec.name, convert(spec, flag, `--${spec.name}`));
       sources.set(spec.name, 'flag');
