@@ -73,7 +73,9 @@ export function recoverySettings(restoreCommand: string, t: RecoveryTarget): Arr
     if (!/(?:Z|[+-]\d{2}(?::?\d{2})?)$/i.test(t.time.trim())) {
       throw new HoldfastError('USAGE', `--target-time ${JSON.stringify(t.time)} has no UTC offset`, { hint: 'Add the offset, e.g. "2026-11-21 10:15:00+00" or "…+01:00", so holdfast and PostgreSQL read the same moment.' });
     }
-    s.push(['recovery_target_time', t.time]);
+    // PostgreSQL's recovery_target_time refuses ISO 8601's "Z" (seen on 15: "invalid value for
+    // parameter"); write the same moment as "YYYY-MM-DD HH:MM:SS[.f]+00", which it accepts.
+    s.push(['recovery_target_time', t.time.trim().replace(/^(\d{4}-\d{2}-\d{2})T/i, '$1 ').replace(/Z$/i, '+00')]);
   }
   if (t.lsn !== undefined) {
     try {
