@@ -455,7 +455,7 @@ chown postgres: "$W/restore-hf" "$W/restore-pgbr"
 chmod 700 "$W/restore-hf" "$W/restore-pgbr"
 warmup "$HF_B"
 measure hf-restore env HOLDFAST_CONFIG=/dev/null HOLDFAST_REPO="$HF_B" "$NODE" "$HF_BIN" pg restore --cluster main --password-file "$PWFILE" \
-  --target-dir "$W/restore-hf" --target-immediate --target-action promote
+  --jobs "$JOBS" --target-dir "$W/restore-hf" --target-immediate --target-action promote
 warmup "$PB_B"
 measure pgbr-restore pgbackrest --config="$PGBR_CONF" --stanza=bench --repo1-path="$PB_B" --process-max="$JOBS" --pg1-path="$W/restore-pgbr" \
   restore --type=immediate --target-action=promote
@@ -574,7 +574,7 @@ if aspg "$NODE" "$HF_BIN" help pg restore 2>/dev/null | grep -q -- '--delta'; th
   warmup "$W/delta-hf"
   warmup "$HF_B"
   measure hf-delta env HOLDFAST_CONFIG=/dev/null HOLDFAST_REPO="$HF_B" "$NODE" "$HF_BIN" pg restore --cluster main --password-file "$PWFILE" \
-    --target-dir "$W/delta-hf" --delta --target-immediate --target-action promote
+    --jobs "$JOBS" --target-dir "$W/delta-hf" --delta --target-immediate --target-action promote
   rm -rf "$W/delta-hf"
 fi
 warmup "$DATA"
@@ -608,7 +608,7 @@ REPORT="$LOGS/report.txt"
   echo
   echo "== holdfast vs pgBackRest: PostgreSQL, pgbench scale $SCALE, data directory $(mb "$DB_BYTES") MB without pg_wal (database bench $(mb "$DB_SQL") MB)"
   echo "== $(versions)"
-  echo "== same process count N=$JOBS: holdfast pg backup --jobs $JOBS, pgBackRest --process-max=$JOBS (holdfast pg restore has no --jobs option; its defaults)"
+  echo "== same process count N=$JOBS: holdfast pg backup --jobs $JOBS, pgBackRest --process-max=$JOBS; restores: holdfast pg restore --jobs $JOBS"
   echo "== compression compared: 'fast' = holdfast zstd:1 vs pgBackRest lz4 (holdfast has no lz4); 'zstd' = holdfast zstd:3 vs pgBackRest zst level 3;"
   echo "==   incremental and restore on the zstd:3 repositories; archive-push: holdfast zstd:3 (fixed) vs pgBackRest zst level 3"
   echo "== encryption: holdfast always encrypts (AES-256-GCM); pgBackRest repo1-cipher-type=none (unencrypted)"
