@@ -28,14 +28,10 @@ export interface ForgetParams {
 }
 
 /** A snapshot as forget reports it. */
-export interface ForgetSnapshot {
-  readonly id: string;
+export type ForgetSnapshot = Omit<RetentionSnapshot, 'time'> & {
   /** As recorded in the manifest (ISO 8601, UTC). */
   readonly time: string;
-  readonly host: string;
-  readonly paths: readonly string[];
-  readonly tags: readonly string[];
-}
+};
 
 export interface ForgetGroup {
   /** The grouping fields' values (only those grouped by). */
