@@ -5,6 +5,7 @@
 import * as path from 'node:path';
 import { HoldfastError } from '../errors/catalogue.js';
 import type { Backend } from '../storage/backend.js';
+import type { StorageSettings } from '../storage/settings.js';
 import { LocalBackend } from '../storage/local.js';
 import { LimitBackend } from '../storage/limit.js';
 import { CrashBackend, crashSettingsFromEnv } from '../storage/crash.js';
@@ -16,7 +17,8 @@ export function localDirectory(location: string): string | undefined {
   return location;
 }
 
-export function openBackend(location: string): Backend {
+/** The storage at `location` (a path, file://, and later s3:// and sftp:// URLs). */
+export function openBackend(location: string, _settings: StorageSettings = {}): Backend {
   const dir = localDirectory(location);
   if (dir === undefined) {
     const scheme = location.slice(0, location.indexOf(':'));

@@ -1,5 +1,6 @@
 /** What every operation receives from its caller (CLI today; daemon and web API later). */
 import type { Logger } from '../ui/output.js';
+import type { StorageSettings } from '../storage/settings.js';
 
 export interface OpContext {
   readonly log: Logger;
@@ -15,6 +16,8 @@ export interface RepoRef {
   readonly password: string;
   /** Where to cache derived keys (set only when the password comes from a file). */
   readonly keyCacheDir?: string | undefined;
+  /** Storage driver settings (S3 endpoint, SFTP keys, …) beyond what the location says. */
+  readonly storage?: StorageSettings | undefined;
 }
 
 export interface LockSettings {
