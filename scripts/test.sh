@@ -7,5 +7,6 @@ npm ci --no-audit --no-fund --loglevel=error
 npm run --silent build
 ./scripts/pg-deps.sh  # PostgreSQL 15 for the real-server tests (src/testing/pg.ts); quiet when present
 ./scripts/fuse-deps.sh  # python3-fusepy for the FUSE fault-injection tests (src/testing/faultfs.ts); quiet when present, never fatal without FUSE
+./scripts/sftp-deps.sh  # openssh-server for the SFTP driver tests (src/testing/sshd.ts runs a private sshd); quiet when present
 # Tests run from the type-checked build; CLI tests spawn the bundled dist/.
 exec node --test --test-concurrency=2 build/
