@@ -6,6 +6,7 @@ import { defaultKeyCacheDir } from '../state/key-cache.js';
 import type { Options } from '../config/resolve.js';
 import type { Logger } from '../ui/output.js';
 import type { OpContext, RepoRef } from '../ops/context.js';
+import type { SftpSettings } from '../storage/settings.js';
 
 export interface Invocation {
   readonly command: string;
@@ -28,7 +29,12 @@ export function repoRef(inv: Invocation, confirm = false): RepoRef {
   const pw = password(inv, 'password', 'password-file', confirm);
   // Cache derived keys only when the password is itself stored in a file (see state/key-cache.ts).
   const fromFile = inv.options.str('password') === undefined && inv.options.str('password-file') !== undefined;
-  return { location, password: pw, ...(fromFile && inv.options.bool('key-cache') ? { keyCacheDir: defaultKeyCacheDir() } : {}) };
+  return { location, password: pw, ...(fromFile && inv.options.bool('key-cache') ? { keyCacheDir: defaultKeyCacheDir() } : {}), storage: { sftp: sftpSettings(inv) } };
+}
+
+/** Settings of the SFTP driver from the --sftp-* options (used only by sftp:// locations). */
+function sftpSettings(inv: Invocation): SftpSettings {
+  return { identityFile: inv.options.str('sftp-identity'), knownHosts: inv.options.str('sftp-known-hosts') };
 }
 
 /** A password from the environment, a file, or the terminal, in that order. */

@@ -34,7 +34,7 @@ const REPO_LOCKING = ['backup', 'restore', 'check', 'prune', 'forget', 'key remo
 
 export const OPTIONS: readonly OptionSpec[] = [
   // --- everywhere
-  { name: 'repo', type: 'string', short: 'r', env: true, config: true, commands: '*', arg: 'LOCATION', help: 'Repository location: a directory path or file:///path.' },
+  { name: 'repo', type: 'string', short: 'r', env: true, config: true, commands: '*', arg: 'LOCATION', help: 'Repository location: a directory path, file:///path, or sftp://USER@HOST[:PORT]/PATH (SFTP, see the --sftp-* options; /~/PATH is below the login directory).' },
   { name: 'password-file', type: 'path', env: true, config: true, commands: '*', arg: 'FILE', help: 'Read the repository password from the first line of FILE.' },
   { name: 'password', type: 'string', env: true, noFlag: true, commands: '*', help: 'The repository password (environment only: HOLDFAST_PASSWORD; never a flag, so it does not show in ps).' },
   { name: 'key-cache', type: 'bool', default: true, env: true, config: true, commands: '*', help: 'With --password-file, cache the derived key in a private local directory (HOLDFAST_STATE_DIR, else ~/.cache/holdfast) so that short-lived calls such as archive-push skip the slow key derivation. --no-key-cache turns it off.' },
@@ -43,6 +43,10 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'quiet', type: 'bool', short: 'q', default: false, commands: '*', help: 'Print only errors and results; no progress.' },
   { name: 'log-level', type: 'enum', values: ['error', 'warn', 'info', 'debug'], default: 'info', env: true, config: true, commands: '*', help: 'How much to log on stderr.' },
   { name: 'progress', type: 'enum', values: ['auto', 'always', 'never'], default: 'auto', env: true, config: true, commands: '*', help: 'Live progress on stderr: auto shows it when stderr is a terminal.' },
+
+  // --- SFTP storage (sftp://USER@HOST[:PORT]/PATH locations; docs/design.md §19)
+  { name: 'sftp-identity', type: 'path', env: true, config: true, commands: '*', arg: 'FILE', help: 'Private key for logging in to sftp:// repositories (default: ~/.ssh/id_ed25519, id_ecdsa or id_rsa, whichever exists first). The keys of ssh-agent (SSH_AUTH_SOCK) are tried too; a key with a passphrase can only be used through the agent. Passwords are not supported.' },
+  { name: 'sftp-known-hosts', type: 'path', env: true, config: true, commands: '*', arg: 'FILE', help: 'known_hosts file that must hold the SFTP server\'s host key (default: ~/.ssh/known_hosts; hashed entries and [host]:port lines work). An unknown or changed host key is refused with its SHA256 fingerprint; add a key with ssh-keyscan -p PORT HOST >> FILE after checking that fingerprint.' },
 
   // --- locks (docs/design.md §15)
   { name: 'lock-dir', type: 'path', env: true, config: true, commands: LOCAL_LOCKING, arg: 'DIR', help: 'Directory for local operation locks (one backup per cluster, one async archive-push worker, one restore per target). Must be local, never inside the repository or a data directory. Default: /run/holdfast when usable, else $XDG_RUNTIME_DIR/holdfast, else <tmpdir>/holdfast-locks-<uid>.' },
