@@ -45,7 +45,8 @@ export function describePrune(r: PruneResult): string[] {
     const why = m.waitingFor.length > 0 ? `they wait for ${m.waitingFor.join('; ')}, which started before they left the index` : 'nothing they wait for runs any more';
     lines.push(`${m.packs} pack(s) (${formatBytes(m.bytes)}) are out of the index but not deleted yet: ${why}; a later prune deletes them`);
   }
-  if (r.marksFinished > 0 && !r.dryRun) lines.push(`finished ${r.marksFinished} earlier or current prune step(s)`);
+  if (p.relisted > 0) lines.push(`${p.relisted} pack(s) ${r.dryRun ? 'would be ' : ''}listed in the index again: a backup that ran during a prune uses blobs in them`);
+  if (r.earlierFinished > 0) lines.push(`also deleted what ${r.earlierFinished} earlier prune(s) had left waiting for operations that have since finished`);
   lines.push(`${r.dryRun ? 'dry run' : 'done'} in ${formatDuration(r.durationMs)}`);
   return lines;
 }

@@ -27,7 +27,7 @@ interface PruneJson {
   packs: { total: number; deleted: number; repacked: number; orphans: number; written: number };
   bytes: { freed: number; unusedAfter: number };
   pending: Array<{ packs: number; waitingFor: string[] }>;
-  marksFinished: number;
+  earlierFinished: number;
 }
 
 const KiB = 1 << 10;
@@ -171,8 +171,11 @@ describe('prune', { timeout: 600_000 }, () => {
     assert.equal(snaps.length, 1);
     // The next prune sees the backup gone, finds the blob it reused in an unlisted pack and
     // lists that pack again instead of deleting it.
-    const second = ok(['prune'], env);
+    const second = ok(['prune', '--json'], env);
     assert.match(second.stderr, /listed again/);
+    const done = JSON.parse(second.stdout) as PruneJson;
+    assert.equal(done.earlierFinished, 1, 'the first prune\'s deferred deletions are done now');
+    assert.deepEqual(done.pending, []);
     expectClean(env, true);
     const target = path.join(base, 'restored');
     ok(['restore', snaps[0]!, '--target', target], env);

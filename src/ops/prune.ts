@@ -52,8 +52,8 @@ export interface PruneResult {
   bytes: { total: number; unused: number; deleted: number; repacked: number; orphans: number; written: number; freed: number; unusedAfter: number };
   blobs: { used: number; unused: number };
   snapshots: number;
-  /** Marks finished in this run (their packs deleted) and those still waiting. */
-  marksFinished: number;
+  /** Marks of earlier prunes finished in this run (their packs deleted), and those still waiting. */
+  earlierFinished: number;
   pending: Array<{ mark: string; packs: number; bytes: number; waitingFor: string[] }>;
   durationMs: number;
 }
@@ -110,7 +110,7 @@ class Pruner {
       bytes: { total: 0, unused: 0, deleted: 0, repacked: 0, orphans: 0, written: 0, freed: 0, unusedAfter: 0 },
       blobs: { used: 0, unused: 0 },
       snapshots: 0,
-      marksFinished: 0,
+      earlierFinished: 0,
       pending: [],
       durationMs: 0,
     };
@@ -133,6 +133,7 @@ class Pruner {
           await this.finishMark(name, mark, index);
           marks.delete(name);
           finished = true;
+          this.result.earlierFinished++;
         }
       }
       if (finished) index = await this.readIndex(); // their superseded index files are gone
@@ -480,7 +481,6 @@ class Pruner {
     }
     for (const id of mark.indexes) if (index.superseded.has(id)) await this.repo.deleteFile('index', id);
     await this.repo.deleteNamed(name);
-    this.result.marksFinished++;
   }
 }
 
