@@ -125,6 +125,27 @@ describe('sftp driver', { skip }, () => {
     assert.equal(sshd.acceptedLogins() - loginsBefore, 1, 'sshd accepted one login for the whole test');
   });
 
+  test('close() completes in a process with nothing else to do, and an unclosed backend does not keep a process alive', async () => {
+    const { dir, cleanup } = await tmpDir('holdfast-sftp-exit-');
+    try {
+      const script = (close: boolean): string => `
+        import { SftpBackend } from ${JSON.stringify(new URL('./sftp.js', import.meta.url).href)};
+        const [url, identityFile, knownHosts] = process.argv.slice(1);
+        const b = new SftpBackend(url, { identityFile, knownHosts });
+        await b.put('x', Buffer.from('hello'));
+        console.log((await b.get('x')).toString());
+        ${close ? "await b.close(); console.log('closed');" : ''}`;
+      for (const close of [true, false]) {
+        const r = spawnSync(process.execPath, ['--input-type=module', '-e', script(close), sshd.url(`${dir}/repo`), sshd.clientKey, sshd.knownHosts], { encoding: 'utf8', timeout: 30_000 });
+        assert.equal(r.error, undefined, `the process ended by itself (close: ${close})`);
+        assert.equal(r.status, 0, `exit status (close: ${close}; 13 means a promise never settled): ${r.stderr}`);
+        assert.equal(r.stdout, close ? 'hello\nclosed\n' : 'hello\n');
+      }
+    } finally {
+      await cleanup();
+    }
+  });
+
   test('a large object is streamed through openWriter in pieces and read back whole and by ranges', async () => {
     const { b, dir, cleanup } = await fresh();
     try {

@@ -910,6 +910,7 @@ export class SftpBackend implements Backend {
     if (!s || s.closed) return;
     s.closed = true;
     s.lost = 'the backend was closed';
+    s.sock.ref(); // keep the process alive until the server has seen the goodbye
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
         s.client.destroy();
