@@ -150,6 +150,11 @@ export class MultiBackend implements Backend {
     return p;
   }
 
+  /** What the shared cache says of member i (undefined: nothing yet). */
+  cached(i: number): StorageHealth | undefined {
+    return this.cache.get(this.members[i]!.location);
+  }
+
   /** A real operation failed on member i: dead for this process and for the cache, at once. */
   private markDead(i: number, err: unknown): void {
     const m = this.members[i]!;

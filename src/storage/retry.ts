@@ -4,8 +4,9 @@
  * per operation (docs/design.md §19).
  *
  * - Retryable: `transient` errors (throttling such as S3 503 SlowDown, connection resets, the
- *   driver's own timeouts) and `io` errors, and a request that outlives `requestTimeoutMs`.
- *   Permanent (`not-found`, `exists`, `short-read`, `invalid`, `permission`): thrown at once.
+ *   driver's own timeouts) and a request that outlives `requestTimeoutMs`. Permanent
+ *   (`not-found`, `exists`, `short-read`, `invalid`, `permission`) and `io` errors (a local disk
+ *   error: not retried automatically, per the contract) are thrown at once.
  * - Backoff before attempt n+1: a random delay in [0, min(maxDelay, baseDelay * 2^n)].
  * - Deadline: no attempt starts, and no wait is begun, past `deadlineMs` from the operation's
  *   start; the last error is thrown, as a `transient` error that says how long and how often it
@@ -45,8 +46,9 @@ export interface RetryEvents {
   onRetry?(op: string, name: string, attempt: number, delayMs: number, err: unknown): void;
 }
 
+/** Only `transient` errors: `io` errors are not retried automatically (backend.ts contract). */
 function retryable(err: unknown): boolean {
-  return err instanceof StorageError && !err.permanent;
+  return err instanceof StorageError && err.kind === 'transient';
 }
 
 export class RetryBackend implements Backend {

@@ -1,3 +1,5 @@
+import type { RetrySettings } from './retry.js';
+
 /**
  * Settings of the storage drivers, from options (flags, environment, config file): what a
  * location URL alone does not say. Each driver reads its own part; the local driver needs none.
@@ -27,4 +29,20 @@ export interface SftpSettings {
 export interface StorageSettings {
   readonly s3?: S3Settings | undefined;
   readonly sftp?: SftpSettings | undefined;
+  /** Further storages of the repository, after the primary (--repo-secondary). */
+  readonly secondaries?: readonly string[] | undefined;
+  /** How several storages are used (default failover). */
+  readonly mode?: 'failover' | 'replicate' | undefined;
+  /** replicate: acknowledgements a write needs (default: every storage). */
+  readonly quorum?: number | undefined;
+  /** How long a storage's cached alive/dead status is trusted (default 60 s). */
+  readonly statusTtlMs?: number | undefined;
+  /** A probe (write, read back, delete a small object) fails after this long (default 5 s). */
+  readonly probeTimeoutMs?: number | undefined;
+  /** Remote drivers' requests: timeout, deadline and attempts (storage/retry.ts). */
+  readonly retry?: RetrySettings | undefined;
+  /** Where the shared status cache lives (default: holdfast's state directory). */
+  readonly stateDir?: string | undefined;
+  /** Messages about storages (marked dead, probed, cache problems). */
+  readonly log?: ((level: 'debug' | 'warn', message: string) => void) | undefined;
 }
