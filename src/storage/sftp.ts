@@ -178,7 +178,7 @@ export class SftpBackend implements Backend {
   readonly location: string;
   /** conditionalCreate: link(2) through hardlink@openssh.com (see the module comment). */
   readonly capabilities: Capabilities = { conditionalCreate: true, maxConcurrency: 8, persistent: true };
-  /** Counters for tests and diagnostics: SSH connections opened so far. */
+  /** Counters for tests and diagnostics: SSH connections attempted so far (one per login while none is lost). */
   readonly stats = { connections: 0 };
   readonly remote: SftpLocation;
   private readonly settings: SftpSettings;
