@@ -897,6 +897,7 @@ export function storageToHoldfast(err: unknown, backend: Backend, name?: string,
   if (err instanceof HoldfastError) return err;
   if (err instanceof StorageError) {
     const object = name ?? err.objectName;
+    if (err.hint !== undefined) data = { ...data, hint: err.hint };
     switch (err.kind) {
       case 'not-found':
         return new HoldfastError('OBJECT_MISSING', `${object} is missing from ${backend.location}`, { object, ...data }, { cause: err });

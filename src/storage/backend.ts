@@ -129,13 +129,16 @@ export class StorageError extends Error {
   readonly kind: StorageErrorKind;
   readonly objectName: string;
   readonly location: string;
+  /** What the user should do, when the driver knows better than the generic hint of the kind. */
+  readonly hint: string | undefined;
 
-  constructor(kind: StorageErrorKind, location: string, objectName: string, message: string, options?: { cause?: unknown }) {
+  constructor(kind: StorageErrorKind, location: string, objectName: string, message: string, options?: { cause?: unknown; hint?: string | undefined }) {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'StorageError';
     this.kind = kind;
     this.objectName = objectName;
     this.location = location;
+    this.hint = options?.hint ?? (options?.cause instanceof StorageError ? options.cause.hint : undefined);
   }
 
   get permanent(): boolean {

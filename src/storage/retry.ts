@@ -84,7 +84,10 @@ export class RetryBackend implements Backend {
     }
     const elapsed = Date.now() - start;
     const why = lastErr instanceof Error ? lastErr.message : String(lastErr);
-    throw new StorageError('transient', this.location, name, `${op} ${name || '(listing)'} on ${this.location} failed for ${Math.round(elapsed / 100) / 10} s despite retries (deadline ${Math.round(s.deadlineMs / 1000)} s): ${why}`, { cause: lastErr });
+    throw new StorageError('transient', this.location, name, `${op} ${name || '(listing)'} on ${this.location} failed for ${Math.round(elapsed / 100) / 10} s despite retries (deadline ${Math.round(s.deadlineMs / 1000)} s): ${why}`, {
+      cause: lastErr,
+      hint: 'The storage did not answer or kept failing (endpoint down, network, throttling). Nothing partial was stored. Check the endpoint and the network, then run the command again; --storage-deadline and --storage-timeout set how long holdfast keeps trying.',
+    });
   }
 
   private async withTimeout<T>(op: string, name: string, p: Promise<T>): Promise<T> {

@@ -347,7 +347,7 @@ export class SftpBackend implements Backend {
       return { privateKey: data, ...(agent !== undefined ? { agent } : {}), describe: `key ${file}${agent !== undefined ? ` and ssh-agent at ${agent}` : ''}` };
     }
     if (agent !== undefined) return { agent, describe: `ssh-agent at ${agent}` };
-    throw new StorageError('permission', this.location, '', `no SSH key to log in to ${this.location} with: pass --sftp-identity FILE (HOLDFAST_SFTP_IDENTITY), put a key in ~/.ssh/id_ed25519, or run ssh-agent`);
+    throw new StorageError('permission', this.location, '', `no SSH key to log in to ${this.location} with: pass --sftp-identity FILE (HOLDFAST_SFTP_IDENTITY), put a key in ~/.ssh/id_ed25519, or run ssh-agent`, { hint: 'Give holdfast a private key whose public key is in the server account\'s authorized_keys.' });
   }
 
   private hostKeyRefusal(v: Exclude<HostKeyVerdict, { status: 'known' }>, key: Buffer, file: string, missing: boolean): StorageError {
@@ -371,7 +371,7 @@ export class SftpBackend implements Backend {
         `host key verification failed: the host key of ${hs} is unknown (the server offered ${type} key ${fp}, and ${file} ${missing ? 'does not exist' : `has no ${type} key for ${hs}`}).${others} Refusing to connect to ${this.location}. ` +
         `If ${fp} is that server's key (ssh-keygen -lf /etc/ssh/ssh_host_${shortType(type)}_key.pub on the server shows it), add it with: ${keyscan}`;
     }
-    return new StorageError('permission', this.location, '', msg);
+    return new StorageError('permission', this.location, '', msg, { hint: v.status === 'changed' || v.status === 'revoked' ? 'Do not connect until you know why the host key differs; the message says how to check and, only if the key was really replaced, how to update known_hosts.' : `Verify the server's key fingerprint out of band, then add it to ${file} as the message shows (--sftp-known-hosts chooses the file).` });
   }
 
   /** Forget a connection that failed; its requests fail and the next operation reconnects. */
