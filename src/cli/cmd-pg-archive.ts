@@ -42,7 +42,7 @@ async function push(inv: Invocation, cluster: string): Promise<number> {
   let r: PushResult | undefined;
   if (o.bool('async')) {
     const spoolDir = spoolDirFor(defaultStateDir(), ref.location, cluster);
-    const answer = await answerFromSpool(spoolDir, ref.location, walPath);
+    const answer = await answerFromSpool(spoolDir, ref.location, walPath, ref.storage);
     if (answer === 'archived') {
       inv.log.debug(`${path.basename(walPath)} was archived by the async worker (spool)`);
       r = { file: path.basename(walPath), stored: false, duplicate: false, bytes: statSync(walPath).size, storedBytes: 0, earlier: true };
@@ -81,6 +81,12 @@ function workerCommand(inv: Invocation, ref: RepoRef, cluster: string, walPath: 
     if (typeof v === 'number') args.push(`--${name}`, `${v}ms`);
   }
   if (o.get('remove-stale-locks') === false) args.push('--no-remove-stale-locks');
+  // Storage options given as flags (the environment and config file reach the worker anyway).
+  for (const name of ['s3-endpoint', 's3-region', 's3-storage-class', 's3-sse', 's3-sse-kms-key-id']) {
+    const v = o.str(name);
+    if (v !== undefined) args.push(`--${name}`, v);
+  }
+  if (o.bool('s3-path-style')) args.push('--s3-path-style');
   args.push(path.dirname(path.resolve(walPath)));
   return { args, env };
 }

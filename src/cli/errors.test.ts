@@ -73,7 +73,7 @@ describe('error codes', { timeout: 120_000 }, () => {
     await fsp.mkdir(empty);
     fails(['ls', 'latest'], { ...env, HOLDFAST_REPO: empty }, 10, 'REPO_NOT_FOUND', empty);
     assert.deepEqual(fs.readdirSync(empty), []);
-    fails(['snapshots', '--repo', 's3://bucket/x'], { HOLDFAST_PASSWORD: PASSWORD }, 3, 'CONFIG_INVALID', 's3');
+    fails(['snapshots', '--repo', 'gs://bucket/x'], { HOLDFAST_PASSWORD: PASSWORD }, 3, 'CONFIG_INVALID', 'gs'); // a storage type holdfast does not have
   });
 
   test('a backup path that does not exist: exit 2, USAGE, nothing written', () => {

@@ -6,7 +6,7 @@ import { defaultKeyCacheDir } from '../state/key-cache.js';
 import type { Options } from '../config/resolve.js';
 import type { Logger } from '../ui/output.js';
 import type { OpContext, RepoRef } from '../ops/context.js';
-import type { SftpSettings } from '../storage/settings.js';
+import type { S3Settings, SftpSettings } from '../storage/settings.js';
 
 export interface Invocation {
   readonly command: string;
@@ -29,7 +29,20 @@ export function repoRef(inv: Invocation, confirm = false): RepoRef {
   const pw = password(inv, 'password', 'password-file', confirm);
   // Cache derived keys only when the password is itself stored in a file (see state/key-cache.ts).
   const fromFile = inv.options.str('password') === undefined && inv.options.str('password-file') !== undefined;
-  return { location, password: pw, ...(fromFile && inv.options.bool('key-cache') ? { keyCacheDir: defaultKeyCacheDir() } : {}), storage: { sftp: sftpSettings(inv) } };
+  return { location, password: pw, ...(fromFile && inv.options.bool('key-cache') ? { keyCacheDir: defaultKeyCacheDir() } : {}), storage: { s3: s3Settings(inv), sftp: sftpSettings(inv) } };
+}
+
+/** Settings of the S3 driver from the --s3-* options (used only by s3:// locations). */
+function s3Settings(inv: Invocation): S3Settings {
+  const o = inv.options;
+  return {
+    endpoint: o.str('s3-endpoint'),
+    region: o.str('s3-region'),
+    pathStyle: o.bool('s3-path-style'),
+    storageClass: o.str('s3-storage-class'),
+    sse: o.str('s3-sse'),
+    sseKmsKeyId: o.str('s3-sse-kms-key-id'),
+  };
 }
 
 /** Settings of the SFTP driver from the --sftp-* options (used only by sftp:// locations). */

@@ -34,7 +34,7 @@ const REPO_LOCKING = ['backup', 'restore', 'check', 'prune', 'forget', 'key remo
 
 export const OPTIONS: readonly OptionSpec[] = [
   // --- everywhere
-  { name: 'repo', type: 'string', short: 'r', env: true, config: true, commands: '*', arg: 'LOCATION', help: 'Repository location: a directory path, file:///path, or sftp://USER@HOST[:PORT]/PATH (SFTP, see the --sftp-* options; /~/PATH is below the login directory).' },
+  { name: 'repo', type: 'string', short: 'r', env: true, config: true, commands: '*', arg: 'LOCATION', help: 'Repository location: a directory path, file:///path, s3://BUCKET/PREFIX (S3-compatible storage, see the --s3-* options), or sftp://USER@HOST[:PORT]/PATH (SFTP, see the --sftp-* options; /~/PATH is below the login directory).' },
   { name: 'password-file', type: 'path', env: true, config: true, commands: '*', arg: 'FILE', help: 'Read the repository password from the first line of FILE.' },
   { name: 'password', type: 'string', env: true, noFlag: true, commands: '*', help: 'The repository password (environment only: HOLDFAST_PASSWORD; never a flag, so it does not show in ps).' },
   { name: 'key-cache', type: 'bool', default: true, env: true, config: true, commands: '*', help: 'With --password-file, cache the derived key in a private local directory (HOLDFAST_STATE_DIR, else ~/.cache/holdfast) so that short-lived calls such as archive-push skip the slow key derivation. --no-key-cache turns it off.' },
@@ -43,6 +43,14 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'quiet', type: 'bool', short: 'q', default: false, commands: '*', help: 'Print only errors and results; no progress.' },
   { name: 'log-level', type: 'enum', values: ['error', 'warn', 'info', 'debug'], default: 'info', env: true, config: true, commands: '*', help: 'How much to log on stderr.' },
   { name: 'progress', type: 'enum', values: ['auto', 'always', 'never'], default: 'auto', env: true, config: true, commands: '*', help: 'Live progress on stderr: auto shows it when stderr is a terminal.' },
+
+  // --- S3-compatible storage (s3://BUCKET/PREFIX locations; docs/design.md §19)
+  { name: 's3-endpoint', type: 'string', env: true, config: true, commands: '*', arg: 'URL', help: 'Endpoint of an S3-compatible service, e.g. http://127.0.0.1:9000 (default: AWS S3 for the region). Credentials come from the standard AWS chain: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE and ~/.aws files, SSO, web identity, container or instance roles.' },
+  { name: 's3-region', type: 'string', env: true, config: true, commands: '*', arg: 'REGION', help: 'Region of the bucket (default: AWS_REGION, then the AWS config file, then us-east-1).' },
+  { name: 's3-path-style', type: 'bool', default: false, env: true, config: true, commands: '*', help: 'Address buckets as ENDPOINT/BUCKET/KEY instead of BUCKET.ENDPOINT/KEY (most S3-compatible servers such as MinIO or Ceph need it).' },
+  { name: 's3-storage-class', type: 'string', env: true, config: true, commands: '*', arg: 'CLASS', help: 'Storage class of the objects holdfast writes: STANDARD (default), STANDARD_IA, INTELLIGENT_TIERING, GLACIER_IR, … Not GLACIER or DEEP_ARCHIVE: holdfast reads its objects back (index, locks, check) and cannot wait for a restore.' },
+  { name: 's3-sse', type: 'enum', values: ['AES256', 'aws:kms', 'aws:kms:dsse'], env: true, config: true, commands: '*', help: 'Server-side encryption of the objects written (besides holdfast\'s own encryption): AES256 (S3-managed keys) or aws:kms (with --s3-sse-kms-key-id, else the account\'s default KMS key).' },
+  { name: 's3-sse-kms-key-id', type: 'string', env: true, config: true, commands: '*', arg: 'KEY', help: 'KMS key id or ARN for --s3-sse aws:kms.' },
 
   // --- SFTP storage (sftp://USER@HOST[:PORT]/PATH locations; docs/design.md §19)
   { name: 'sftp-identity', type: 'path', env: true, config: true, commands: '*', arg: 'FILE', help: 'Private key for logging in to sftp:// repositories (default: ~/.ssh/id_ed25519, id_ecdsa or id_rsa, whichever exists first). The keys of ssh-agent (SSH_AUTH_SOCK) are tried too; a key with a passphrase can only be used through the agent. Passwords are not supported.' },

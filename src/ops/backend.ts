@@ -8,6 +8,7 @@ import type { Backend } from '../storage/backend.js';
 import type { StorageSettings } from '../storage/settings.js';
 import { LocalBackend } from '../storage/local.js';
 import { SftpBackend } from '../storage/sftp.js';
+import { S3Backend, parseS3Location } from '../storage/s3.js';
 import { LimitBackend } from '../storage/limit.js';
 import { CrashBackend, crashSettingsFromEnv } from '../storage/crash.js';
 
@@ -18,15 +19,16 @@ export function localDirectory(location: string): string | undefined {
   return location;
 }
 
-/** The storage at `location` (a path, file://, sftp://user@host:port/path, and later s3:// URLs). */
+/** The storage at `location` (a path, file://, s3://bucket/prefix or sftp://user@host:port/path). */
 export function openBackend(location: string, settings: StorageSettings = {}): Backend {
   const dir = localDirectory(location);
+  if (dir === undefined && /^s3:\/\//i.test(location)) return wrap(openS3(location, settings));
   if (dir === undefined && /^sftp:\/\//i.test(location)) return wrap(new SftpBackend(location, settings.sftp ?? {}));
   if (dir === undefined) {
     const scheme = location.slice(0, location.indexOf(':'));
     throw new HoldfastError('CONFIG_INVALID', `repository location ${location}: storage type "${scheme}" is not supported by this version`, {
       location,
-      hint: 'Use a local directory path, file:///path or sftp://USER@HOST[:PORT]/PATH. S3 storage is planned.',
+      hint: 'Use a local directory path, file:///path, s3://BUCKET/PREFIX or sftp://USER@HOST[:PORT]/PATH.',
     });
   }
   if (dir === '') throw new HoldfastError('CONFIG_INVALID', 'repository location is empty', { hint: 'Set --repo or HOLDFAST_REPO.' });
@@ -38,4 +40,17 @@ function wrap(driver: Backend): Backend {
   const backend = new LimitBackend(driver);
   const crash = crashSettingsFromEnv();
   return crash ? new CrashBackend(backend, crash) : backend;
+}
+
+function openS3(location: string, settings: StorageSettings): Backend {
+  const parsed = parseS3Location(location);
+  if ('error' in parsed) throw new HoldfastError('CONFIG_INVALID', `repository location ${location}: ${parsed.error}`, { location, hint: 'Write S3 locations as s3://BUCKET or s3://BUCKET/PREFIX; the endpoint and region are options (--s3-endpoint, --s3-region).' });
+  const s3 = settings.s3 ?? {};
+  if (s3.endpoint !== undefined && !/^https?:\/\/[^/]+/i.test(s3.endpoint)) {
+    throw new HoldfastError('CONFIG_INVALID', `S3 endpoint ${s3.endpoint} is not an http:// or https:// URL`, { option: 's3-endpoint', hint: 'Give the service URL, e.g. --s3-endpoint https://s3.example.com or http://127.0.0.1:9000.' });
+  }
+  if (s3.sseKmsKeyId !== undefined && !(s3.sse ?? '').startsWith('aws:kms')) {
+    throw new HoldfastError('CONFIG_INVALID', '--s3-sse-kms-key-id needs --s3-sse aws:kms', { option: 's3-sse-kms-key-id', hint: 'Add --s3-sse aws:kms (or HOLDFAST_S3_SSE=aws:kms), or drop the key id.' });
+  }
+  return new S3Backend(location, s3);
 }

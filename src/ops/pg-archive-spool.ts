@@ -38,7 +38,8 @@ import * as path from 'node:path';
 import { CATALOGUE, type ErrorCode, HoldfastError, fsError, systemCode } from '../errors/catalogue.js';
 import { parseWalName } from '../wal/names.js';
 import { isNotFound } from '../storage/backend.js';
-import { openBackend } from './backend.js';
+import { localDirectory, openBackend } from './backend.js';
+import type { StorageSettings } from '../storage/settings.js';
 
 export const WORKER_LOG = 'worker.log';
 const LOG_ROTATE_BYTES = 1 << 20;
@@ -57,7 +58,10 @@ export function checkClusterName(name: string): string {
 /** The spool directory of a repository location and cluster. */
 export function spoolDirFor(stateDir: string, location: string, cluster: string): string {
   checkClusterName(cluster);
-  return path.join(stateDir, 'spool', createHash('sha256').update(path.resolve(location)).digest('hex').slice(0, 16), cluster);
+  // A local location is named by its absolute path; a URL (s3://…) as written.
+  const dir = localDirectory(location);
+  const key = dir === undefined ? location : path.resolve(dir);
+  return path.join(stateDir, 'spool', createHash('sha256').update(key).digest('hex').slice(0, 16), cluster);
 }
 
 export type SpoolRecord =
@@ -308,8 +312,8 @@ function gmac(key: Buffer, nonce: Buffer, file: string, data: readonly Buffer[])
 }
 
 /** Identifies a repository instance without its key: the SHA-256 of its stored (encrypted) config object. */
-export async function repositoryInstance(location: string): Promise<string> {
-  const backend = openBackend(location);
+export async function repositoryInstance(location: string, settings?: StorageSettings): Promise<string> {
+  const backend = openBackend(location, settings);
   try {
     return createHash('sha256').update(await backend.get('config')).digest('hex');
   } catch (err) {
@@ -349,10 +353,10 @@ export interface SyncReason {
  * this content is thrown (and consumed, so that the next call tries again). An unreachable
  * repository fails here, before anything else.
  */
-export async function answerFromSpool(spoolDir: string, location: string, walPath: string): Promise<'archived' | SpoolMiss | SyncReason> {
+export async function answerFromSpool(spoolDir: string, location: string, walPath: string, settings?: StorageSettings): Promise<'archived' | SpoolMiss | SyncReason> {
   const file = path.basename(walPath);
   if (!parseWalName(file)) return { sync: 'not a WAL file name', warn: false };
-  const instance = await repositoryInstance(location);
+  const instance = await repositoryInstance(location, settings);
   let spool: Spool;
   let binding: SpoolBinding;
   try {

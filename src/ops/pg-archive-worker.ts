@@ -101,7 +101,7 @@ export async function runArchiveWorker(ref: RepoRef, cluster: string, o: WorkerO
   let repo: Repository;
   let instance: string;
   try {
-    instance = await repositoryInstance(ref.location);
+    instance = await repositoryInstance(ref.location, ref.storage);
     repo = await openRepository(ref, false);
   } catch (err) {
     recordForFirst(spool, walDir, err);
@@ -115,7 +115,7 @@ export async function runArchiveWorker(ref: RepoRef, cluster: string, o: WorkerO
       log.info(`async worker for cluster ${cluster} started (PID ${process.pid}): ${walDir} -> ${ref.location}, ${o.jobs} at a time${syncCompression ? '' : ' (native zstd helper missing: thread-pool compression)'}`);
       return withRepoLock(repo, ref.location, ctx, 'shared', 'pg archive-push --async (worker)', (ctx) => {
         at.phase = 'work';
-        return work(repo, ref.location, cluster, walDir, spool, instance, lock, o, ctx);
+        return work(repo, ref.location, cluster, walDir, spool, instance, lock, o, ctx, ref.storage);
       });
     });
   } catch (err) {
@@ -143,7 +143,7 @@ function recordForFirst(spool: Spool, walDir: string, err: unknown): void {
   }
 }
 
-async function work(repo: Repository, location: string, cluster: string, walDir: string, spool: Spool, instance: string, lock: LocalLock, o: WorkerOptions, ctx: OpContext): Promise<WorkerSummary> {
+async function work(repo: Repository, location: string, cluster: string, walDir: string, spool: Spool, instance: string, lock: LocalLock, o: WorkerOptions, ctx: OpContext, storage: RepoRef['storage']): Promise<WorkerSummary> {
   const log = ctx.log;
   const pollMs = o.pollMs ?? 20;
   const started = Date.now();
@@ -164,7 +164,7 @@ async function work(repo: Repository, location: string, cluster: string, walDir:
       fingerprint = spool.fingerprint(file, w.data);
       const r = await storeWal(repo, cluster, w, ctx, { quietDuplicate: true });
       // The records speak of this repository instance only (it may have been re-created).
-      if ((await repositoryInstance(location)) !== instance) throw new HoldfastError('REPO_NOT_FOUND', `the repository at ${location} was replaced while the async worker ran`, { location });
+      if ((await repositoryInstance(location, storage)) !== instance) throw new HoldfastError('REPO_NOT_FOUND', `the repository at ${location} was replaced while the async worker ran`, { location });
       spool.writeOk(file, fingerprint);
       archived++;
       log.debug(r.stored ? `archived ${file}: ${r.bytes} bytes, ${r.storedBytes} stored` : `${file} was already archived`);
