@@ -2,11 +2,12 @@
  * A real S3 API on loopback for the S3 driver's tests: `moto_server` (Python moto 5, installed with
  * the machine's Python; scripts/s3-deps.sh checks it). Used by *.test.ts only.
  *
- * startMoto() runs `moto_server -H 127.0.0.1 -p PORT` (or `python3 -m moto.server` when the
- * script is not on PATH) on a free port, waits until it answers, and creates the buckets asked
- * for. moto keeps everything in memory: stopping it forgets every bucket. It honours conditional
- * writes (`If-None-Match: *` answers 412 on PutObject and CompleteMultipartUpload), checks
- * Content-MD5, and accepts any access key (signatures are not verified).
+ * startMoto() runs moto_server's main() as `-H 127.0.0.1 -p PORT` on a free port, with requests
+ * handled one at a time (see SERIALISED_MOTO; the plain `moto_server` script on PATH when python3
+ * cannot import moto), waits until it answers, and creates the buckets asked for. moto keeps
+ * everything in memory: stopping it forgets every bucket. It honours conditional writes
+ * (`If-None-Match: *` answers 412 on PutObject and CompleteMultipartUpload, but not on
+ * CopyObject), checks Content-MD5, and accepts any access key (signatures are not verified).
  *
  * Every wait is bounded; a server still running when the process exits (a failed test) is killed
  * by an exit handler.
@@ -57,15 +58,40 @@ export interface MotoOptions {
   readonly authenticate?: boolean;
 }
 
+/**
+ * moto_server's main() with every request handled under one lock. moto's server is threaded and
+ * checks `If-None-Match: *` and then writes in two steps, so two concurrent create-only writes can
+ * both succeed; S3 decides them atomically. Serialising requests gives the tests S3's behaviour
+ * (the contract's create-only races are then a test of the driver, not of moto's threads).
+ */
+const SERIALISED_MOTO = `
+import sys, threading
+import werkzeug.serving as serving
+run_simple = serving.run_simple
+lock = threading.Lock()
+def serialised(host, port, app, **kw):
+    def one_at_a_time(environ, start_response):
+        with lock:
+            return list(app(environ, start_response))
+    return run_simple(host, port, one_at_a_time, **kw)
+serving.run_simple = serialised
+from moto.server import main
+sys.argv = ['moto_server'] + sys.argv[1:]
+main()
+`;
+
 let command: { cmd: string; args: string[] } | null | undefined;
 
-/** How to run moto_server here, or null when moto is not installed. */
+/**
+ * How to run moto_server here, or null when moto is not installed: the serialised main() with the
+ * python3 that has moto, else the moto_server script on PATH (threaded: see SERIALISED_MOTO).
+ */
 function motoCommand(): { cmd: string; args: string[] } | null {
   if (command !== undefined) return command;
+  const py = spawnSync('python3', ['-c', 'import moto.server'], { encoding: 'utf8', timeout: 30_000 });
+  if (py.status === 0) return (command = { cmd: 'python3', args: ['-c', SERIALISED_MOTO] });
   const onPath = spawnSync('sh', ['-c', 'command -v moto_server'], { encoding: 'utf8', timeout: 10_000 });
   if (onPath.status === 0 && onPath.stdout.trim() !== '') return (command = { cmd: onPath.stdout.trim(), args: [] });
-  const py = spawnSync('python3', ['-c', 'import moto.server'], { encoding: 'utf8', timeout: 30_000 });
-  if (py.status === 0) return (command = { cmd: 'python3', args: ['-m', 'moto.server'] });
   return (command = null);
 }
 
