@@ -159,6 +159,31 @@ export const COMMANDS: readonly CommandSpec[] = [
     load: () => import('./cmd-prune.js'),
   },
   {
+    name: 'storage status',
+    summary: 'Probe each storage of the repository and show its state',
+    usage: 'holdfast storage status [--json]',
+    description:
+      'Probes every storage of the repository now (--repo and each --repo-secondary: write, read back and delete a small object, within --storage-probe-timeout) and shows whether it is alive, when it was checked, the probe latency, and what the status cache shared by this host\'s holdfast processes said before. ' +
+      'The probe results replace the cached status. Needs no password. Exit code 1 when a storage is not usable.',
+    examples: ['holdfast storage status --repo s3://backups/db1 --repo-secondary sftp://backup@nas/srv/db1'],
+    minArgs: 0,
+    maxArgs: 0,
+    load: () => import('./cmd-storage.js'),
+  },
+  {
+    name: 'storage sync',
+    streamsData: true,
+    summary: 'Copy what one storage has and another lacks',
+    usage: 'holdfast storage sync [--dry-run] [--json]',
+    description:
+      'With --storage-mode failover, copies every object that landed on a secondary storage (while the primary was down) to the primary; with replicate, copies every object to each storage that misses it. ' +
+      'Objects are copied create-only and never overwritten; a name whose size differs between storages is reported as a conflict and left alone. Lock objects are not copied. ' +
+      'Every storage must be usable; it holds the maintenance lock, so no prune runs meanwhile.',
+    minArgs: 0,
+    maxArgs: 0,
+    load: () => import('./cmd-storage.js'),
+  },
+  {
     name: 'stats',
     summary: 'Show repository size and deduplication',
     usage: 'holdfast stats [--json]',

@@ -6,7 +6,8 @@ import { defaultKeyCacheDir } from '../state/key-cache.js';
 import type { Options } from '../config/resolve.js';
 import type { Logger } from '../ui/output.js';
 import type { OpContext, RepoRef } from '../ops/context.js';
-import type { S3Settings, SftpSettings } from '../storage/settings.js';
+import type { S3Settings, SftpSettings, StorageSettings } from '../storage/settings.js';
+import { DEFAULT_RETRY } from '../storage/retry.js';
 
 export interface Invocation {
   readonly command: string;
@@ -29,7 +30,31 @@ export function repoRef(inv: Invocation, confirm = false): RepoRef {
   const pw = password(inv, 'password', 'password-file', confirm);
   // Cache derived keys only when the password is itself stored in a file (see state/key-cache.ts).
   const fromFile = inv.options.str('password') === undefined && inv.options.str('password-file') !== undefined;
-  return { location, password: pw, ...(fromFile && inv.options.bool('key-cache') ? { keyCacheDir: defaultKeyCacheDir() } : {}), storage: { s3: s3Settings(inv), sftp: sftpSettings(inv) } };
+  return { location, password: pw, ...(fromFile && inv.options.bool('key-cache') ? { keyCacheDir: defaultKeyCacheDir() } : {}), storage: storageSettings(inv) };
+}
+
+/** The repository's storage without its password (storage status). */
+export function storageRef(inv: Invocation): RepoRef {
+  const location = inv.options.str('repo');
+  if (!location) throw new HoldfastError('CONFIG_INVALID', 'no repository location given', { option: 'repo', hint: 'Pass --repo LOCATION, set HOLDFAST_REPO, or put "repo = LOCATION" in the config file.' });
+  return { location, password: '', storage: storageSettings(inv) };
+}
+
+/** Every storage setting: drivers, secondary storages, retries (docs/design.md §19). */
+export function storageSettings(inv: Invocation): StorageSettings {
+  const o = inv.options;
+  const num = (name: string): number | undefined => (typeof o.get(name) === 'number' ? o.num(name) : undefined);
+  return {
+    s3: s3Settings(inv),
+    sftp: sftpSettings(inv),
+    secondaries: o.list('repo-secondary'),
+    mode: o.str('storage-mode') === 'replicate' ? 'replicate' : 'failover',
+    quorum: num('storage-quorum'),
+    statusTtlMs: num('storage-status-ttl'),
+    probeTimeoutMs: num('storage-probe-timeout'),
+    retry: { ...DEFAULT_RETRY, requestTimeoutMs: num('storage-timeout') ?? DEFAULT_RETRY.requestTimeoutMs, deadlineMs: num('storage-deadline') ?? DEFAULT_RETRY.deadlineMs, maxAttempts: num('storage-retries') ?? DEFAULT_RETRY.maxAttempts },
+    log: (level, m) => inv.log[level](m),
+  };
 }
 
 /** Settings of the S3 driver from the --s3-* options (used only by s3:// locations). */

@@ -30,11 +30,19 @@ export interface OptionSpec {
 /** Commands that take local operation locks. */
 const LOCAL_LOCKING = ['backup', 'restore', 'pg backup', 'pg restore', 'pg archive-push', 'pg expire', 'pg pin', 'pg unpin', 'locks', 'unlock'];
 /** Commands that take (or manage) repository locks. */
-const REPO_LOCKING = ['backup', 'restore', 'check', 'prune', 'forget', 'key remove', 'key passwd', 'pg backup', 'pg restore', 'pg archive-push', 'pg expire', 'pg pin', 'pg unpin', 'locks', 'unlock'];
+const REPO_LOCKING = ['backup', 'restore', 'check', 'prune', 'storage sync', 'forget', 'key remove', 'key passwd', 'pg backup', 'pg restore', 'pg archive-push', 'pg expire', 'pg pin', 'pg unpin', 'locks', 'unlock'];
 
 export const OPTIONS: readonly OptionSpec[] = [
   // --- everywhere
   { name: 'repo', type: 'string', short: 'r', env: true, config: true, commands: '*', arg: 'LOCATION', help: 'Repository location: a directory path, file:///path, s3://BUCKET/PREFIX (S3-compatible storage, see the --s3-* options), or sftp://USER@HOST[:PORT]/PATH (SFTP, see the --sftp-* options; /~/PATH is below the login directory).' },
+  { name: 'repo-secondary', type: 'list', env: true, config: true, commands: '*', arg: 'LOCATION', help: 'A further storage of the same repository (repeatable, in order of preference). With --storage-mode failover (default) writes go to the first usable storage and reads look in all; with replicate writes go to all. A storage that fails is marked dead for every holdfast process on this host until a probe finds it usable again (--storage-status-ttl).' },
+  { name: 'storage-mode', type: 'enum', values: ['failover', 'replicate'], default: 'failover', env: true, config: true, commands: '*', arg: 'MODE', help: 'How the storages of --repo and --repo-secondary are used: failover (write to the first usable one; `storage sync` copies back to the primary later) or replicate (write to every usable one; success needs --storage-quorum acknowledgements).' },
+  { name: 'storage-quorum', type: 'int', min: 1, max: 16, env: true, config: true, commands: '*', arg: 'N', help: 'replicate: acknowledgements a write needs (default: every storage).' },
+  { name: 'storage-status-ttl', type: 'duration', default: '60s', min: 0, max: 86_400_000, env: true, config: true, commands: '*', arg: 'DURATION', help: 'How long the shared alive/dead status of a storage is trusted before it is probed again (write, read back and delete a small object).' },
+  { name: 'storage-probe-timeout', type: 'duration', default: '5s', min: 100, max: 600_000, env: true, config: true, commands: '*', arg: 'DURATION', help: 'A probe of a storage that takes longer counts as failed.' },
+  { name: 'storage-timeout', type: 'duration', default: '60s', min: 100, max: 3_600_000, env: true, config: true, commands: '*', arg: 'DURATION', help: 'Remote storage (S3, SFTP): one request that takes longer counts as failed and is retried.' },
+  { name: 'storage-deadline', type: 'duration', default: '120s', min: 100, max: 86_400_000, env: true, config: true, commands: '*', arg: 'DURATION', help: 'Remote storage: no retry starts later than this after an operation began; then it fails (or, with secondary storages, fails over). Retries wait 200 ms doubling to 10 s, with jitter.' },
+  { name: 'storage-retries', type: 'int', default: 10, min: 1, max: 100, env: true, config: true, commands: '*', arg: 'N', help: 'Remote storage: attempts per operation at most (transient errors only: throttling, resets, timeouts; access denied or a missing bucket fail at once).' },
   { name: 'password-file', type: 'path', env: true, config: true, commands: '*', arg: 'FILE', help: 'Read the repository password from the first line of FILE.' },
   { name: 'password', type: 'string', env: true, noFlag: true, commands: '*', help: 'The repository password (environment only: HOLDFAST_PASSWORD; never a flag, so it does not show in ps).' },
   { name: 'key-cache', type: 'bool', default: true, env: true, config: true, commands: '*', help: 'With --password-file, cache the derived key in a private local directory (HOLDFAST_STATE_DIR, else ~/.cache/holdfast) so that short-lived calls such as archive-push skip the slow key derivation. --no-key-cache turns it off.' },
@@ -84,7 +92,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'read-all', type: 'bool', default: false, commands: ['backup'], help: 'Read every file even when the parent snapshot says it is unchanged.' },
 
   // --- retention and prune
-  { name: 'dry-run', type: 'bool', default: false, commands: ['prune', 'forget', 'pg expire'], help: 'Show what would be removed (and why), change nothing.' },
+  { name: 'dry-run', type: 'bool', default: false, commands: ['prune', 'forget', 'pg expire', 'storage sync'], help: 'Show what would be removed (and why), change nothing.' },
   { name: 'prune', type: 'bool', default: false, commands: ['forget', 'pg expire'], help: 'Run prune afterwards (with --max-unused and --max-repack-size), so the space of what was removed is freed (not with --dry-run).' },
   { name: 'max-unused', type: 'int', default: 5, min: 0, max: 100, env: true, config: true, commands: ['prune', 'forget', 'pg expire'], arg: 'PERCENT', help: 'Repack packs whose unused share is above PERCENT, most wasteful first, while more than PERCENT of the repository\'s pack bytes are unused. 0 repacks every pack with unused data; 100 only deletes packs that are wholly unused.' },
   { name: 'max-repack-size', type: 'size', min: 0, max: Number.MAX_SAFE_INTEGER, env: true, config: true, commands: ['prune', 'forget', 'pg expire'], arg: 'SIZE', help: 'Repack at most SIZE of packs in this run (default: no limit); a later prune continues. Repacking reads each pack once and writes its used part.' },

@@ -11,6 +11,10 @@ import { SftpBackend } from '../storage/sftp.js';
 import { S3Backend, parseS3Location } from '../storage/s3.js';
 import { LimitBackend } from '../storage/limit.js';
 import { CrashBackend, crashSettingsFromEnv } from '../storage/crash.js';
+import { DEFAULT_RETRY, RetryBackend } from '../storage/retry.js';
+import { MultiBackend } from '../storage/multi.js';
+import { FileStatusCache } from '../state/storage-status.js';
+import { defaultStateDir } from '../state/key-cache.js';
 
 /** The directory of a local location (a path or file:///path); undefined for other schemes. */
 export function localDirectory(location: string): string | undefined {
@@ -19,11 +23,31 @@ export function localDirectory(location: string): string | undefined {
   return location;
 }
 
-/** The storage at `location` (a path, file://, s3://bucket/prefix or sftp://user@host:port/path). */
+/**
+ * The storage at `location` (a path, file://, s3://bucket/prefix or sftp://user@host:port/path),
+ * or, with secondary storages, all of them behind one MultiBackend (failover or replicate, with
+ * the status cache shared by the host's processes; docs/design.md §19).
+ */
 export function openBackend(location: string, settings: StorageSettings = {}): Backend {
+  const secondaries = settings.secondaries ?? [];
+  if (secondaries.length === 0) return openOne(location, settings);
+  const all = [location, ...secondaries];
+  const twice = all.find((l, i) => all.indexOf(l) !== i);
+  if (twice !== undefined) throw new HoldfastError('CONFIG_INVALID', `storage ${twice} is listed twice (--repo and --repo-secondary)`, { option: 'repo-secondary' });
+  return new MultiBackend(
+    all.map((l) => ({ location: l, backend: openOne(l, settings) })),
+    { mode: settings.mode ?? 'failover', quorum: settings.quorum, statusTtlMs: settings.statusTtlMs ?? 60_000, probeTimeoutMs: settings.probeTimeoutMs ?? 5_000, log: (m) => settings.log?.('warn', m) },
+    new FileStatusCache(settings.stateDir ?? defaultStateDir(), (m) => settings.log?.('debug', m)),
+  );
+}
+
+/** One storage: remote drivers behind the retry wrapper (their own transient errors and hangs). */
+function openOne(location: string, settings: StorageSettings): Backend {
   const dir = localDirectory(location);
-  if (dir === undefined && /^s3:\/\//i.test(location)) return wrap(openS3(location, settings));
-  if (dir === undefined && /^sftp:\/\//i.test(location)) return wrap(new SftpBackend(location, settings.sftp ?? {}));
+  const retried = (driver: Backend): Backend =>
+    new RetryBackend(driver, settings.retry ?? DEFAULT_RETRY, { onRetry: (op, name, attempt, delay, err) => settings.log?.('debug', `${op} ${name} on ${driver.location}: attempt ${attempt} failed (${(err as Error).message}); retrying in ${delay} ms`) });
+  if (dir === undefined && /^s3:\/\//i.test(location)) return retried(wrap(openS3(location, settings)));
+  if (dir === undefined && /^sftp:\/\//i.test(location)) return retried(wrap(new SftpBackend(location, settings.sftp ?? {})));
   if (dir === undefined) {
     const scheme = location.slice(0, location.indexOf(':'));
     throw new HoldfastError('CONFIG_INVALID', `repository location ${location}: storage type "${scheme}" is not supported by this version`, {
@@ -52,5 +76,6 @@ function openS3(location: string, settings: StorageSettings): Backend {
   if (s3.sseKmsKeyId !== undefined && !(s3.sse ?? '').startsWith('aws:kms')) {
     throw new HoldfastError('CONFIG_INVALID', '--s3-sse-kms-key-id needs --s3-sse aws:kms', { option: 's3-sse-kms-key-id', hint: 'Add --s3-sse aws:kms (or HOLDFAST_S3_SSE=aws:kms), or drop the key id.' });
   }
-  return new S3Backend(location, s3);
+  // One attempt per request: the retry wrapper around the driver retries with the deadline.
+  return new S3Backend(location, s3, { maxAttempts: 1 });
 }

@@ -140,7 +140,7 @@ export async function forget(ref: RepoRef, p: ForgetParams, ctx: OpContext): Pro
         throw err;
       }
       return { dryRun: false, ...decided, removed };
-    });
+    }, { allStorages: true });
   } finally {
     await repo.close();
   }

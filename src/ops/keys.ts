@@ -48,7 +48,7 @@ export async function removeKey(ref: RepoRef, prefix: string, ctx: OpContext): P
   const id = await resolveKey(ref, prefix);
   const repo = await openRepository(ref, false);
   try {
-    await withRepoLock(repo, ref.location, ctx, 'exclusive', 'key remove', () => repo.removeKey(id));
+    await withRepoLock(repo, ref.location, ctx, 'exclusive', 'key remove', () => repo.removeKey(id), { allStorages: true });
     return id;
   } finally {
     await repo.close();
@@ -62,9 +62,9 @@ export async function changePassword(ref: RepoRef, newPassword: string, kdfCost:
     const added = await repo.addKey(newPassword, kdfParams(kdfCost));
     const removed = repo.keyId;
     // Remove through a repository opened with the new key, so the key in use is never the one removed.
-    const again = await openRepository({ location: ref.location, password: newPassword }, false);
+    const again = await openRepository({ ...ref, password: newPassword }, false);
     try {
-      await withRepoLock(again, ref.location, ctx, 'exclusive', 'key passwd', () => again.removeKey(removed));
+      await withRepoLock(again, ref.location, ctx, 'exclusive', 'key passwd', () => again.removeKey(removed), { allStorages: true });
     } finally {
       await again.close();
     }

@@ -6,7 +6,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { HoldfastError } from '../errors/catalogue.js';
-import type { Repository } from '../repository/repository.js';
+import { type Repository, storageToHoldfast } from '../repository/repository.js';
+import { MultiBackend } from '../storage/multi.js';
 import { LocalLock, checkLockDirPlacement, defaultLockDir } from '../locks/local.js';
 import { type LockKind, acquireLock } from '../locks/protocol.js';
 import { RepositoryLockStore } from '../locks/repository.js';
@@ -60,6 +61,11 @@ export interface RepoLockOptions {
    * before taking its lock.
    */
   readonly loadIndex?: boolean | undefined;
+  /**
+   * The operation deletes data: with several storages, every one must be usable (a deletion a
+   * dead storage missed could later bring back what was deleted; docs/design.md §19).
+   */
+  readonly allStorages?: boolean | undefined;
 }
 
 /**
@@ -76,6 +82,13 @@ export async function withRepoLock<T>(repo: Repository, location: string, ctx: O
   const held = await acquireLock(store, { kind, operation, scope: `repository ${location}`, waitMs: s.waitMs, ttlMs: s.ttlMs, refreshMs: s.refreshMs, removeStale: s.removeStale, log: ctx.log, signal: ctx.signal });
   repo.setCommitGuard(() => held.verify());
   try {
+    if (opts.allStorages && repo.backend instanceof MultiBackend) {
+      try {
+        await repo.backend.requireAllAlive();
+      } catch (err) {
+        throw storageToHoldfast(err, repo.backend);
+      }
+    }
     if (opts.loadIndex && !repo.indexLoaded) await repo.loadIndex();
     return await fn({ ...ctx, signal: combined(ctx, held.signal) });
   } catch (err) {

@@ -176,7 +176,7 @@ export async function pgExpire(ref: RepoRef, p: PgExpireParams, ctx: OpContext):
   const repo = await openRepository(ref, false);
   try {
     if (p.dryRun) return (await plan(repo, p, now)).result;
-    return await withOperationLocks(repo, ref.location, ctx, { local: retentionLock(repo, ref.location, p.cluster, 'pg expire'), kind: 'shared', operation: 'pg expire' }, async (ctx) => {
+    return await withOperationLocks(repo, ref.location, ctx, { local: retentionLock(repo, ref.location, p.cluster, 'pg expire'), kind: 'shared', operation: 'pg expire', allStorages: true }, async (ctx) => {
       const { result, walRemove } = await plan(repo, p, now);
       // Manifests first: a crash after this leaves only WAL no listed backup needs.
       for (const id of result.expired) {

@@ -79,7 +79,7 @@ export async function prune(ref: RepoRef, p: PruneParams, ctx: OpContext): Promi
   if (!(p.maxUnusedPercent >= 0 && p.maxUnusedPercent <= 100)) throw new HoldfastError('USAGE', `--max-unused must be a percentage from 0 to 100, not ${p.maxUnusedPercent}`, {});
   const repo = await openRepository(ref, false);
   try {
-    return await withRepoLock(repo, ref.location, ctx, 'maintenance', 'prune', (lockedCtx) => new Pruner(repo, new RepositoryLockStore(repo, ref.location), p, lockedCtx).run());
+    return await withRepoLock(repo, ref.location, ctx, 'maintenance', 'prune', (lockedCtx) => new Pruner(repo, new RepositoryLockStore(repo, ref.location), p, lockedCtx).run(), { allStorages: !p.dryRun });
   } finally {
     await repo.close();
   }

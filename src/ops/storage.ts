@@ -5,7 +5,7 @@
 import { HoldfastError } from '../errors/catalogue.js';
 import type { Backend, ObjectInfo } from '../storage/backend.js';
 import { StorageError } from '../storage/backend.js';
-import { MultiBackend, type StorageHealth } from '../storage/multi.js';
+import { MultiBackend, type StorageHealth, everywhere } from '../storage/multi.js';
 import { storageToHoldfast } from '../repository/repository.js';
 import type { OpContext, RepoRef } from './context.js';
 import { withRepoLock } from './locking.js';
@@ -70,11 +70,6 @@ export async function storageSync(ref: RepoRef, ctx: OpContext, dryRun = false):
       throw new HoldfastError('USAGE', `the repository at ${ref.location} has a single storage: there is nothing to sync`, { hint: 'storage sync is for repositories with secondary storages (--repo-secondary).' });
     }
     return await withRepoLock(repo, ref.location, ctx, 'maintenance', 'storage sync', async () => {
-      try {
-        await multi.requireAllAlive();
-      } catch (err) {
-        throw storageToHoldfast(err, multi);
-      }
       const listings: Array<Map<string, ObjectInfo>> = [];
       for (const m of multi.members) {
         const here = new Map<string, ObjectInfo>();
@@ -88,8 +83,9 @@ export async function storageSync(ref: RepoRef, ctx: OpContext, dryRun = false):
       const result: SyncResult = { copied: [], conflicts: [], bytes: 0 };
       const names = new Set<string>();
       for (const l of listings) for (const n of l.keys()) names.add(n);
-      const targets = ref.storage?.mode === 'replicate' ? multi.members.map((_, i) => i) : [0];
+      const all = multi.members.map((_, i) => i);
       for (const name of [...names].sort()) {
+        const targets = ref.storage?.mode === 'replicate' || everywhere(name) ? all : [0];
         ctx.signal?.throwIfAborted();
         const holders = listings.flatMap((l, i) => (l.has(name) ? [i] : []));
         const sizes = new Set(holders.map((i) => listings[i]!.get(name)!.size));
@@ -108,7 +104,7 @@ export async function storageSync(ref: RepoRef, ctx: OpContext, dryRun = false):
       }
       for (const c of result.conflicts) ctx.log.warn(`${c.name} differs between storages (${Object.entries(c.sizes).map(([l, s]) => `${s} bytes on ${l}`).join(', ')}); left as it is: run \`holdfast check\``);
       return result;
-    });
+    }, { allStorages: true });
   } finally {
     await repo.close();
   }

@@ -1,9 +1,10 @@
 /**
  * Several storages behind one repository (docs/design.md §19): `failover` or `replicate`.
  *
- * - failover: a write goes to the first storage that is alive; reads and lists look in every
- *   alive storage, so objects are found wherever they landed; `storage sync` copies what landed
- *   on a secondary back to the primary.
+ * - failover: a write goes to the first storage that is alive (the objects needed to open the
+ *   repository — config, keys, cluster records — to every alive one); reads and lists look in
+ *   every alive storage, so objects are found wherever they landed; `storage sync` copies what
+ *   landed on a secondary back to the primary.
  * - replicate: a write goes to every alive storage and succeeds when `quorum` of them (default:
  *   all) acknowledged; reads use the first alive storage that has the object; `storage sync`
  *   fills in what a storage missed.
@@ -26,6 +27,15 @@ import { randomBytes } from 'node:crypto';
 import { type Backend, type ByteRange, type Capabilities, type DeleteOptions, type ObjectInfo, type ObjectWriter, type PutData, type PutOptions, StorageError, putParts } from './backend.js';
 
 export type StorageMode = 'failover' | 'replicate';
+
+/**
+ * Objects the repository needs to be opened at all (config, key files, cluster records): in
+ * failover mode too they go to every alive storage, so the repository opens from a secondary
+ * while the primary is down.
+ */
+export function everywhere(name: string): boolean {
+  return name === 'config' || name.startsWith('keys/') || name.startsWith('clusters/');
+}
 
 /** One storage's health as the cache keeps it. */
 export interface StorageHealth {
@@ -184,7 +194,7 @@ export class MultiBackend implements Backend {
   }
 
   async put(name: string, data: PutData, options?: PutOptions): Promise<void> {
-    if (this.settings.mode === 'failover') {
+    if (this.settings.mode === 'failover' && !everywhere(name)) {
       const errors: string[] = [];
       for (const [i, m] of this.members.entries()) {
         if (!(await this.alive(i))) continue;
@@ -221,8 +231,9 @@ export class MultiBackend implements Backend {
         errors.push(`${this.members[i]!.location}: ${describe(r.reason)}`);
       }
     }
-    if (acks < this.quorum) {
-      throw new StorageError('transient', this.location, name, `put ${name}: ${acks} of ${this.members.length} storages acknowledged, ${this.quorum} needed${errors.length ? ` (${errors.join('; ')})` : ''}`);
+    const needed = this.settings.mode === 'replicate' ? this.quorum : 1;
+    if (acks < needed) {
+      throw new StorageError('transient', this.location, name, `put ${name}: ${acks} of ${this.members.length} storages acknowledged, ${needed} needed${errors.length ? ` (${errors.join('; ')})` : ''}`);
     }
   }
 

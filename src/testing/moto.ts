@@ -44,6 +44,10 @@ export interface Moto {
   readonly settings: S3Settings;
   /** Create a bucket (PUT /bucket). */
   createBucket(name: string): Promise<void>;
+  /** SIGSTOP the server: connections are accepted by the kernel but never answered (a hung store). */
+  pause(): void;
+  /** SIGCONT: it answers again, with its data intact. */
+  resume(): void;
   stop(): Promise<void>;
 }
 
@@ -175,8 +179,15 @@ function makeMoto(child: ChildProcess, port: number, endpoint: string, logFile: 
       const text = await r.text();
       if (r.status !== 200) throw new Error(`moto: creating bucket ${name} failed: HTTP ${r.status} ${text}`);
     },
+    pause(): void {
+      child.kill('SIGSTOP');
+    },
+    resume(): void {
+      child.kill('SIGCONT');
+    },
     async stop(): Promise<void> {
       if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGCONT');
       const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
       child.kill('SIGTERM');
       const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
