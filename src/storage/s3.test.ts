@@ -11,6 +11,7 @@ import { HeadObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command, S
 import { StorageError } from './backend.js';
 import { assertBytes, backendContract, listAll } from './contract.js';
 import { S3Backend, type S3BackendOptions, parseS3Location } from './s3.js';
+import { type RetrySettings, RetryBackend } from './retry.js';
 import type { S3Settings } from './settings.js';
 import { Rng } from '../testing/helpers.js';
 import { MOTO_CREDENTIALS, type Moto, motoSkip, startMoto } from '../testing/moto.js';
@@ -343,6 +344,55 @@ describe('S3 driver (moto_server)', { skip: motoSkip() }, () => {
       } finally {
         c.destroy();
         await b.close();
+      }
+    });
+  });
+
+  describe('behind the retry wrapper (as openBackend uses it: one SDK attempt per request)', () => {
+    const FAST: RetrySettings = { requestTimeoutMs: 800, deadlineMs: 2_500, maxAttempts: 20, baseDelayMs: 5, maxDelayMs: 50 };
+
+    test('503 SlowDown answers are retried until the write lands, once, whole', async () => {
+      let throttled = 0;
+      const slowDown = (client: S3Client): void => {
+        client.middlewareStack.add(
+          (next, context) => async (args) => {
+            if (context.commandName === 'PutObjectCommand' && throttled < 3) {
+              throttled++;
+              throw Object.assign(new Error('Please reduce your request rate.'), { name: 'SlowDown', $fault: 'server', $metadata: { httpStatusCode: 503 } });
+            }
+            return next(args);
+          },
+          { step: 'finalizeRequest', name: 'slowDown' },
+        );
+      };
+      const b = await backend({ maxAttempts: 1, configureClient: slowDown });
+      const r = new RetryBackend(b, FAST);
+      try {
+        const data = new Rng(611).bytes(300_000);
+        await r.put('wal/throttled', data, { createOnly: true });
+        assert.equal(throttled, 3);
+        assertBytes(await r.get('wal/throttled'), data, 'the object after three 503s');
+        assert.deepEqual((await rawKeys(b)).filter((k) => k.includes('throttled')).length, 1, 'one object, no leftovers');
+      } finally {
+        await r.close();
+      }
+    });
+
+    test('a hung S3 endpoint fails the operation within the deadline with a clear, retryable error; it works again afterwards', async () => {
+      const m = await moto();
+      const b = await backend({ maxAttempts: 1 });
+      const r = new RetryBackend(b, FAST);
+      try {
+        await r.put('before', Buffer.from('x'));
+        m.pause();
+        try {
+          await assert.rejects(r.get('before'), (e: unknown) => e instanceof StorageError && e.kind === 'transient' && /despite retries/.test(e.message) && typeof e.hint === 'string' && /--storage-deadline/.test(e.hint));
+        } finally {
+          m.resume();
+        }
+        assert.deepEqual(await r.get('before'), Buffer.from('x'));
+      } finally {
+        await r.close();
       }
     });
   });
