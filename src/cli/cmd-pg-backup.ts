@@ -5,6 +5,7 @@ import { pgBackup } from '../ops/pg-backup.js';
 import { pgRestore } from '../ops/pg-restore.js';
 import { expireAfterBackup, expirePolicyAfterBackup } from './cmd-pg-expire.js';
 import { shellQuote } from '../postgres/recovery.js';
+import { OPTIONS } from '../config/options.js';
 import { CATALOGUE, HoldfastError } from '../errors/catalogue.js';
 import { formatBytes, formatDuration } from '../ui/output.js';
 
@@ -88,6 +89,28 @@ function tablespaceMap(items: readonly string[]): Map<string, string> {
   return map;
 }
 
+/**
+ * The storage options given to this command (secondary storages, S3 and SFTP settings, retries),
+ * as flags, so restore_command reaches the same storages. Credentials are not among them: S3
+ * credentials come from the server's environment or the postgres user's AWS configuration.
+ */
+function storageFlags(inv: Invocation): string[] {
+  const out: string[] = [];
+  for (const spec of OPTIONS) {
+    if (!(spec.name === 'repo-secondary' || /^(s3|sftp|storage)-/.test(spec.name))) continue;
+    const source = inv.options.source(spec.name);
+    if (source === undefined || source === 'default') continue;
+    const v = inv.options.get(spec.name);
+    if (spec.type === 'bool') out.push(v === true ? `--${spec.name}` : `--no-${spec.name}`);
+    // Local locations absolute: restore_command runs in the data directory.
+    else if (spec.type === 'list') for (const item of inv.options.list(spec.name)) out.push(`--${spec.name}`, /^[a-z][a-z0-9+.-]*:\/\//i.test(item) ? item : path.resolve(item));
+    else if (spec.type === 'duration') out.push(`--${spec.name}`, `${String(v)}ms`);
+    else if (spec.type === 'path') out.push(`--${spec.name}`, path.resolve(String(v)));
+    else out.push(`--${spec.name}`, String(v));
+  }
+  return out;
+}
+
 /** The restore_command that fetches WAL from this repository, as this holdfast was invoked. */
 function restoreCommand(inv: Invocation, repo: string, cluster: string): string {
   const pwFile = inv.options.str('password-file');
@@ -99,6 +122,7 @@ function restoreCommand(inv: Invocation, repo: string, cluster: string): string 
   const args = [process.execPath, path.resolve(process.argv[1] ?? 'holdfast'), 'pg', 'archive-get', '--cluster', cluster, '--repo', path.isAbsolute(repo) || repo.includes('://') ? repo : path.resolve(repo), '--password-file', path.resolve(pwFile)];
   const config = inv.options.str('config');
   if (config) args.push('--config', path.resolve(config));
+  args.push(...storageFlags(inv));
   // PostgreSQL expands %-escapes in restore_command: a literal % must be %%.
   return `${args.map((a) => shellQuote(a).replace(/%/g, '%%')).join(' ')} %f %p`;
 }

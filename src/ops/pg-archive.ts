@@ -19,6 +19,7 @@ import { parseTimelineHistory, parseWalName } from '../wal/names.js';
 import type { OpContext, RepoRef } from './context.js';
 import { openRepository } from './repo.js';
 import { withRepoLock } from './locking.js';
+import { isUncertainAbsence } from '../storage/multi.js';
 import { useSyncCompression } from '../repository/compress.js';
 import { checkClusterName } from './pg-archive-spool.js';
 
@@ -157,7 +158,16 @@ export async function storeWal(repo: Repository, cluster: string, w: PreparedWal
     }
   }
   const object = walObjectName(cluster, file);
-  const existing = await repo.getNamed(object);
+  let existing: Buffer | undefined;
+  try {
+    existing = await repo.getNamed(object);
+  } catch (err) {
+    // A storage of the repository is down (failover): the file may be archived there. Storing it
+    // on the usable storage is what failover is for; an identical copy there is harmless, and
+    // `storage sync` reports a differing one as a conflict once every storage answers.
+    if (!isUncertainAbsence(err)) throw err;
+    ctx.log.debug(`${file}: not on the usable storages, and another storage cannot be asked; storing it on the usable one`);
+  }
   if (existing) return sameOrConflict(existing, data, file, object, ctx, opts);
   const { created, size } = await repo.putNamed(object, data, { createOnly: true });
   if (!created) {

@@ -79,6 +79,21 @@ export interface Member {
   readonly backend: Backend;
 }
 
+/**
+ * A read found nothing on the storages that answered while another storage could not be asked:
+ * the object may well be there. Callers that only look for an object in order to avoid storing
+ * it twice (archive-push) may go on; everything else treats it as the storage failure it is.
+ */
+export class UncertainAbsenceError extends StorageError {}
+
+/** Whether `err` (or an error it was made from) is an UncertainAbsenceError. */
+export function isUncertainAbsence(err: unknown): boolean {
+  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
+    if (e instanceof UncertainAbsenceError) return true;
+  }
+  return false;
+}
+
 function retryable(err: unknown): boolean {
   return err instanceof StorageError && !err.permanent;
 }
@@ -259,7 +274,9 @@ export class MultiBackend implements Backend {
       }
     }
     if (errors.length === 0 && notFound) throw new StorageError('not-found', this.location, name, `${name} is on none of the storages of ${this.location}`);
-    throw new StorageError('transient', this.location, name, `${name} is not on the usable storages of ${this.location}, and it may be on the others: ${errors.join('; ')}`);
+    const message = `${name} is not on the usable storages of ${this.location}, and it may be on the others: ${errors.join('; ')}`;
+    if (notFound) throw new UncertainAbsenceError('transient', this.location, name, message);
+    throw new StorageError('transient', this.location, name, message);
   }
 
   get(name: string, range?: ByteRange): Promise<Buffer> {
