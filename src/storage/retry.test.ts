@@ -110,3 +110,16 @@ test('a torn put is repaired by the retry; writers are retried whole', async () 
   await w.commit('data/cd/y');
   assert.ok((await retry.get('data/cd/y')).equals(Buffer.concat([Buffer.alloc(100, 1), Buffer.alloc(50, 2)])));
 });
+
+test('a writer past 64 MiB streams to the driver\'s own writer instead of holding the object', async () => {
+  const { faults, retry } = setup();
+  const w = await retry.openWriter();
+  const chunk = Buffer.alloc(8 << 20);
+  for (let i = 0; i < 9; i++) await w.write([chunk.fill(i)]);
+  await w.commit('data/ef/big');
+  assert.equal(faults.calls.get('commit'), 1, 'committed through the inner writer');
+  assert.equal(faults.calls.get('put') ?? 0, 0, 'not as a buffered put');
+  const back = await retry.get('data/ef/big');
+  assert.equal(back.length, 9 * (8 << 20));
+  for (let i = 0; i < 9; i++) assert.equal(back[i * (8 << 20) + 5], i, `part ${i} in place`);
+});

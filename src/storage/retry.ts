@@ -22,8 +22,8 @@
  *   the object holds exactly what it asked to store; holdfast's create-only objects either have
  *   unique content or treat identical content as success, like archive-push).
  * - `list` gathers every entry within one attempt before yielding, so a retry never yields twice.
- * - Writers: the parts are kept (copied) and `commit` is a retried `put`, so a failed upload is
- *   repeated whole. Memory: the object's size per open writer (packs: the pack size).
+ * - Writers: up to 64 MiB the parts are kept (copied) and `commit` is a retried `put`, so a failed
+ *   upload is repeated whole; beyond that the object is streamed to the driver's own writer.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type Backend, type ByteRange, type Capabilities, type DeleteOptions, type ObjectInfo, type ObjectWriter, type PutData, type PutOptions, StorageError, putParts } from './backend.js';
@@ -38,6 +38,9 @@ export interface RetrySettings {
   readonly baseDelayMs: number;
   readonly maxDelayMs: number;
 }
+
+/** Writers keep at most this much for a retried put; larger objects are streamed (see openWriter). */
+export const WRITER_BUFFER = 64 << 20;
 
 export const DEFAULT_RETRY: RetrySettings = { requestTimeoutMs: 60_000, deadlineMs: 120_000, maxAttempts: 10, baseDelayMs: 200, maxDelayMs: 10_000 };
 
@@ -150,22 +153,42 @@ export class RetryBackend implements Backend {
     return this.run('delete', name, () => this.inner.delete(name, options));
   }
 
+  /**
+   * Objects up to WRITER_BUFFER bytes (every pack at the default pack size) are kept and
+   * committed with a retried put. A larger one is streamed to the inner driver's writer from
+   * then on (its memory stays bounded whatever --pack-size says); its requests are then only
+   * bounded by the request timeout, not repeated here (the S3 driver retries each part itself).
+   */
   async openWriter(): Promise<ObjectWriter> {
     let parts: Uint8Array[] = [];
+    let buffered = 0;
+    let streaming: ObjectWriter | undefined;
     return {
       write: async (more) => {
+        if (streaming) return this.withTimeout('write', '(writer)', streaming.write(more));
         // Copy: the caller may reuse its buffers once write() resolved.
-        for (const p of more) parts.push(Uint8Array.prototype.slice.call(p));
+        for (const p of more) {
+          parts.push(Uint8Array.prototype.slice.call(p));
+          buffered += p.byteLength;
+        }
+        if (buffered > WRITER_BUFFER) {
+          streaming = await this.inner.openWriter();
+          const held = parts;
+          parts = [];
+          await this.withTimeout('write', '(writer)', streaming.write(held));
+        }
       },
       commit: async (name, options) => {
         try {
-          await this.put(name, parts, options);
+          if (streaming) await this.withTimeout('commit', name, streaming.commit(name, options));
+          else await this.put(name, parts, options);
         } finally {
           parts = [];
         }
       },
       abort: async () => {
         parts = [];
+        await streaming?.abort();
       },
     };
   }
