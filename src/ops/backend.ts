@@ -76,7 +76,7 @@ function openS3(location: string, settings: StorageSettings): Backend {
   if (s3.sseKmsKeyId !== undefined && !(s3.sse ?? '').startsWith('aws:kms')) {
     throw new HoldfastError('CONFIG_INVALID', '--s3-sse-kms-key-id needs --s3-sse aws:kms', { option: 's3-sse-kms-key-id', hint: 'Add --s3-sse aws:kms (or HOLDFAST_S3_SSE=aws:kms), or drop the key id.' });
   }
-  // The SDK retries each request a few times (multipart parts of streamed writers depend on it);
-  // the retry wrapper around the driver bounds it all by the request timeout and the deadline.
-  return new S3Backend(location, s3);
+  // One attempt per request, its socket timing out with --storage-timeout: a request the retry
+  // wrapper gave up on must not live on (holding a connection slot) while it retries.
+  return new S3Backend(location, s3, { maxAttempts: 1, socketTimeoutMs: (settings.retry ?? DEFAULT_RETRY).requestTimeoutMs });
 }

@@ -157,7 +157,7 @@ export class RetryBackend implements Backend {
    * Objects up to WRITER_BUFFER bytes (every pack at the default pack size) are kept and
    * committed with a retried put. A larger one is streamed to the inner driver's writer from
    * then on (its memory stays bounded whatever --pack-size says); its requests are then only
-   * bounded by the request timeout, not repeated here (the S3 driver retries each part itself).
+   * bounded by the request timeout, not repeated here.
    */
   async openWriter(): Promise<ObjectWriter> {
     let parts: Uint8Array[] = [];

@@ -101,6 +101,8 @@ export interface S3BackendOptions {
   readonly maxConcurrency?: number;
   /** Attempts per request including the SDK's retries (default 4). */
   readonly maxAttempts?: number;
+  /** A socket without activity this long fails the request (default 120 s; openBackend: --storage-timeout). */
+  readonly socketTimeoutMs?: number;
   /** Allow parts smaller than S3's 5 MiB minimum (tests against a server configured for it). */
   readonly allowSmallParts?: boolean;
   /** Called with the client once it exists (tests add middleware to imitate other stores). */
@@ -191,7 +193,7 @@ export class S3Backend implements Backend {
         responseChecksumValidation: 'WHEN_REQUIRED',
         followRegionRedirects: true,
         maxAttempts: this.options.maxAttempts ?? 4,
-        requestHandler: { connectionTimeout: 10_000, socketTimeout: 120_000 },
+        requestHandler: { connectionTimeout: Math.min(10_000, this.options.socketTimeoutMs ?? 10_000), socketTimeout: this.options.socketTimeoutMs ?? 120_000 },
         ...(s.endpoint ? { endpoint: s.endpoint } : {}),
       };
       const region = s.region || process.env['AWS_REGION'] || process.env['AWS_DEFAULT_REGION'];
