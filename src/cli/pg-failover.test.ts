@@ -1,7 +1,8 @@
 /**
  * Failover with real PostgreSQL 15: the repository's primary storage is S3 (moto_server on
- * loopback), its secondary a local directory. While rows are written the primary hangs (moto
- * SIGSTOPped): archive-push keeps succeeding, on the secondary. Once the primary answers again, a
+ * loopback), its secondary a local directory. While pgbench and marked rows are written the
+ * primary hangs (moto SIGSTOPped; killing it would lose moto's in-memory data): archive-push keeps
+ * succeeding, on the secondary. Once the primary answers again, a
  * point-in-time restore (restore_command carrying the storage options) finds every segment across
  * both storages and holds exactly the rows committed before the target; `storage sync` copies what
  * landed on the secondary back, and the primary alone then passes `check --read-data`.
@@ -12,7 +13,7 @@ import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { CLI, TEST_KDF } from '../testing/helpers.js';
 import { listFiles, workspace } from '../testing/e2e.js';
-import { type PgCluster, chownToPostgres, destroyAllClusters, pgSkip, runAsPostgres, startCluster, waitUntil } from '../testing/pg.js';
+import { type PgCluster, chownToPostgres, destroyAllClusters, pgBin, pgSkip, runAsPostgres, runAsPostgresAsync, startCluster, waitUntil } from '../testing/pg.js';
 import { MOTO_CREDENTIALS, type Moto, motoSkip, startMoto } from '../testing/moto.js';
 
 const BUCKET = 'holdfast-pg-failover';
@@ -75,6 +76,8 @@ describe('WAL archiving fails over to a secondary storage (real PostgreSQL 15, S
 
   test('archive-push keeps working on the secondary while the primary hangs; PITR and sync afterwards', async () => {
     await pg.psql(['CREATE TABLE t (id serial PRIMARY KEY, phase text)', "INSERT INTO t (phase) SELECT 'a' FROM generate_series(1, 100)"]);
+    const pgbenchInit = await pg.runTool('pgbench', ['-i', '-s', '1', '-q']);
+    assert.equal(pgbenchInit.status, 0, pgbenchInit.stderr);
     const backup = hf(['pg', 'backup', '--type', 'full', '--json']);
     assert.equal(backup.status, 0, backup.stderr);
     await pg.psql("INSERT INTO t (phase) SELECT 'b' FROM generate_series(1, 100)");
@@ -84,10 +87,14 @@ describe('WAL archiving fails over to a secondary storage (real PostgreSQL 15, S
     let target: string;
     moto.pause();
     try {
+      // pgbench writes while the primary hangs; its WAL has to go somewhere.
+      const load = runAsPostgresAsync(pgBin('pgbench'), ['-T', '4', '-c', '2', '-n'], pg.env, { timeoutMs: 60_000 });
       await pg.psql("INSERT INTO t (phase) SELECT 'c' FROM generate_series(1, 100)");
       target = await pg.psql('SELECT clock_timestamp()');
       await new Promise((r) => setTimeout(r, 1100));
       await pg.psql("INSERT INTO t (phase) SELECT 'd' FROM generate_series(1, 100)");
+      const loadResult = await load;
+      assert.equal(loadResult.status, 0, loadResult.stderr);
       await archivedUpTo();
       assert.ok(listFiles(path.join(secondary, 'wal', 'main')).length >= 1, 'the WAL written while the primary hung is on the secondary');
       const failed = Number(await pg.psql('SELECT failed_count FROM pg_stat_archiver'));
