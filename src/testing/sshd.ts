@@ -43,6 +43,7 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { onExitCleanup } from './exit-cleanup.js';
+import { freePort } from './pg.js';
 
 export const SSHD = '/usr/sbin/sshd';
 const SSH_KEYGEN = 'ssh-keygen';
@@ -156,18 +157,6 @@ export function generateKey(file: string, type: HostKeyType = 'ed25519'): string
 // Servers
 
 const live = new Set<ChildProcess>();
-
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as net.AddressInfo).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 /** Start a private sshd on a free loopback port; resolves once it accepts connections. */
 export async function startSshd(options: SshdOptions = {}): Promise<Sshd> {
