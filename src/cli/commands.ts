@@ -49,7 +49,7 @@ export const COMMANDS: readonly CommandSpec[] = [
     summary: 'List repository and local locks, with holder and staleness',
     usage: 'holdfast locks [--json]',
     description:
-      'Lists the repository\'s locks (shared: backup, restore, check, archive-push; exclusive: key removal, and later prune/expire) and the local operation locks in the lock directory, ' +
+      'Lists the repository\'s locks (shared: backup, restore, check, forget, archive-push, pg expire; maintenance: prune, storage sync; exclusive: key removal) and the local operation locks in the lock directory, ' +
       'each with its operation, holder (PID and host), age, last heartbeat and whether it is stale: its process provably gone (same host and boot, PID with that start time no longer running), ' +
       'or its heartbeat older than its TTL. Stale locks never block anything: they are removed automatically when a conflicting lock is taken.',
     minArgs: 0,
