@@ -19,6 +19,7 @@ describe('archive-push with its lock directory on a share that goes stale (real 
   let repo = '';
   let ff: FaultFs;
   let pg: PgCluster;
+  let lockDir = '';
 
   before(async () => {
     ({ dir, cleanup } = await workspace('holdfast-pgfuse-'));
@@ -28,7 +29,7 @@ describe('archive-push with its lock directory on a share that goes stale (real 
     fs.mkdirSync(state, { mode: 0o700 });
     chownToPostgres(state, true);
     ff = await mountFaultFs({ owner: postgresIds() });
-    const lockDir = path.join(ff.mountpoint, 'holdfast-locks');
+    lockDir = path.join(ff.mountpoint, 'holdfast-locks');
     fs.mkdirSync(lockDir);
     chownToPostgres(lockDir);
     const archiveCommand = r.archiveCommand(['--async'], { HOLDFAST_STATE_DIR: state, HOLDFAST_LOCK_DIR: lockDir });
@@ -57,6 +58,10 @@ describe('archive-push with its lock directory on a share that goes stale (real 
     await pg.psql('CREATE TABLE t (id int, tag text)');
     const healthy = await burst(2, 'healthy');
     const before = fs.readFileSync(pg.logFile, 'utf8').length;
+    // Let the background worker of the healthy burst exit (5 s idle): while it runs it archives
+    // new segments before their calls come, and a call answered from the spool never touches the
+    // lock directory, so the stale share would not be met at all.
+    await waitUntil('the async worker to exit', async () => fs.readdirSync(lockDir).filter((f) => f.endsWith('.lock')).length === 0, { timeoutMs: 60_000 });
 
     ff.staleAll(true);
     const stale = await burst(4, 'stale');
