@@ -2,6 +2,7 @@ import type { Invocation } from './invocation.js';
 import { repoRef, storageRef } from './invocation.js';
 import { storageStatus, storageSync } from '../ops/storage.js';
 import { formatBytes } from '../ui/output.js';
+import { CATALOGUE } from '../errors/catalogue.js';
 
 export async function run(inv: Invocation): Promise<number> {
   if (inv.command === 'storage status') {
@@ -14,7 +15,12 @@ export async function run(inv: Invocation): Promise<number> {
         inv.out(`${s.role.padEnd(9)} ${s.location}: ${s.now.alive ? 'alive' : 'DEAD'}, checked ${new Date(s.now.checked).toISOString()}, latency ${s.now.latencyMs ?? '?'} ms${s.now.error ? `, ${s.now.error}` : ''} (cache: ${was})`);
       }
     }
-    return r.storages.every((s) => s.now.alive) ? 0 : 1;
+    const dead = r.storages.filter((s) => !s.now.alive);
+    if (dead.length === 0) return 0;
+    // Like every failure: the catalogue code and a hint on stderr (exit 1 belongs to archive-get).
+    inv.log.error(`${dead.map((s) => s.location).join(', ')} ${dead.length === 1 ? 'is' : 'are'} not usable [STORAGE_IO]`);
+    inv.log.hint('Check the endpoint, network and credentials of the storage named; holdfast keeps using the other storages meanwhile (failover), and `holdfast storage sync` copies what they received once it is back.');
+    return CATALOGUE.STORAGE_IO.exit;
   }
   const r = await storageSync(repoRef(inv), inv.ctx, inv.options.bool('dry-run'));
   if (inv.json) inv.outJson(r);

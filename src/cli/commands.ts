@@ -164,7 +164,7 @@ export const COMMANDS: readonly CommandSpec[] = [
     usage: 'holdfast storage status [--json]',
     description:
       'Probes every storage of the repository now (--repo and each --repo-secondary: write, read back and delete a small object, within --storage-probe-timeout) and shows whether it is alive, when it was checked, the probe latency, and what the status cache shared by this host\'s holdfast processes said before. ' +
-      'The probe results replace the cached status. Needs no password. Exit code 1 when a storage is not usable.',
+      'The probe results replace the cached status. Needs no password. Exit code 19 (STORAGE_IO) when a storage is not usable.',
     examples: ['holdfast storage status --repo s3://backups/db1 --repo-secondary sftp://backup@nas/srv/db1'],
     minArgs: 0,
     maxArgs: 0,

@@ -88,6 +88,8 @@ describe('failover between an S3 primary and a local secondary', { skip: motoSki
       write(3);
       const third = ok(['backup', src, '--json', '--log-level', 'debug', ...flags], env);
       assert.doesNotMatch(third.stderr, /retrying|marked dead|not usable/, 'no attempt on the dead primary');
+      // storage status reports the hung primary (exit 19, the storage failure code).
+      fails(['storage', 'status', ...flags], env, 19, 'STORAGE_IO', primary);
       // Deleting needs every storage.
       fails(['prune', ...flags], env, 19, 'STORAGE_IO', 'needs every storage');
       fails(['forget', first, ...flags], env, 19, 'STORAGE_IO', 'needs every storage');
