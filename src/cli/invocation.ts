@@ -7,7 +7,6 @@ import type { Options } from '../config/resolve.js';
 import type { Logger } from '../ui/output.js';
 import type { OpContext, RepoRef } from '../ops/context.js';
 import type { S3Settings, SftpSettings, StorageSettings } from '../storage/settings.js';
-import { DEFAULT_RETRY } from '../storage/retry.js';
 
 export interface Invocation {
   readonly command: string;
@@ -52,7 +51,7 @@ export function storageSettings(inv: Invocation): StorageSettings {
     quorum: num('storage-quorum'),
     statusTtlMs: num('storage-status-ttl'),
     probeTimeoutMs: num('storage-probe-timeout'),
-    retry: { ...DEFAULT_RETRY, requestTimeoutMs: num('storage-timeout') ?? DEFAULT_RETRY.requestTimeoutMs, deadlineMs: num('storage-deadline') ?? DEFAULT_RETRY.deadlineMs, maxAttempts: num('storage-retries') ?? DEFAULT_RETRY.maxAttempts },
+    retry: { requestTimeoutMs: o.num('storage-timeout'), deadlineMs: o.num('storage-deadline'), maxAttempts: o.num('storage-retries') },
     log: (level, m) => inv.log[level](m),
   };
 }

@@ -15,7 +15,7 @@ export async function initRepository(ref: RepoRef, p: InitParams): Promise<{ id:
   if (!(p.chunkMin <= p.chunkAvg && p.chunkAvg <= p.chunkMax)) {
     throw new HoldfastError('CONFIG_INVALID', `chunk sizes must satisfy min <= avg <= max (got ${p.chunkMin}, ${p.chunkAvg}, ${p.chunkMax})`, {});
   }
-  const repo = await Repository.init(openBackend(ref.location, ref.storage), ref.password, {
+  const repo = await Repository.init(await openBackend(ref.location, ref.storage), ref.password, {
     kdf: kdfParams(p.kdfCost),
     chunker: { min: p.chunkMin, avg: p.chunkAvg, max: p.chunkMax },
   });

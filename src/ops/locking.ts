@@ -7,7 +7,6 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { HoldfastError } from '../errors/catalogue.js';
 import { type Repository, storageToHoldfast } from '../repository/repository.js';
-import { MultiBackend } from '../storage/multi.js';
 import { LocalLock, checkLockDirPlacement, defaultLockDir } from '../locks/local.js';
 import { type LockKind, acquireLock } from '../locks/protocol.js';
 import { RepositoryLockStore } from '../locks/repository.js';
@@ -82,7 +81,7 @@ export async function withRepoLock<T>(repo: Repository, location: string, ctx: O
   const held = await acquireLock(store, { kind, operation, scope: `repository ${location}`, waitMs: s.waitMs, ttlMs: s.ttlMs, refreshMs: s.refreshMs, removeStale: s.removeStale, log: ctx.log, signal: ctx.signal });
   repo.setCommitGuard(() => held.verify());
   try {
-    if (opts.allStorages && repo.backend instanceof MultiBackend) {
+    if (opts.allStorages && repo.backend.requireAllAlive) {
       try {
         await repo.backend.requireAllAlive();
       } catch (err) {

@@ -313,7 +313,7 @@ function gmac(key: Buffer, nonce: Buffer, file: string, data: readonly Buffer[])
 
 /** Identifies a repository instance without its key: the SHA-256 of its stored (encrypted) config object. */
 export async function repositoryInstance(location: string, settings?: StorageSettings): Promise<string> {
-  const backend = openBackend(location, settings);
+  const backend = await openBackend(location, settings);
   try {
     return createHash('sha256').update(await backend.get('config')).digest('hex');
   } catch (err) {

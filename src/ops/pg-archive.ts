@@ -19,7 +19,7 @@ import { parseTimelineHistory, parseWalName } from '../wal/names.js';
 import type { OpContext, RepoRef } from './context.js';
 import { openRepository } from './repo.js';
 import { withRepoLock } from './locking.js';
-import { isUncertainAbsence } from '../storage/multi.js';
+import { isUncertainAbsence } from '../storage/backend.js';
 import { useSyncCompression } from '../repository/compress.js';
 import { checkClusterName } from './pg-archive-spool.js';
 

@@ -8,7 +8,7 @@ export { openBackend };
 
 export async function openRepository(ref: RepoRef, loadIndex = true): Promise<Repository> {
   const keyCache = ref.keyCacheDir ? new FileKeyCache(ref.keyCacheDir) : undefined;
-  const repo = await Repository.open(openBackend(ref.location, ref.storage), ref.password, { keyCache });
+  const repo = await Repository.open(await openBackend(ref.location, ref.storage), ref.password, { keyCache });
   if (loadIndex) await repo.loadIndex();
   return repo;
 }

@@ -27,7 +27,7 @@ export interface StorageStatusResult {
 
 /** Probe every storage now (the cache is updated), and report it with what the cache said before. */
 export async function storageStatus(ref: RepoRef): Promise<StorageStatusResult> {
-  const backend = openBackend(ref.location, ref.storage);
+  const backend = await openBackend(ref.location, ref.storage);
   try {
     if (!(backend instanceof MultiBackend)) {
       const single = new MultiBackend([{ location: ref.location, backend }], { mode: 'failover', statusTtlMs: 0, probeTimeoutMs: ref.storage?.probeTimeoutMs ?? 5000 }, { get: () => undefined, set: () => undefined });

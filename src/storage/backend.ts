@@ -53,6 +53,11 @@ export interface Backend {
   delete(name: string, options?: DeleteOptions): Promise<void>;
   openWriter(): Promise<ObjectWriter>;
   close(): Promise<void>;
+  /**
+   * Backends made of several storages (multi.ts): fail unless every storage is usable. Operations
+   * that delete call it first (docs/design.md §19); single storages do not have it.
+   */
+  requireAllAlive?(): Promise<void>;
 }
 
 export interface ObjectWriter {
@@ -144,6 +149,21 @@ export class StorageError extends Error {
   get permanent(): boolean {
     return this.kind !== 'transient' && this.kind !== 'io';
   }
+}
+
+/**
+ * A read found nothing on the storages that answered while another storage could not be asked
+ * (multi.ts): the object may well be there. Callers that only look for an object to avoid storing
+ * it twice (archive-push) may go on; everything else treats it as the storage failure it is.
+ */
+export class UncertainAbsenceError extends StorageError {}
+
+/** Whether `err` (or an error it was made from) is an UncertainAbsenceError. */
+export function isUncertainAbsence(err: unknown): boolean {
+  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
+    if (e instanceof UncertainAbsenceError) return true;
+  }
+  return false;
 }
 
 export function isNotFound(err: unknown): boolean {

@@ -24,7 +24,7 @@
  * was pruned elsewhere.
  */
 import { randomBytes } from 'node:crypto';
-import { type Backend, type ByteRange, type Capabilities, type DeleteOptions, type ObjectInfo, type ObjectWriter, type PutData, type PutOptions, StorageError, putParts } from './backend.js';
+import { type Backend, type ByteRange, type Capabilities, type DeleteOptions, type ObjectInfo, type ObjectWriter, type PutData, type PutOptions, StorageError, UncertainAbsenceError, putParts } from './backend.js';
 
 export type StorageMode = 'failover' | 'replicate';
 
@@ -77,21 +77,6 @@ export interface MultiSettings {
 export interface Member {
   readonly location: string;
   readonly backend: Backend;
-}
-
-/**
- * A read found nothing on the storages that answered while another storage could not be asked:
- * the object may well be there. Callers that only look for an object in order to avoid storing
- * it twice (archive-push) may go on; everything else treats it as the storage failure it is.
- */
-export class UncertainAbsenceError extends StorageError {}
-
-/** Whether `err` (or an error it was made from) is an UncertainAbsenceError. */
-export function isUncertainAbsence(err: unknown): boolean {
-  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
-    if (e instanceof UncertainAbsenceError) return true;
-  }
-  return false;
 }
 
 function retryable(err: unknown): boolean {

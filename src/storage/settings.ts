@@ -39,8 +39,8 @@ export interface StorageSettings {
   readonly statusTtlMs?: number | undefined;
   /** A probe (write, read back, delete a small object) fails after this long (default 5 s). */
   readonly probeTimeoutMs?: number | undefined;
-  /** Remote drivers' requests: timeout, deadline and attempts (storage/retry.ts). */
-  readonly retry?: RetrySettings | undefined;
+  /** Remote drivers' requests: timeout, deadline and attempts (storage/retry.ts DEFAULT_RETRY for the rest). */
+  readonly retry?: Partial<RetrySettings> | undefined;
   /** Where the shared status cache lives (default: holdfast's state directory). */
   readonly stateDir?: string | undefined;
   /** Messages about storages (marked dead, probed, cache problems). */
