@@ -26,7 +26,7 @@ import { randomBytes } from 'node:crypto';
 import { HoldfastError } from '../errors/catalogue.js';
 import { decodeTree } from '../files/tree.js';
 import { RepositoryLockStore } from '../locks/repository.js';
-import { type LockRecord, describeRecord, judge } from '../locks/protocol.js';
+import { type LockName, type LockRecord, describeRecord, judge } from '../locks/protocol.js';
 import type { IndexFileContent, IndexPack } from '../repository/index-file.js';
 import { encodeIndex } from '../repository/index-file.js';
 import { type BlobType, type PackEntry, packName, parsePack } from '../repository/pack.js';
@@ -174,29 +174,26 @@ class Pruner {
     return marks;
   }
 
-  /** Descriptions of the mark's locks that are still held by an operation that uses blobs. */
-  private async waitingFor(mark: Mark): Promise<string[]> {
-    const want = new Set(mark.locks);
-    const out: string[] = [];
+  /** The live (not stale) repository locks whose names `pick` selects. */
+  private async liveLocks(pick: (name: LockName) => boolean): Promise<LockRecord[]> {
+    const out: LockRecord[] = [];
     for (const name of await this.locks.list()) {
-      if (!want.has(name.id)) continue;
+      if (!pick(name)) continue;
       const rec = await this.locks.read(name);
-      if (rec === 'gone' || rec === 'unreadable') continue;
-      if (!judge(rec).stale) out.push(describeRecord(rec));
+      if (rec !== 'gone' && rec !== 'unreadable' && !judge(rec).stale) out.push(rec);
     }
     return out;
   }
 
+  /** Descriptions of the mark's locks that are still held. */
+  private async waitingFor(mark: Mark): Promise<string[]> {
+    const want = new Set(mark.locks);
+    return (await this.liveLocks((n) => want.has(n.id))).map((rec) => describeRecord(rec));
+  }
+
   /** Locks held now (other than prune's own) by operations that may use blobs. */
   private async blobLocks(): Promise<LockRecord[]> {
-    const out: LockRecord[] = [];
-    for (const name of await this.locks.list()) {
-      if (name.kind === 'maintenance') continue;
-      const rec = await this.locks.read(name);
-      if (rec === 'gone' || rec === 'unreadable') continue;
-      if (usesBlobs(rec.operation) && !judge(rec).stale) out.push(rec);
-    }
-    return out;
+    return (await this.liveLocks((n) => n.kind !== 'maintenance')).filter((rec) => usesBlobs(rec.operation));
   }
 
   private async readIndex(): Promise<ReadIndex> {

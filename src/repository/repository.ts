@@ -507,15 +507,14 @@ export class Repository {
    * the first unreadable one is an error; with `onError` each failure is reported and loading
    * goes on (check, repair).
    */
-  async loadIndex(onError?: (id: string, err: HoldfastError) => void): Promise<IndexFiles> {
-    const read = await this.readIndexFiles(onError);
-    for (const { id, content } of read.files) {
-      if (read.superseded.has(id)) continue;
+  async loadIndex(onError?: (id: string, err: HoldfastError) => void): Promise<void> {
+    const { files, superseded } = await this.readIndexFiles(onError);
+    for (const { id, content } of files) {
+      if (superseded.has(id)) continue;
       this.indexFiles.push(id);
       for (const p of content.packs) this.index.add(p);
     }
     this.indexLoaded = true;
-    return read;
   }
 
   /**

@@ -166,6 +166,13 @@ export function isUncertainAbsence(err: unknown): boolean {
   return false;
 }
 
+/** Every entry of a listing, gathered (wrappers that hold a slot or retry a listing as a whole). */
+export async function listWhole(backend: Backend, prefix: string): Promise<ObjectInfo[]> {
+  const out: ObjectInfo[] = [];
+  for await (const o of backend.list(prefix)) out.push(o);
+  return out;
+}
+
 export function isNotFound(err: unknown): boolean {
   return err instanceof StorageError && err.kind === 'not-found';
 }

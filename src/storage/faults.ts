@@ -13,7 +13,7 @@
  *   half) and then fails with `transient`: a store that does not write atomically.
  */
 import type { Backend, ByteRange, Capabilities, DeleteOptions, ObjectInfo, ObjectWriter, PutData, PutOptions, StorageErrorKind } from './backend.js';
-import { StorageError, putParts } from './backend.js';
+import { StorageError, listWhole, putParts } from './backend.js';
 
 export type FaultOp = 'put' | 'get' | 'stat' | 'list' | 'delete' | 'commit';
 
@@ -136,12 +136,7 @@ export class FaultBackend implements Backend {
   }
 
   async *list(prefix: string): AsyncIterable<ObjectInfo> {
-    const all = await this.apply('list', prefix, async () => {
-      const out: ObjectInfo[] = [];
-      for await (const o of this.inner.list(prefix)) out.push(o);
-      return out;
-    });
-    yield* all;
+    yield* await this.apply('list', prefix, () => listWhole(this.inner, prefix));
   }
 
   delete(name: string, options?: DeleteOptions): Promise<void> {

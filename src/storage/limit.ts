@@ -2,7 +2,7 @@
  * Concurrency-limiting wrapper: at most `limit` requests in flight against the inner backend.
  * Listing holds a slot only while it fetches, not while the caller consumes entries.
  */
-import type { Backend, ByteRange, Capabilities, ObjectInfo, ObjectWriter, PutData, PutOptions, DeleteOptions } from './backend.js';
+import { type Backend, type ByteRange, type Capabilities, type ObjectInfo, type ObjectWriter, type PutData, type PutOptions, type DeleteOptions, listWhole } from './backend.js';
 import { Semaphore } from '../util/semaphore.js';
 
 export class LimitBackend implements Backend {
@@ -29,12 +29,7 @@ export class LimitBackend implements Backend {
   }
 
   async *list(prefix: string): AsyncIterable<ObjectInfo> {
-    const all: ObjectInfo[] = await this.sem.run(async () => {
-      const out: ObjectInfo[] = [];
-      for await (const o of this.inner.list(prefix)) out.push(o);
-      return out;
-    });
-    yield* all;
+    yield* await this.sem.run(() => listWhole(this.inner, prefix));
   }
 
   delete(name: string, options?: DeleteOptions): Promise<void> {

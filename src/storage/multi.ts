@@ -24,7 +24,7 @@
  * was pruned elsewhere.
  */
 import { randomBytes } from 'node:crypto';
-import { type Backend, type ByteRange, type Capabilities, type DeleteOptions, type ObjectInfo, type ObjectWriter, type PutData, type PutOptions, StorageError, UncertainAbsenceError, putParts } from './backend.js';
+import { type Backend, type ByteRange, type Capabilities, type DeleteOptions, type ObjectInfo, type ObjectWriter, type PutData, type PutOptions, StorageError, UncertainAbsenceError, BufferedWriter, listWhole, putParts } from './backend.js';
 
 export type StorageMode = 'failover' | 'replicate';
 
@@ -279,9 +279,7 @@ export class MultiBackend implements Backend {
     for (const [i, m] of this.members.entries()) {
       if (!(await this.alive(i))) continue;
       try {
-        const here: ObjectInfo[] = [];
-        for await (const o of m.backend.list(prefix)) here.push(o);
-        for (const o of here) if (!seen.has(o.name)) seen.set(o.name, o);
+        for (const o of await listWhole(m.backend, prefix)) if (!seen.has(o.name)) seen.set(o.name, o);
         usable++;
       } catch (err) {
         if (!retryable(err)) throw this.own(err);
@@ -306,22 +304,7 @@ export class MultiBackend implements Backend {
 
   /** Parts are kept (copied) and committed with `put`, so they can go to whichever storage is alive. */
   async openWriter(): Promise<ObjectWriter> {
-    let parts: Uint8Array[] = [];
-    return {
-      write: async (more) => {
-        for (const p of more) parts.push(Uint8Array.prototype.slice.call(p));
-      },
-      commit: async (name, options) => {
-        try {
-          await this.put(name, parts, options);
-        } finally {
-          parts = [];
-        }
-      },
-      abort: async () => {
-        parts = [];
-      },
-    };
+    return new BufferedWriter(this);
   }
 
   async close(): Promise<void> {

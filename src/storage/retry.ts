@@ -26,7 +26,7 @@
  *   upload is repeated whole; beyond that the object is streamed to the driver's own writer.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { type Backend, type ByteRange, type Capabilities, type DeleteOptions, type ObjectInfo, type ObjectWriter, type PutData, type PutOptions, StorageError, putParts } from './backend.js';
+import { type Backend, type ByteRange, type Capabilities, type DeleteOptions, type ObjectInfo, type ObjectWriter, type PutData, type PutOptions, StorageError, listWhole, putParts } from './backend.js';
 
 export interface RetrySettings {
   /** One request may take this long before it counts as failed (transient). */
@@ -141,12 +141,7 @@ export class RetryBackend implements Backend {
   }
 
   async *list(prefix: string): AsyncIterable<ObjectInfo> {
-    const all = await this.run('list', prefix, async () => {
-      const out: ObjectInfo[] = [];
-      for await (const o of this.inner.list(prefix)) out.push(o);
-      return out;
-    });
-    yield* all;
+    yield* await this.run('list', prefix, () => listWhole(this.inner, prefix));
   }
 
   delete(name: string, options?: DeleteOptions): Promise<void> {
