@@ -2,7 +2,7 @@ import { statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import * as path from 'node:path';
 import type { Invocation } from './invocation.js';
-import { repoRef } from './invocation.js';
+import { repoRef, storageFlags } from './invocation.js';
 import type { RepoRef } from '../ops/context.js';
 import type { PushResult } from '../ops/pg-archive.js';
 import { answerFromSpool, spoolDirFor } from '../ops/pg-archive-spool.js';
@@ -81,12 +81,7 @@ function workerCommand(inv: Invocation, ref: RepoRef, cluster: string, walPath: 
     if (typeof v === 'number') args.push(`--${name}`, `${v}ms`);
   }
   if (o.get('remove-stale-locks') === false) args.push('--no-remove-stale-locks');
-  // Storage options given as flags (the environment and config file reach the worker anyway).
-  for (const name of ['s3-endpoint', 's3-region', 's3-storage-class', 's3-sse', 's3-sse-kms-key-id']) {
-    const v = o.str(name);
-    if (v !== undefined) args.push(`--${name}`, v);
-  }
-  if (o.bool('s3-path-style')) args.push('--s3-path-style');
+  args.push(...storageFlags(inv));
   args.push(path.dirname(path.resolve(walPath)));
   return { args, env };
 }

@@ -1,11 +1,10 @@
 import * as path from 'node:path';
 import type { Invocation } from './invocation.js';
-import { repoRef } from './invocation.js';
+import { repoRef, storageFlags } from './invocation.js';
 import { pgBackup } from '../ops/pg-backup.js';
 import { pgRestore } from '../ops/pg-restore.js';
 import { expireAfterBackup, expirePolicyAfterBackup } from './cmd-pg-expire.js';
 import { shellQuote } from '../postgres/recovery.js';
-import { OPTIONS } from '../config/options.js';
 import { CATALOGUE, HoldfastError } from '../errors/catalogue.js';
 import { formatBytes, formatDuration } from '../ui/output.js';
 
@@ -87,28 +86,6 @@ function tablespaceMap(items: readonly string[]): Map<string, string> {
     map.set(m[1]!, path.resolve(m[2]!));
   }
   return map;
-}
-
-/**
- * The storage options given to this command (secondary storages, S3 and SFTP settings, retries),
- * as flags, so restore_command reaches the same storages. Credentials are not among them: S3
- * credentials come from the server's environment or the postgres user's AWS configuration.
- */
-function storageFlags(inv: Invocation): string[] {
-  const out: string[] = [];
-  for (const spec of OPTIONS) {
-    if (!(spec.name === 'repo-secondary' || /^(s3|sftp|storage)-/.test(spec.name))) continue;
-    const source = inv.options.source(spec.name);
-    if (source === undefined || source === 'default') continue;
-    const v = inv.options.get(spec.name);
-    if (spec.type === 'bool') out.push(v === true ? `--${spec.name}` : `--no-${spec.name}`);
-    // Local locations absolute: restore_command runs in the data directory.
-    else if (spec.type === 'list') for (const item of inv.options.list(spec.name)) out.push(`--${spec.name}`, /^[a-z][a-z0-9+.-]*:\/\//i.test(item) ? item : path.resolve(item));
-    else if (spec.type === 'duration') out.push(`--${spec.name}`, `${String(v)}ms`);
-    else if (spec.type === 'path') out.push(`--${spec.name}`, path.resolve(String(v)));
-    else out.push(`--${spec.name}`, String(v));
-  }
-  return out;
 }
 
 /** The restore_command that fetches WAL from this repository, as this holdfast was invoked. */

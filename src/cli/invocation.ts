@@ -7,6 +7,8 @@ import type { Options } from '../config/resolve.js';
 import type { Logger } from '../ui/output.js';
 import type { OpContext, RepoRef } from '../ops/context.js';
 import type { S3Settings, SftpSettings, StorageSettings } from '../storage/settings.js';
+import * as path from 'node:path';
+import { OPTIONS } from '../config/options.js';
 
 export interface Invocation {
   readonly command: string;
@@ -72,6 +74,29 @@ function s3Settings(inv: Invocation): S3Settings {
 /** Settings of the SFTP driver from the --sftp-* options (used only by sftp:// locations). */
 function sftpSettings(inv: Invocation): SftpSettings {
   return { identityFile: inv.options.str('sftp-identity'), knownHosts: inv.options.str('sftp-known-hosts') };
+}
+
+/**
+ * The storage options given to this command (secondary storages, S3 and SFTP settings, retries),
+ * as flags, for the commands it writes or starts (restore_command, the async archive worker), so
+ * they reach the same storages. Credentials are not among them: S3 credentials come from the
+ * environment or the AWS configuration of the user running them.
+ */
+export function storageFlags(inv: Invocation): string[] {
+  const out: string[] = [];
+  for (const spec of OPTIONS) {
+    if (!(spec.name === 'repo-secondary' || /^(s3|sftp|storage)-/.test(spec.name))) continue;
+    const source = inv.options.source(spec.name);
+    if (source === undefined || source === 'default') continue;
+    const v = inv.options.get(spec.name);
+    if (spec.type === 'bool') out.push(v === true ? `--${spec.name}` : `--no-${spec.name}`);
+    // Local locations absolute: restore_command runs in the data directory.
+    else if (spec.type === 'list') for (const item of inv.options.list(spec.name)) out.push(`--${spec.name}`, /^[a-z][a-z0-9+.-]*:\/\//i.test(item) ? item : path.resolve(item));
+    else if (spec.type === 'duration') out.push(`--${spec.name}`, `${String(v)}ms`);
+    else if (spec.type === 'path') out.push(`--${spec.name}`, path.resolve(String(v)));
+    else out.push(`--${spec.name}`, String(v));
+  }
+  return out;
 }
 
 /** A password from the environment, a file, or the terminal, in that order. */
