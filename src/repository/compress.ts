@@ -124,26 +124,162 @@ export function frameContentSize(z: Buffer): number | undefined {
   }
 }
 
+/** A compressed payload that cannot be decoded: damaged, forged, or larger than allowed. */
+export class DecompressError extends Error {
+  override name = 'DecompressError';
+}
+
 /**
- * Decompress a payload. With `rawLength` known (blobs), a payload of up to 8 MiB is decoded
- * synchronously by the native helper when it is available (no thread-pool round trip per blob);
- * so is a small one whose single frame declares its size (sealed files and named objects). A
- * payload that is not exactly that one frame fails the size check and takes the async path.
+ * The most plaintext one object may decompress to, unless the caller says less. Nothing holdfast
+ * writes comes near it: data chunks are at most 64 MiB, the largest WAL segment PostgreSQL
+ * allows is 1 GiB, index and snapshot files and trees are far smaller in practice. Twice the
+ * largest WAL segment leaves room for the zstd block bound (below), which legitimate payloads
+ * exceed by a few percent at levels that split blocks (measured: up to 1.19 at levels 16 to 22).
  */
-export async function decompress(mode: number, payload: Buffer, rawLength?: number): Promise<Buffer> {
-  if (mode === MODE_NONE) return payload;
-  if (mode === MODE_ZSTD) {
-    const sync = loadHelper()?.decompress;
-    if (sync && rawLength !== undefined && rawLength <= 8 << 20) return sync(payload, rawLength);
-    const declared = sync && rawLength === undefined && payload.length <= SMALL ? frameContentSize(payload) : undefined;
-    if (declared !== undefined && declared <= SMALL * 16) {
-      try {
-        return sync!(payload, declared);
-      } catch {
-        // more than one frame, or damaged: the async decoder reports it
-      }
+export const MAX_PLAINTEXT = 2 ** 31;
+
+/** Largest regenerated size of one zstd block (RFC 8878 §3.1.1.2.4: Block_Maximum_Size). */
+const BLOCK_SIZE_MAX = 128 << 10;
+const ZSTD_MAGIC = 0xfd2fb528;
+
+export interface FrameScan {
+  /**
+   * An upper bound of what the payload can decompress to: raw and RLE blocks regenerate exactly
+   * their Block_Size, a compressed block at most Block_Maximum_Size, and a conforming decoder
+   * (libzstd, which both bindings use) rejects a block that would exceed it.
+   */
+  readonly bound: number;
+  /** The sum of the frames' declared content sizes, when every frame declares one. */
+  readonly declared: number | undefined;
+  readonly frames: number;
+}
+
+/**
+ * Walk the frame and block headers of a zstd payload (one or more frames, RFC 8878) without
+ * decoding anything: validates the structure (magic numbers, reserved bits, block types, every
+ * block within the payload and within its frame's Block_Maximum_Size, no trailing bytes) and
+ * bounds the decompressed size, so that no decoder is ever asked to produce more than a caller
+ * allows. Linear in the number of blocks (each at least 3 bytes); allocates nothing.
+ */
+export function scanFrames(z: Buffer): FrameScan {
+  if (z.length === 0) throw new DecompressError('empty zstd payload');
+  let o = 0;
+  let bound = 0;
+  let declared: number | undefined = 0;
+  let frames = 0;
+  const need = (n: number, what: string): void => {
+    if (o + n > z.length) throw new DecompressError(`zstd payload truncated: ${what} needs ${n} bytes at offset ${o}, payload has ${z.length}`);
+  };
+  while (o < z.length) {
+    need(4, 'a frame magic number');
+    const magic = z.readUInt32LE(o);
+    o += 4;
+    if ((magic & 0xfffffff0) === 0x184d2a50) {
+      // Skippable frame: a length and that many bytes, no content.
+      need(4, 'a skippable frame length');
+      const len = z.readUInt32LE(o);
+      o += 4;
+      need(len, 'a skippable frame');
+      o += len;
+      continue;
     }
-    return (await zstd()).decompress(payload);
+    if (magic !== ZSTD_MAGIC) throw new DecompressError(`not a zstd frame at offset ${o - 4} (magic 0x${magic.toString(16).padStart(8, '0')})`);
+    frames++;
+    need(1, 'a frame header');
+    const fhd = z[o++]!;
+    if (fhd & 0x08) throw new DecompressError(`zstd frame ${frames} sets a reserved header bit`);
+    const singleSegment = (fhd >> 5) & 1;
+    const fcsFlag = fhd >> 6;
+    const didBytes = [0, 1, 2, 4][fhd & 3]!;
+    const fcsBytes = fcsFlag === 0 ? singleSegment : 1 << fcsFlag;
+    need(1 - singleSegment + didBytes + fcsBytes, 'a frame header');
+    let window = 0;
+    if (!singleSegment) {
+      const wd = z[o++]!;
+      const base = 2 ** (10 + (wd >> 3));
+      window = base + (base / 8) * (wd & 7);
+    }
+    o += didBytes;
+    let fcs: number | undefined;
+    if (fcsBytes === 1) fcs = z[o]!;
+    else if (fcsBytes === 2) fcs = z.readUInt16LE(o) + 256;
+    else if (fcsBytes === 4) fcs = z.readUInt32LE(o);
+    else if (fcsBytes === 8) fcs = z.readUInt32LE(o) + z.readUInt32LE(o + 4) * 2 ** 32; // inexact past 2^53: only compared with bounds far below
+    o += fcsBytes;
+    if (singleSegment) window = fcs!;
+    const blockMax = Math.min(window, BLOCK_SIZE_MAX);
+    let frameBound = 0;
+    for (let last = 0; !last; ) {
+      need(3, 'a block header');
+      const h = z[o]! | (z[o + 1]! << 8) | (z[o + 2]! << 16);
+      o += 3;
+      last = h & 1;
+      const type = (h >> 1) & 3;
+      const size = h >>> 3;
+      if (type === 3) throw new DecompressError(`zstd frame ${frames} has a block of the reserved type`);
+      if (size > blockMax) throw new DecompressError(`zstd frame ${frames} has a block of ${size} bytes, more than its maximum ${blockMax}`);
+      need(type === 1 ? 1 : size, 'a block');
+      o += type === 1 ? 1 : size;
+      frameBound += type === 2 ? blockMax : size;
+    }
+    if (fhd & 0x04) {
+      need(4, 'a content checksum');
+      o += 4;
+    }
+    if (fcs !== undefined && fcs > frameBound) throw new DecompressError(`zstd frame ${frames} declares ${fcs} bytes but its blocks hold at most ${frameBound}`);
+    bound += frameBound;
+    declared = fcs === undefined || declared === undefined ? undefined : declared + fcs;
   }
-  throw new RangeError(`unknown compression mode ${mode}`);
+  if (frames === 0) throw new DecompressError('zstd payload holds no frame');
+  return { bound, declared, frames };
+}
+
+/** Largest known-size payload decoded synchronously by the native helper, in any thread. */
+const SYNC_MAX = 8 << 20;
+
+/**
+ * Decompress a payload to at most `limit` bytes (`MAX_PLAINTEXT` unless the caller knows
+ * better); with `rawLength` (blobs) to exactly that many. Every failure is a DecompressError:
+ * an unknown mode, a damaged or forged payload, one that would decompress to more than allowed.
+ *
+ * Memory never follows a length read from the payload: the frame and block headers are walked
+ * first (scanFrames), a declared or expected size the blocks cannot hold is refused before
+ * anything is allocated, and a payload whose blocks could regenerate more than `limit` is refused
+ * rather than decoded (a decompression bomb). With `rawLength` known (blobs), a payload of up to
+ * 8 MiB is decoded synchronously by the native helper when it is available (no thread-pool round
+ * trip per blob) into a buffer of exactly that size; so is a small one whose frames declare their
+ * sizes (sealed files and named objects).
+ */
+export async function decompress(mode: number | undefined, payload: Buffer, rawLength?: number, limit = MAX_PLAINTEXT): Promise<Buffer> {
+  if (rawLength !== undefined && !(Number.isSafeInteger(rawLength) && rawLength >= 0)) throw new DecompressError(`invalid expected size ${rawLength}`);
+  if (rawLength !== undefined && rawLength > limit) throw new DecompressError(`expected size ${rawLength} is more than the ${limit} bytes allowed`);
+  if (mode === MODE_NONE) {
+    if (payload.length > limit) throw new DecompressError(`payload of ${payload.length} bytes is more than the ${limit} bytes allowed`);
+    return payload;
+  }
+  if (mode !== MODE_ZSTD) throw new DecompressError(mode === undefined ? 'no compression mode byte (empty plaintext)' : `unknown compression mode ${mode}`);
+  const scan = scanFrames(payload);
+  if (rawLength !== undefined && rawLength > scan.bound) throw new DecompressError(`expected size ${rawLength} is more than the payload's blocks can hold (${scan.bound})`);
+  if (rawLength !== undefined && scan.declared !== undefined && scan.declared !== rawLength) throw new DecompressError(`frames declare ${scan.declared} bytes, ${rawLength} expected`);
+  if (scan.declared !== undefined && scan.declared > limit) throw new DecompressError(`frames declare ${scan.declared} bytes, more than the ${limit} bytes allowed`);
+  const sync = loadHelper()?.decompress;
+  const exact = rawLength ?? (payload.length <= SMALL && scan.declared !== undefined && scan.declared <= SMALL * 16 ? scan.declared : undefined);
+  let out: Buffer;
+  if (sync && exact !== undefined && exact <= SYNC_MAX) {
+    try {
+      out = sync(payload, exact);
+    } catch (err) {
+      throw new DecompressError(`zstd: ${(err as Error).message}`, { cause: err });
+    }
+  } else {
+    if (scan.bound > limit) throw new DecompressError(`payload could decompress to ${scan.bound} bytes, more than the ${limit} bytes allowed`);
+    const binding = await zstd();
+    try {
+      out = await binding.decompress(payload);
+    } catch (err) {
+      throw new DecompressError(`zstd: ${(err as Error).message}`, { cause: err });
+    }
+  }
+  if (out.length > limit || (rawLength !== undefined && out.length !== rawLength)) throw new DecompressError(`decompressed to ${out.length} bytes, ${rawLength ?? `at most ${limit}`} expected`);
+  return out;
 }
