@@ -7,9 +7,11 @@
  *   pack count (u32 LE), then per pack:
  *     pack id (32) · pack size (u48 LE) · entry count (u32 LE) · entries (45 bytes each, as in pack.ts)
  *
- * Counts are validated against the remaining length before anything is allocated.
+ * Counts are validated against the remaining length before anything is allocated, and every entry
+ * against its pack's size, so no later range read is asked for bytes the pack cannot hold.
  */
-import { ENTRY_LEN, PackFormatError, type PackEntry, decodeEntries, encodeEntries } from './pack.js';
+import { SEAL_OVERHEAD } from './crypto.js';
+import { ENTRY_LEN, MAX_HEADER_ENTRIES, PACK_MAGIC, PackFormatError, type PackEntry, TRAILER_LEN, decodeEntries, encodeEntries } from './pack.js';
 
 const MAGIC = Buffer.from('HFIX', 'latin1');
 const VERSION = 1;
@@ -43,6 +45,16 @@ export function encodeIndex(content: IndexFileContent): Buffer {
   return Buffer.concat(parts);
 }
 
+/** Bytes of a pack record before its entries: id (32), size (u48), entry count (u32). */
+const PACK_RECORD_LEN = 32 + 6 + 4;
+/** The smallest pack: magic, a sealed header of no entries, trailer. */
+const MIN_PACK_SIZE = PACK_MAGIC.length + SEAL_OVERHEAD + TRAILER_LEN;
+
+/**
+ * Decode the plaintext of an index file. Throws PackFormatError on anything malformed: it sits
+ * behind authentication, but a leaked key or a writer bug must not turn into a crash or a huge
+ * allocation in every reader.
+ */
 export function decodeIndex(buf: Buffer): IndexFileContent {
   if (buf.length < 13 || !buf.subarray(0, 4).equals(MAGIC)) throw new PackFormatError('index magic missing');
   if (buf[4] !== VERSION) throw new PackFormatError(`index format version ${buf[4]} is not supported`);
@@ -59,16 +71,26 @@ export function decodeIndex(buf: Buffer): IndexFileContent {
   need(4, 'pack count');
   const np = buf.readUInt32LE(o);
   o += 4;
-  need(np * 42, 'pack list');
+  need(np * PACK_RECORD_LEN, 'pack list');
   const packs: IndexPack[] = [];
   for (let i = 0; i < np; i++) {
-    need(42, 'pack record');
+    need(PACK_RECORD_LEN, 'pack record');
     const id = buf.toString('hex', o, o + 32);
     const size = buf.readUIntLE(o + 32, 6);
     const count = buf.readUInt32LE(o + 38);
-    o += 42;
+    o += PACK_RECORD_LEN;
+    if (count > MAX_HEADER_ENTRIES) throw new PackFormatError(`index lists ${count} blobs in pack ${id}, more than a pack can hold (${MAX_HEADER_ENTRIES})`);
     need(count * ENTRY_LEN, `entries of pack ${id}`);
-    packs.push({ id, size, entries: decodeEntries(buf, o, count) });
+    const entries = decodeEntries(buf, o, count);
+    // Every blob must lie between the magic and the (sealed, so at least SEAL_OVERHEAD) header.
+    if (size < MIN_PACK_SIZE) throw new PackFormatError(`index gives pack ${id} ${size} bytes, too small for a pack`);
+    const end = size - TRAILER_LEN - SEAL_OVERHEAD;
+    for (const [j, e] of entries.entries()) {
+      if (e.offset < PACK_MAGIC.length || e.length < SEAL_OVERHEAD || e.offset + e.length > end) {
+        throw new PackFormatError(`index entry ${j} of pack ${id} (offset ${e.offset}, length ${e.length}) lies outside the pack's ${size} bytes`);
+      }
+    }
+    packs.push({ id, size, entries });
     o += count * ENTRY_LEN;
   }
   if (o !== buf.length) throw new PackFormatError(`index has ${buf.length - o} trailing bytes`);

@@ -62,8 +62,15 @@ export function encodeEntries(entries: readonly PackEntry[]): Buffer {
   return buf;
 }
 
+/**
+ * Decode `count` entries starting at `at` (by default the whole buffer, which must then be a whole
+ * number of entries). Checks the table lies within `buf` before anything is allocated; entries
+ * are not checked against a pack's layout here (decodeHeaderPlaintext and the index do that).
+ */
 export function decodeEntries(buf: Buffer, at = 0, count = buf.length / ENTRY_LEN): PackEntry[] {
-  if (!Number.isInteger(count) || at + count * ENTRY_LEN > buf.length) throw new PackFormatError(`entry table of ${buf.length - at} bytes is not a whole number of ${ENTRY_LEN}-byte entries`);
+  if (!Number.isSafeInteger(at) || at < 0 || at > buf.length) throw new PackFormatError(`entry table at offset ${at} lies outside ${buf.length} bytes`);
+  if (!Number.isSafeInteger(count) || count < 0) throw new PackFormatError(`entry table of ${buf.length - at} bytes is not a whole number of ${ENTRY_LEN}-byte entries`);
+  if (count * ENTRY_LEN > buf.length - at) throw new PackFormatError(`entry table of ${count} entries needs ${count * ENTRY_LEN} bytes at offset ${at}, only ${buf.length - at} present`);
   const out: PackEntry[] = [];
   for (let i = 0, o = at; i < count; i++, o += ENTRY_LEN) {
     const type = blobTypeFromCode(buf[o]!);
@@ -117,6 +124,7 @@ export class PackBuilder {
 
 /** Where the sealed header sits, from the trailer; validates lengths before anything is allocated. */
 export function headerLocation(packSize: number, trailer: Buffer): { offset: number; length: number } {
+  if (!Number.isSafeInteger(packSize) || packSize < PACK_MAGIC.length + TRAILER_LEN) throw new PackFormatError(`a pack of ${packSize} bytes is too short to be a pack`);
   if (trailer.length !== TRAILER_LEN || !trailer.subarray(4).equals(PACK_TRAILER_MAGIC)) throw new PackFormatError('pack trailer magic missing (truncated or not a pack)');
   const length = trailer.readUInt32LE(0);
   const maxLen = MAX_HEADER_ENTRIES * ENTRY_LEN + SEAL_OVERHEAD;
@@ -124,8 +132,15 @@ export function headerLocation(packSize: number, trailer: Buffer): { offset: num
   return { offset: packSize - TRAILER_LEN - length, length };
 }
 
-export function decodeHeader(key: Buffer, sealedHeader: Buffer, headerOffset: number): PackEntry[] {
-  const entries = decodeEntries(unseal(key, HEADER_AAD, sealedHeader));
+/**
+ * The entries of a pack header from its plaintext, each checked against the pack's layout: in file
+ * order, contiguous from the magic up to the header at `headerOffset`, every blob at least a
+ * sealed object's overhead long. Sits behind authentication (decodeHeader), and must still
+ * never fail other than with PackFormatError: a leaked key or a writer bug must not crash readers.
+ */
+export function decodeHeaderPlaintext(plain: Buffer, headerOffset: number): PackEntry[] {
+  if (plain.length % ENTRY_LEN !== 0 || plain.length > MAX_HEADER_ENTRIES * ENTRY_LEN) throw new PackFormatError(`pack header of ${plain.length} bytes is not a whole number of ${ENTRY_LEN}-byte entries (at most ${MAX_HEADER_ENTRIES})`);
+  const entries = decodeEntries(plain);
   let expect = PACK_MAGIC.length;
   for (const [i, e] of entries.entries()) {
     if (e.offset !== expect || e.length < SEAL_OVERHEAD || e.offset + e.length > headerOffset) throw new PackFormatError(`header entry ${i} (offset ${e.offset}, length ${e.length}) does not fit the pack layout`);
@@ -133,6 +148,11 @@ export function decodeHeader(key: Buffer, sealedHeader: Buffer, headerOffset: nu
   }
   if (expect !== headerOffset) throw new PackFormatError(`blobs end at ${expect} but the header starts at ${headerOffset}`);
   return entries;
+}
+
+/** Authenticate and decode a sealed pack header (DecryptError or PackFormatError on damage). */
+export function decodeHeader(key: Buffer, sealedHeader: Buffer, headerOffset: number): PackEntry[] {
+  return decodeHeaderPlaintext(unseal(key, HEADER_AAD, sealedHeader), headerOffset);
 }
 
 /** Parse a whole pack held in memory (check --read-data, repair). */
