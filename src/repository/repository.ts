@@ -868,6 +868,11 @@ function fileAad(kind: FileKind): Buffer {
   return Buffer.from(`holdfast:${kind}`, 'latin1');
 }
 
+/** A config is a few hundred bytes of JSON; it may not decompress to more than this. */
+const MAX_CONFIG = 1 << 20;
+/** The largest chunk size the option table allows (--chunk-max): bounds each worker's read window. */
+const MAX_CHUNK = 64 << 20;
+
 async function parseConfig(master: Buffer, sealed: Buffer, location: string): Promise<RepoConfig> {
   let plain: Buffer;
   try {
@@ -875,20 +880,38 @@ async function parseConfig(master: Buffer, sealed: Buffer, location: string): Pr
   } catch {
     throw new HoldfastError('INTEGRITY', `config of ${location} fails authentication: it is corrupt or was replaced`, { object: 'config', location, authFailed: true });
   }
-  let cfg: RepoConfig;
+  let cfg: unknown;
   try {
-    cfg = JSON.parse((await decompress(plain[0]!, plain.subarray(1))).toString('utf8')) as RepoConfig;
+    cfg = JSON.parse((await decompress(plain[0], plain.subarray(1), undefined, MAX_CONFIG)).toString('utf8'));
   } catch (err) {
     throw new HoldfastError('INTEGRITY', `config of ${location} is unreadable: ${(err as Error).message}`, { object: 'config', location });
   }
-  if (typeof cfg.version !== 'number' || cfg.version > REPO_VERSION) {
-    throw new HoldfastError('FORMAT_UNSUPPORTED', `repository format version ${String(cfg.version)} is newer than this holdfast supports (${REPO_VERSION})`, { version: cfg.version });
+  return validateConfig(cfg, location);
+}
+
+/**
+ * Check every field of a decoded config that holdfast uses (unknown fields are ignored, §4), so
+ * a damaged or forged config is INTEGRITY (or FORMAT_UNSUPPORTED for a newer version) rather
+ * than a TypeError later or a chunker allocating a window of any size.
+ */
+export function validateConfig(cfg: unknown, location: string): RepoConfig {
+  const bad = (what: string): never => {
+    throw new HoldfastError('INTEGRITY', `config of ${location} ${what}`, { object: 'config', location });
+  };
+  if (typeof cfg !== 'object' || cfg === null || Array.isArray(cfg)) return bad('is not a JSON object');
+  const c = cfg as Partial<Record<keyof RepoConfig, unknown>>;
+  if (typeof c.version === 'number' && Number.isInteger(c.version) && c.version > REPO_VERSION) {
+    throw new HoldfastError('FORMAT_UNSUPPORTED', `repository format version ${c.version} is newer than this holdfast supports (${REPO_VERSION})`, { version: c.version });
   }
-  const c = cfg.chunker;
-  if (!c || !(c.min > 0 && c.min <= c.avg && c.avg <= c.max) || typeof c.seed !== 'string') {
-    throw new HoldfastError('INTEGRITY', `config of ${location} has invalid chunker parameters`, { object: 'config' });
+  if (c.version !== REPO_VERSION) bad(`has an invalid version ${JSON.stringify(c.version)}`);
+  if (typeof c.id !== 'string' || !/^[0-9a-f]{32}$/.test(c.id)) bad('has an invalid repository id');
+  if (typeof c.created !== 'string') bad('has no creation time');
+  const k = c.chunker as Partial<Record<keyof ChunkerParams, unknown>> | null | undefined;
+  const size = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v > 0 && v <= MAX_CHUNK;
+  if (typeof k !== 'object' || k === null || !size(k.min) || !size(k.avg) || !size(k.max) || !(k.min <= k.avg && k.avg <= k.max) || typeof k.seed !== 'string') {
+    bad('has invalid chunker parameters');
   }
-  return cfg;
+  return cfg as RepoConfig;
 }
 
 /** Map a storage failure to the catalogue, naming the object. */
