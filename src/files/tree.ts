@@ -43,41 +43,70 @@ export function encodeTree(tree: Tree): Buffer {
 }
 
 const HEX64 = /^[0-9a-f]{64}$/;
+/** Timestamps in nanoseconds: a signed 64-bit seconds value times 10^9 fits in 29 digits. */
+const NS = /^-?[0-9]{1,29}$/;
+/** Inode numbers: unsigned 64-bit, as decimal. */
+const INODE = /^[0-9]{1,20}$/;
+/** A lone UTF-16 surrogate: cannot come from readdir, and would collide with U+FFFD on disk. */
+const LONE_SURROGATE = /\p{Cs}/u;
 
 /** True when `name` is safe to join onto a directory path. */
 export function isSafeName(name: unknown): name is string {
-  return typeof name === 'string' && name !== '' && name !== '.' && name !== '..' && !name.includes('/') && !name.includes('\0');
+  return typeof name === 'string' && name !== '' && name !== '.' && name !== '..' && !name.includes('/') && !name.includes('\0') && !LONE_SURROGATE.test(name);
 }
 
+function isCount(v: unknown): v is number {
+  return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+}
+
+/**
+ * Parse and validate a tree blob. Every field a reader uses is checked for its type and range
+ * (unknown fields are ignored), so code walking or restoring the tree never meets a value that
+ * makes it throw: INTEGRITY for a malformed tree, UNSAFE_PATH for a name that could leave its
+ * directory or a name given twice.
+ */
 export function decodeTree(data: Buffer, id: string): Tree {
-  let tree: Tree;
+  let tree: unknown;
   try {
-    tree = JSON.parse(data.toString('utf8')) as Tree;
+    tree = JSON.parse(data.toString('utf8'));
   } catch {
     throw new HoldfastError('INTEGRITY', `tree ${id} is not valid JSON`, { blob: id });
   }
-  if (typeof tree !== 'object' || tree === null || !Array.isArray(tree.nodes)) throw new HoldfastError('INTEGRITY', `tree ${id} has no node list`, { blob: id });
+  if (typeof tree !== 'object' || tree === null || Array.isArray(tree) || !Array.isArray((tree as Partial<Tree>).nodes)) throw new HoldfastError('INTEGRITY', `tree ${id} has no node list`, { blob: id });
+  const nodes = (tree as { nodes: unknown[] }).nodes;
   const seen = new Set<string>();
-  for (const n of tree.nodes) {
-    if (typeof n !== 'object' || n === null) throw new HoldfastError('INTEGRITY', `tree ${id} has a malformed node`, { blob: id });
-    if (!isSafeName(n.name)) {
-      throw new HoldfastError('UNSAFE_PATH', `tree ${id} contains the unsafe name ${JSON.stringify(n.name)} (it would escape its directory)`, { blob: id, name: n.name });
+  for (const [i, n] of nodes.entries()) {
+    if (typeof n !== 'object' || n === null || Array.isArray(n)) throw new HoldfastError('INTEGRITY', `tree ${id}: node ${i} is not an object`, { blob: id });
+    const node = n as Partial<Record<keyof TreeNode, unknown>>;
+    if (!isSafeName(node.name)) {
+      throw new HoldfastError('UNSAFE_PATH', `tree ${id} contains the unsafe name ${JSON.stringify(node.name)} (it would escape its directory)`, { blob: id, name: node.name });
     }
-    if (seen.has(n.name)) throw new HoldfastError('UNSAFE_PATH', `tree ${id} contains ${JSON.stringify(n.name)} twice`, { blob: id, name: n.name });
-    seen.add(n.name);
-    if (!NODE_TYPES.has(n.type)) throw new HoldfastError('INTEGRITY', `tree ${id}: node ${JSON.stringify(n.name)} has unknown type ${JSON.stringify(n.type)}`, { blob: id });
+    const name = node.name;
+    if (seen.has(name)) throw new HoldfastError('UNSAFE_PATH', `tree ${id} contains ${JSON.stringify(name)} twice`, { blob: id, name });
+    seen.add(name);
     const bad = (what: string): never => {
-      throw new HoldfastError('INTEGRITY', `tree ${id}: node ${JSON.stringify(n.name)} has ${what}`, { blob: id, name: n.name });
+      throw new HoldfastError('INTEGRITY', `tree ${id}: node ${JSON.stringify(name)} has ${what}`, { blob: id, name });
     };
-    if (!Number.isInteger(n.mode) || n.mode < 0 || n.mode > 0o7777) bad('an invalid mode');
-    if (n.type === 'file') {
-      if (!Array.isArray(n.content) || !n.content.every((c) => typeof c === 'string' && HEX64.test(c))) bad('an invalid content list');
-      if (!Number.isSafeInteger(n.size) || n.size! < 0) bad('an invalid size');
+    if (typeof node.type !== 'string' || !NODE_TYPES.has(node.type)) bad(`unknown type ${JSON.stringify(node.type)}`);
+    if (!isCount(node.mode) || node.mode > 0o7777) bad('an invalid mode');
+    for (const f of ['mtime', 'atime', 'ctime'] as const) {
+      const t = node[f];
+      if (typeof t !== 'string' || !NS.test(t)) bad(`an invalid ${f}`);
     }
-    if (n.type === 'dir' && !(typeof n.subtree === 'string' && HEX64.test(n.subtree))) bad('an invalid subtree id');
-    if (n.type === 'symlink' && typeof n.target !== 'string') bad('no link target');
+    if (!isCount(node.uid) || !isCount(node.gid)) bad('an invalid owner');
+    if (typeof node.inode !== 'string' || !INODE.test(node.inode)) bad('an invalid inode');
+    // Optional fields: checked whenever present, required by the types that need them.
+    const content = node.content;
+    if (content !== undefined && !(Array.isArray(content) && content.every((c) => typeof c === 'string' && HEX64.test(c)))) bad('an invalid content list');
+    if (node.size !== undefined && !isCount(node.size)) bad('an invalid size');
+    if (node.subtree !== undefined && !(typeof node.subtree === 'string' && HEX64.test(node.subtree))) bad('an invalid subtree id');
+    if (node.target !== undefined && !(typeof node.target === 'string' && !node.target.includes('\0'))) bad('an invalid link target');
+    if (node.rdev !== undefined && !isCount(node.rdev)) bad('an invalid device number');
+    if (node.type === 'file' && (content === undefined || node.size === undefined)) bad('no content list or size');
+    if (node.type === 'dir' && node.subtree === undefined) bad('no subtree id');
+    if (node.type === 'symlink' && node.target === undefined) bad('no link target');
   }
-  return tree;
+  return tree as Tree;
 }
 
 /** Nanosecond string to the seconds value fs.utimes takes (microsecond precision survives). */
