@@ -389,15 +389,20 @@ def watch_parent(mountpoint):
     os._exit(0)
 
 
-def main():
-    ap = argparse.ArgumentParser(description='FUSE passthrough that fails operations on demand')
+def arg_parser(description):
+    """The arguments every faultfs-based daemon takes (powerloss.py adds its own)."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument('--control', required=True, help='JSON control file (outside the mount)')
     ap.add_argument('--log', required=True, help='fired faults, one JSON line each')
     ap.add_argument('--allow-other', action='store_true', help='let other users use the mount')
     ap.add_argument('backing')
     ap.add_argument('mountpoint')
-    args = ap.parse_args()
+    return ap
 
+
+def serve(args, make_fs):
+    """Mount make_fs(faults, on_init) at args.mountpoint with the options described above, print
+    "ready" once the kernel has initialised it, and exit when it is unmounted or stdin closes."""
     os.umask(0)  # the kernel has applied the caller's umask to the modes it sends
     faults = Faults(args.control, args.log)
 
@@ -413,7 +418,7 @@ def main():
     if args.allow_other:
         opts['allow_other'] = True
     try:
-        FUSE(FaultFS(args.backing, faults, ready), args.mountpoint, raw_fi=True, **opts)
+        FUSE(make_fs(faults, ready), args.mountpoint, raw_fi=True, **opts)
     except RuntimeError as e:
         print('faultfs: mounting %s failed (%s)' % (args.mountpoint, e), file=sys.stderr,
               flush=True)
@@ -421,6 +426,11 @@ def main():
     # Unmounted. Exit without interpreter shutdown, which would wait on the stdin watcher.
     sys.stdout.flush()
     os._exit(0)
+
+
+def main():
+    args = arg_parser('FUSE passthrough that fails operations on demand').parse_args()
+    serve(args, lambda faults, ready: FaultFS(args.backing, faults, ready))
 
 
 if __name__ == '__main__':

@@ -286,7 +286,34 @@ function mountType(mountpoint: string): string | undefined {
 const live = new Set<Mount>();
 
 /** Mount a fault-injecting passthrough filesystem; see the module comment. */
-export async function mountFaultFs(opts: MountOptions = {}): Promise<FaultFs> {
+export function mountFaultFs(opts: MountOptions = {}): Promise<FaultFs> {
+  return mountDaemon(opts, { script: SCRIPT, args: () => [], temp: [] });
+}
+
+/**
+ * A daemon built on faultfs.py's passthrough (its `arg_parser` and `serve`), for harnesses in this
+ * directory (./powerloss.ts): which script, its extra arguments, and what it keeps in the mount's
+ * temporary directory.
+ * @internal
+ */
+export interface DaemonSpec {
+  /** The Python script (run with the system Python). */
+  script: string;
+  /** Arguments after faultfs.py's --control and --log, given the mount's temporary directory. */
+  args(root: string): string[];
+  /** Entries of the temporary directory the daemon uses, removed by unmount(). */
+  temp: readonly string[];
+  /** Called before every start (mount and remount), e.g. to write the daemon's own control file. */
+  beforeStart?(root: string): void;
+}
+
+/** A mount of a faultfs-based daemon; `root` is its temporary directory. @internal */
+export interface DaemonMount extends FaultFs {
+  readonly root: string;
+}
+
+/** Mount a faultfs-based daemon (see DaemonSpec); mountFaultFs() is mountDaemon with faultfs.py. @internal */
+export async function mountDaemon(opts: MountOptions, daemon: DaemonSpec): Promise<DaemonMount> {
   const reason = faultfsSkip();
   if (reason) throw new Error(reason);
   installExitHandler();
@@ -303,7 +330,7 @@ export async function mountFaultFs(opts: MountOptions = {}): Promise<FaultFs> {
       backing = fs.realpathSync(opts.backing);
       if (!fs.statSync(backing).isDirectory()) throw new Error(`backing ${backing} is not a directory`);
     }
-    const m = new Mount(root, backing, ownsBacking);
+    const m = new Mount(root, backing, ownsBacking, daemon);
     live.add(m);
     try {
       await m.start();
@@ -318,7 +345,7 @@ export async function mountFaultFs(opts: MountOptions = {}): Promise<FaultFs> {
   }
 }
 
-class Mount implements FaultFs {
+class Mount implements DaemonMount {
   readonly mountpoint: string;
   private readonly control: string;
   private readonly logFile: string;
@@ -332,9 +359,10 @@ class Mount implements FaultFs {
   private gone = false;
 
   constructor(
-    private readonly root: string,
+    readonly root: string,
     readonly backing: string,
     private readonly ownsBacking: boolean,
+    private readonly daemon: DaemonSpec,
   ) {
     this.mountpoint = path.join(root, 'mnt');
     this.control = path.join(root, 'control.json');
@@ -396,7 +424,8 @@ class Mount implements FaultFs {
     this.rules = [];
     this.all = null;
     this.writeControl();
-    const args = [SCRIPT, '--control', this.control, '--log', this.logFile];
+    this.daemon.beforeStart?.(this.root);
+    const args = [this.daemon.script, '--control', this.control, '--log', this.logFile, ...this.daemon.args(this.root)];
     if (allowOther()) args.push('--allow-other');
     args.push(this.backing, this.mountpoint);
     this.stderr = '';
@@ -469,7 +498,7 @@ class Mount implements FaultFs {
         } catch {
           this.finalLog = '';
         }
-        removeTemp(this.root, this.ownsBacking);
+        removeTemp(this.root, this.ownsBacking, this.daemon.temp);
       }
     }
   }
@@ -515,7 +544,7 @@ class Mount implements FaultFs {
     if (!isMounted(this.mountpoint)) {
       this.gone = true;
       live.delete(this);
-      removeTemp(this.root, this.ownsBacking);
+      removeTemp(this.root, this.ownsBacking, this.daemon.temp);
     }
   }
 }
@@ -524,7 +553,7 @@ class Mount implements FaultFs {
  * Remove the temporary directory, never following a path into a mount: the mountpoint is removed
  * with rmdir (it is empty once unmounted), and the backing directory only if we made it.
  */
-function removeTemp(root: string, ownsBacking: boolean): void {
+function removeTemp(root: string, ownsBacking: boolean, extra: readonly string[]): void {
   const mnt = path.join(root, 'mnt');
   if (isMounted(mnt)) return;
   try {
@@ -533,7 +562,7 @@ function removeTemp(root: string, ownsBacking: boolean): void {
     return; // not empty or still busy: leave everything rather than risk deleting through it
   }
   if (ownsBacking) fs.rmSync(path.join(root, 'backing'), { recursive: true, force: true });
-  for (const f of ['control.json', 'control.json.tmp', 'faults.log']) fs.rmSync(path.join(root, f), { force: true });
+  for (const f of ['control.json', 'control.json.tmp', 'faults.log', ...extra]) fs.rmSync(path.join(root, f), { recursive: true, force: true });
   try {
     fs.rmdirSync(root);
   } catch {
