@@ -21,15 +21,27 @@ import { sha256Hex } from '../repository/crypto.js';
 import { decodeTree } from '../files/tree.js';
 
 export type ProblemKind =
+  | 'key-damaged'
   | 'index-unreadable'
+  | 'index-conflict'
   | 'pack-missing'
   | 'pack-size'
   | 'pack-corrupt'
   | 'blob-corrupt'
   | 'blob-missing'
   | 'snapshot-unreadable'
+  | 'snapshot-manifest-missing'
+  | 'snapshot-copy-missing'
+  | 'snapshot-manifest-damaged'
+  | 'snapshot-copy-damaged'
   | 'tree-unreadable'
-  | 'tree-cycle';
+  | 'tree-cycle'
+  | 'cluster-record'
+  | 'wal-missing'
+  | 'wal-gap'
+  | 'wal-history-missing'
+  | 'wal-history-unreadable'
+  | 'wal-corrupt';
 
 export interface Problem {
   kind: ProblemKind;
@@ -43,11 +55,18 @@ export interface Problem {
 export interface CheckReport {
   problems: Problem[];
   warnings: string[];
-  stats: { snapshots: number; indexFiles: number; packs: number; blobs: number; trees: number; packsRead: number };
+  stats: { snapshots: number; indexFiles: number; packs: number; blobs: number; trees: number; packsRead: number; keys: number; clusters?: number; walFiles?: number; walRead?: number };
 }
 
 export interface CheckOptions {
   readonly readData: boolean;
+  /** With readData: read only the packs whose id this accepts (`--read-data-subset`). */
+  readonly subset?: ((id: string) => boolean) | undefined;
+  /**
+   * Snapshots a lock holder announced it adds or removes (docs/design.md §8.2), with who: one of
+   * their two objects missing is an unfinished commit (a warning), not damage.
+   */
+  readonly inFlight?: ReadonlyMap<string, string> | undefined;
   readonly onProgress?: (done: number, total: number, what: string) => void;
 }
 
@@ -60,9 +79,18 @@ export async function checkRepository(repo: Repository, opts: CheckOptions): Pro
     if (!problems.has(key)) problems.set(key, { kind, object, message, snapshots: [] });
   };
 
+  // 0. Key files: each must match its name and parse (the one in use opened the repository).
+  const keys = await repo.listKeyFiles();
+  for (const k of keys) {
+    if (k.problem) add(`key:${k.id}`, 'key-damaged', `keys/${k.id}`, `key file ${k.id.slice(0, 12)} ${k.problem}: the password(s) of this key no longer open the repository`);
+  }
+
   // 1. Index files.
   await repo.loadIndex((id, err) => add(`index:${id}`, 'index-unreadable', `index/${id}`, err.message));
   if (repo.index.duplicates > 0) warnings.push(`${repo.index.duplicates} blob(s) are stored in more than one pack (left by an interrupted run; harmless, removed by prune)`);
+  for (const c of repo.index.conflicts) {
+    add(`pack:${c.pack}`, 'index-conflict', packName(c.pack), `the index lists blob ${c.blob} twice in pack ${c.pack} at different positions (a damaged or forged index file)`);
+  }
 
   // 2. Packs in storage against the index.
   const stored = new Map<string, number>();
@@ -84,6 +112,7 @@ export async function checkRepository(repo: Repository, opts: CheckOptions): Pro
     list.push([blob, loc]);
   }
   let done = 0;
+  let packsRead = 0;
   const total = indexed.length;
   for (const [id, info] of indexed) {
     opts.onProgress?.(done++, total, `pack ${id.slice(0, 12)}`);
@@ -100,7 +129,9 @@ export async function checkRepository(repo: Repository, opts: CheckOptions): Pro
       continue;
     }
     try {
-      const entries = opts.readData ? await readWholePack(repo, id, size, badBlobs, add) : await repo.readPackHeader(id, size);
+      const read = opts.readData && (opts.subset?.(id) ?? true);
+      if (read) packsRead++;
+      const entries = read ? await readWholePack(repo, id, size, badBlobs, add) : await repo.readPackHeader(id, size);
       compareWithIndex(id, entries, byPack.get(id) ?? [], add, badPacks);
     } catch (err) {
       add(`pack:${id}`, 'pack-corrupt', name, `pack ${id}: ${describe(err)}`);
@@ -112,10 +143,33 @@ export async function checkRepository(repo: Repository, opts: CheckOptions): Pro
     if (!repo.index.packs.has(id)) warnings.push(`pack ${id} is not in any index (left by an interrupted backup, or written by one still running; not used by any snapshot)`);
   }
 
-  // 3. Snapshots and trees.
+  // 3. Snapshots: the manifest and its copy (the record that the snapshot exists), then trees.
   const memo = new Map<string, Set<string>>(); // tree id -> problem keys in its subtree
   const onStack = new Set<string>();
   const snapshotIds = await listSnapshotIds(repo);
+  const manifests = new Set(await repo.listSnapshotManifests());
+  const copies = new Set(await repo.listSnapshotCopies());
+  for (const sid of snapshotIds) {
+    const flight = opts.inFlight?.get(sid);
+    const one = async (which: 'manifest' | 'copy'): Promise<void> => {
+      const present = which === 'manifest' ? manifests.has(sid) : copies.has(sid);
+      const object = which === 'manifest' ? `snapshots/${sid}` : `catalog/${sid}`;
+      const other = which === 'manifest' ? 'its copy' : 'its manifest';
+      if (!present) {
+        if (flight) warnings.push(`snapshot ${sid.slice(0, 12)}: ${object} is missing while ${flight} commits it (an interrupted or running operation; finished when its stale lock is removed)`);
+        else add(`snapshot-${which}:${sid}`, which === 'manifest' ? 'snapshot-manifest-missing' : 'snapshot-copy-missing', object, `snapshot ${sid.slice(0, 12)}: ${object} is missing (${other} is the only record left; \`holdfast repair snapshots\` rewrites it)`);
+        return;
+      }
+      try {
+        await (which === 'manifest' ? repo.loadSnapshotManifest(sid) : repo.loadSnapshotCopy(sid));
+      } catch (err) {
+        add(`snapshot-${which}:${sid}`, which === 'manifest' ? 'snapshot-manifest-damaged' : 'snapshot-copy-damaged', object, `snapshot ${sid.slice(0, 12)}: ${describe(err)}`);
+      }
+    };
+    await one('manifest');
+    await one('copy');
+    for (const which of ['manifest', 'copy']) problems.get(`snapshot-${which}:${sid}`)?.snapshots.push(sid);
+  }
   let trees = 0;
   for (const sid of snapshotIds) {
     let root: string;
@@ -201,7 +255,7 @@ export async function checkRepository(repo: Repository, opts: CheckOptions): Pro
   return {
     problems: [...problems.values()],
     warnings,
-    stats: { snapshots: snapshotIds.length, indexFiles: repo.indexFiles.length, packs: stored.size, blobs: repo.index.blobCount, trees, packsRead: opts.readData ? total : 0 },
+    stats: { snapshots: snapshotIds.length, indexFiles: repo.indexFiles.length, packs: stored.size, blobs: repo.index.blobCount, trees, packsRead, keys: keys.length },
   };
 }
 

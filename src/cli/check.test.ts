@@ -56,7 +56,7 @@ describe('check', { timeout: 120_000 }, () => {
     const text = cli(args, env);
     assert.equal(text.status, 23, show(args, text));
     assert.ok(text.stdout.includes(object), `check should name ${object}\n${show(args, text)}`);
-    assert.ok(text.stdout.includes(`affects snapshot(s) ${snapshot.slice(0, 8)}`), `check should name the affected snapshot\n${show(args, text)}`);
+    assert.ok(text.stdout.includes(`affects snapshot(s)/backup(s) ${snapshot.slice(0, 8)}`), `check should name the affected snapshot\n${show(args, text)}`);
     assert.match(text.stderr, /\[CHECK_FAILED\]/);
     const json = cli([...args, '--json'], env);
     assert.equal(json.status, 23, show(args, json));
@@ -124,16 +124,31 @@ describe('check', { timeout: 120_000 }, () => {
     expectError(r, ['restore'], 15, 'OBJECT_MISSING', pack.id);
   });
 
-  test('a flipped byte in a snapshot file is reported by check and by snapshots', () => {
+  test('a flipped byte in a snapshot manifest is reported by check; the copy still serves it; with both damaged, snapshots fails', () => {
     const { env, repo } = copy();
-    const file = path.join(repo, 'snapshots', snapshot);
-    const buf = fs.readFileSync(file);
-    const at = rng.int(buf.length);
-    buf[at] = buf[at]! ^ 0x20;
-    fs.writeFileSync(file, buf);
+    const flip = (file: string): void => {
+      const buf = fs.readFileSync(file);
+      const at = rng.int(buf.length);
+      buf[at] = buf[at]! ^ 0x20;
+      fs.writeFileSync(file, buf);
+    };
+    flip(path.join(repo, 'snapshots', snapshot));
     const r = cli(['check'], env);
     assert.equal(r.status, 23, show(['check'], r));
     assert.ok(r.stdout.includes(`snapshots/${snapshot}`), show(['check'], r));
+    assert.match(r.stdout, /snapshot-manifest-damaged/);
+    // The copy catalog/<id> still holds it: listing and restoring work.
+    assert.ok(cli(['snapshots'], env).stdout.includes(snapshot.slice(0, 8)));
+    flip(path.join(repo, 'catalog', snapshot));
     expectError(cli(['snapshots'], env), ['snapshots'], 14, 'INTEGRITY', `snapshots/${snapshot}`);
+  });
+
+  test('a deleted snapshot manifest or copy is noticed by check (the other records that it existed)', () => {
+    for (const dirName of ['snapshots', 'catalog']) {
+      const { env, repo } = copy();
+      fs.rmSync(path.join(repo, dirName, snapshot));
+      const report = expectCheckFails(env, false, `${dirName}/${snapshot}`);
+      assert.deepEqual(report.problems.map((p) => p.kind), [dirName === 'snapshots' ? 'snapshot-manifest-missing' : 'snapshot-copy-missing']);
+    }
   });
 });

@@ -135,10 +135,12 @@ export const COMMANDS: readonly CommandSpec[] = [
     name: 'check',
     streamsData: true,
     summary: 'Verify the repository',
-    usage: 'holdfast check [--read-data] [--json]',
+    usage: 'holdfast check [--read-data | --read-data-subset N%|n/t] [--json]',
     description:
-      'Checks that every snapshot, tree and blob reference resolves, that every indexed pack exists with the right size and a header matching the index. ' +
-      '--read-data also reads every pack and verifies every blob\'s checksum. Problems are listed with the object and the snapshots they affect; exit code 23 when any is found.',
+      'Checks that every key file is intact; that every snapshot and backup has both its manifest and the manifest\'s copy (the record that it exists, so a lost manifest is noticed) and that every tree and blob reference resolves; that every indexed pack exists with the right size and a header matching the index, with no conflicting index entries; ' +
+      'and for each PostgreSQL cluster that its record is readable, that every backup\'s own WAL range is archived, that from each backup\'s start to the newest archived segment of every timeline its recovery follows there is no gap, and that every timeline switch has its history file. ' +
+      '--read-data also reads every pack and WAL file and verifies every blob\'s checksum; --read-data-subset reads a fixed share (see the option). Problems are listed with the object, what is wrong and the snapshots/backups they affect, then a summary; exit code 23 when any is found. ' +
+      'Check never writes: an operation interrupted while adding or removing a snapshot is a warning; the next removal of its stale lock (an exclusive operation, `holdfast unlock`, `repair`) finishes it. `repair` mends what check finds.',
     minArgs: 0,
     maxArgs: 0,
     load: () => import('./cmd-check.js'),
@@ -169,6 +171,46 @@ export const COMMANDS: readonly CommandSpec[] = [
     minArgs: 0,
     maxArgs: 0,
     load: () => import('./cmd-storage.js'),
+  },
+  {
+    name: 'repair index',
+    streamsData: true,
+    summary: 'Rebuild the index from the packs themselves',
+    usage: 'holdfast repair index [--dry-run] [--json]',
+    description:
+      'Reads every pack\'s own header and writes a new index listing exactly the packs in storage: lost or unreadable index files, packs left out by interrupted backups and packs that vanished are all put right. ' +
+      'A pack whose header cannot be read is damaged: the blobs the old index places in it are read one by one, and those that still decrypt and match their id are salvaged into new packs before the pack is removed. ' +
+      'Takes the exclusive lock (nothing else runs meanwhile); idempotent. Then run `holdfast repair snapshots` if check reported snapshots with missing data.',
+    minArgs: 0,
+    maxArgs: 0,
+    load: () => import('./cmd-repair.js'),
+  },
+  {
+    name: 'repair packs',
+    streamsData: true,
+    summary: 'Read every pack whole; salvage the readable blobs of damaged ones',
+    usage: 'holdfast repair packs [--dry-run] [--json]',
+    description:
+      'Like `repair index`, but every pack is read whole and must hash to its name, so a pack with a damaged blob (what `check --read-data` reports) is found: its blobs that still decrypt and match their id (or exist in another pack) are kept, written to new packs, and the damaged pack is removed. ' +
+      'Lists the blobs lost for good; then run `holdfast repair snapshots`. Exclusive lock; idempotent.',
+    minArgs: 0,
+    maxArgs: 0,
+    load: () => import('./cmd-repair.js'),
+  },
+  {
+    name: 'repair snapshots',
+    streamsData: true,
+    summary: 'Restore lost manifest copies; rewrite or remove snapshots whose data is missing',
+    usage: 'holdfast repair snapshots [--forget] [--dry-run] [--json]',
+    description:
+      'A snapshot or backup whose manifest or manifest copy is missing or damaged gets it back from the other. ' +
+      'A file snapshot that references data the index no longer has (after `repair index` / `repair packs` dropped what was lost) is rewritten without the files whose content is incomplete and the directories whose tree is gone, tagged `repaired`, and the damaged one removed; every lost path is listed. ' +
+      'A PostgreSQL backup with missing data is reported, not rewritten (a data directory with files missing is not a backup to recover from); --forget removes it, and removes damaged file snapshots instead of rewriting them. ' +
+      'Takes the exclusive lock, which also finishes what interrupted operations had begun committing. Idempotent; exit 23 when something could not be repaired.',
+    examples: ['holdfast check --read-data; holdfast repair packs; holdfast repair snapshots --dry-run'],
+    minArgs: 0,
+    maxArgs: 0,
+    load: () => import('./cmd-repair.js'),
   },
   {
     name: 'storage sync',

@@ -41,8 +41,8 @@ describe('failover between an S3 primary and a local secondary', { skip: motoSki
     secondary = path.join(ws.dir, 'secondary');
     primary = `s3://${BUCKET}/repo`;
     env = { ...MOTO_CREDENTIALS, AWS_EC2_METADATA_DISABLED: 'true', HOLDFAST_PASSWORD: 'pw', HOLDFAST_LOCK_DIR: path.join(ws.dir, 'locks'), HOLDFAST_STATE_DIR: path.join(ws.dir, 'state') };
-    only = ['--repo', primary, '--s3-endpoint', moto.endpoint, '--s3-path-style', '--storage-timeout', '1s', '--storage-deadline', '3s'];
-    flags = [...only, '--repo-secondary', secondary, '--storage-probe-timeout', '1s', '--storage-status-ttl', '1h'];
+    only = ['--repo', primary, '--s3-endpoint', moto.endpoint, '--s3-path-style', '--storage-timeout', '3s', '--storage-deadline', '8s'];
+    flags = [...only, '--repo-secondary', secondary, '--storage-probe-timeout', '3s', '--storage-status-ttl', '1h'];
   });
 
   after(async () => {

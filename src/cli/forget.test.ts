@@ -100,6 +100,9 @@ describe('forget', { timeout: 180_000 }, () => {
         },
       };
       pgId = await saveSnapshot(r, sn);
+      // Its cluster record and the WAL that makes it consistent, so check finds the cluster whole.
+      await r.putNamed('clusters/main', Buffer.from(JSON.stringify({ version: 1, name: 'main', systemId: '7000000000000000001', pgVersion: 15, segSize: 16 << 20, created: sn.time })));
+      await r.putNamed('wal/main/000000010000000000000002', Buffer.alloc(1024));
     } finally {
       await r.close();
     }

@@ -92,7 +92,8 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'read-all', type: 'bool', default: false, commands: ['backup'], help: 'Read every file even when the parent snapshot says it is unchanged.' },
 
   // --- retention and prune
-  { name: 'dry-run', type: 'bool', default: false, commands: ['prune', 'forget', 'pg expire', 'storage sync'], help: 'Show what would be removed (and why), change nothing.' },
+  { name: 'dry-run', type: 'bool', default: false, commands: ['prune', 'forget', 'pg expire', 'storage sync', 'repair index', 'repair packs', 'repair snapshots'], help: 'Show what would be removed (and why), change nothing.' },
+  { name: 'forget', type: 'bool', default: false, commands: ['repair snapshots'], help: 'Remove snapshots and backups whose data is missing instead of rewriting them without what is lost.' },
   { name: 'prune', type: 'bool', default: false, commands: ['forget', 'pg expire'], help: 'Run prune afterwards (with --max-unused and --max-repack-size), so the space of what was removed is freed (not with --dry-run).' },
   { name: 'max-unused', type: 'int', default: 5, min: 0, max: 100, env: true, config: true, commands: ['prune', 'forget', 'pg expire'], arg: 'PERCENT', help: 'Repack packs whose unused share is above PERCENT, most wasteful first, while more than PERCENT of the repository\'s pack bytes are unused. 0 repacks every pack with unused data; 100 only deletes packs that are wholly unused.' },
   { name: 'max-repack-size', type: 'size', min: 0, max: Number.MAX_SAFE_INTEGER, env: true, config: true, commands: ['prune', 'forget', 'pg expire'], arg: 'SIZE', help: 'Repack at most SIZE of packs in this run (default: no limit); a later prune continues. Repacking reads each pack once and writes its used part.' },
@@ -132,7 +133,8 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'include', type: 'list', short: 'i', commands: ['restore'], arg: 'PATH', help: 'Restore only PATH (a path inside the snapshot, as `ls` shows it) and what lies below it (repeatable).' },
   { name: 'force', type: 'bool', default: false, commands: ['restore', 'pg restore'], help: 'restore: restore into a non-empty target, replacing files and symlinks that stand in the way. pg restore: delete the target\'s contents first.' },
   { name: 'long', type: 'bool', short: 'l', default: false, commands: ['ls'], help: 'Show mode, owner, size and modification time.' },
-  { name: 'read-data', type: 'bool', default: false, commands: ['check'], help: 'Also read every pack, and decrypt and verify every blob (reads the whole repository).' },
+  { name: 'read-data', type: 'bool', default: false, commands: ['check'], help: 'Also read every pack, and decrypt and verify every blob, and every archived WAL file (reads the whole repository).' },
+  { name: 'read-data-subset', type: 'string', commands: ['check'], arg: 'N%|n/t', help: 'Like --read-data, for a fixed share of the packs and WAL files: N% (e.g. 5%), or part n of t (e.g. 3/7): running 1/t … t/t on a schedule reads everything once per cycle. Chosen by object id, so the same share every time.' },
 
   // --- forget (retention of file snapshots, docs/design.md §16)
   { name: 'keep-last', type: 'int', min: 0, max: 1_000_000, commands: ['forget'], arg: 'N', help: 'Keep the N newest snapshots of each group.' },

@@ -49,7 +49,22 @@ export interface LockRecord {
   refreshed: number;
   /** Heartbeat TTL in ms; 0 = no heartbeat, judged by owner liveness only (local locks). */
   readonly ttlMs: number;
+  /**
+   * What the holder is committing (repository locks): snapshots it is adding or removing, written
+   * durably before the first object of the commit, so an interrupted commit is told apart from
+   * damage and can be finished by whoever removes the stale lock (docs/design.md §8.2).
+   */
+  intent?: LockIntent;
 }
+
+/** Snapshot ids a lock holder adds or removes (a two-object commit: manifest and its copy). */
+export interface LockIntent {
+  add: string[];
+  remove: string[];
+}
+
+/** Bound on the ids one lock record may announce (a forged record must not cost memory). */
+const MAX_INTENT_IDS = 1_000_000;
 
 export interface LockName {
   readonly id: string;
@@ -62,8 +77,8 @@ export interface LockStore {
   readonly where: string;
   /** Create the object for `rec` (its name is new; atomic: never visible half-written). */
   create(rec: LockRecord): Promise<void>;
-  /** Rewrite `rec`'s object (heartbeat). */
-  write(rec: LockRecord): Promise<void>;
+  /** Rewrite `rec`'s object (heartbeat); `durable`: return only once it survives a power loss. */
+  write(rec: LockRecord, durable?: boolean): Promise<void>;
   list(): Promise<LockName[]>;
   /** The record, 'gone' when the object no longer exists, 'unreadable' when it cannot be parsed. */
   read(name: LockName): Promise<LockRecord | 'gone' | 'unreadable'>;
@@ -106,7 +121,13 @@ export function decodeRecord(name: LockName, bytes: Buffer): LockRecord | 'unrea
   const refreshed = num('refreshed');
   const ttlMs = num('ttlMs');
   if (o['v'] !== 1 || o['id'] !== name.id || o['kind'] !== name.kind || !owner || created === undefined || refreshed === undefined || ttlMs === undefined) return 'unreadable';
+  let intent: LockIntent | undefined;
+  if (o['intent'] !== undefined) {
+    intent = parseIntent(o['intent']);
+    if (!intent) return 'unreadable';
+  }
   return {
+    ...(intent ? { intent } : {}),
     id: name.id,
     kind: name.kind,
     operation: typeof o['operation'] === 'string' ? o['operation'] : '?',
@@ -116,6 +137,16 @@ export function decodeRecord(name: LockName, bytes: Buffer): LockRecord | 'unrea
     refreshed,
     ttlMs,
   };
+}
+
+function parseIntent(v: unknown): LockIntent | undefined {
+  if (typeof v !== 'object' || v === null) return undefined;
+  const o = v as Record<string, unknown>;
+  const ids = (x: unknown): string[] | undefined =>
+    Array.isArray(x) && x.length <= MAX_INTENT_IDS && x.every((id) => typeof id === 'string' && /^[0-9a-f]{64}$/.test(id)) ? (x as string[]) : undefined;
+  const add = ids(o['add'] ?? []);
+  const remove = ids(o['remove'] ?? []);
+  return add && remove ? { add, remove } : undefined;
 }
 
 export interface Judgement {
@@ -171,6 +202,11 @@ export interface AcquireOptions {
   readonly signal?: AbortSignal | undefined;
   /** Hint for the blocked error. */
   readonly blockedHint?: string | undefined;
+  /**
+   * Called before a stale lock that announced an intent is removed: finish (or undo) its
+   * interrupted commit. When it throws, the lock is kept (it still does not block).
+   */
+  readonly finishIntent?: ((rec: LockRecord) => Promise<void>) | undefined;
 }
 
 export function conflicts(mine: LockKind, theirs: LockKind): boolean {
@@ -241,6 +277,7 @@ async function liveConflicts(store: LockStore, mine: LockRecord, opts: AcquireOp
       continue;
     }
     try {
+      if (rec.intent && opts.finishIntent) await opts.finishIntent(rec);
       await store.remove(name);
       opts.log.warn(`removed stale lock of ${describeRecord(rec)} on ${rec.scope}: ${j.reason}`);
     } catch (err) {
@@ -346,6 +383,20 @@ export class HeldLock {
     this.check();
   }
 
+  /**
+   * Record what this holder is about to commit (merged into earlier announcements), durably,
+   * before the commit's first object is written. Throws when the record cannot be written.
+   */
+  async announce(add: readonly string[], remove: readonly string[]): Promise<void> {
+    this.check();
+    const cur = this.record.intent ?? { add: [], remove: [] };
+    const next = { add: [...new Set([...cur.add, ...add])], remove: [...new Set([...cur.remove, ...remove])] };
+    if (next.add.length === cur.add.length && next.remove.length === cur.remove.length) return;
+    await this.refreshing;
+    this.record.intent = next;
+    await this.store.write(this.record, true);
+  }
+
   private async refresh(): Promise<void> {
     if (this.refreshing || this.released || this.controller.signal.aborted) return;
     this.refreshing = (async () => {
@@ -360,7 +411,8 @@ export class HeldLock {
         }
         const now = Date.now();
         this.record.refreshed = now;
-        await this.store.write(this.record);
+        // Once it carries an intent, a torn rewrite would lose it: write durably from then on.
+        await this.store.write(this.record, this.record.intent !== undefined);
         this.lastRefresh = now;
       } catch (err) {
         this.opts.log.debug(`lock ${this.record.id}: refresh failed: ${(err as Error).message}`);

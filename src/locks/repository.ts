@@ -31,8 +31,8 @@ export class RepositoryLockStore implements LockStore {
     if (!created) throw new HoldfastError('INTERNAL', `lock ${this.name(rec)} already exists (random id collision)`);
   }
 
-  async write(rec: LockRecord): Promise<void> {
-    await this.repo.putNamed(this.name(rec), encodeRecord(rec), { durable: false });
+  async write(rec: LockRecord, durable = false): Promise<void> {
+    await this.repo.putNamed(this.name(rec), encodeRecord(rec), durable ? {} : { durable: false });
   }
 
   async list(): Promise<LockName[]> {

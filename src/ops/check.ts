@@ -1,26 +1,155 @@
-import { type CheckReport, checkRepository } from '../checker/check.js';
+import { createHash } from 'node:crypto';
+import { type CheckReport, type Problem, checkRepository } from '../checker/check.js';
+import { checkWalContinuity } from '../checker/wal.js';
+import { HoldfastError } from '../errors/catalogue.js';
+import { listLocks } from '../locks/protocol.js';
+import { RepositoryLockStore } from '../locks/repository.js';
+import type { Repository } from '../repository/repository.js';
 import { listSnapshots } from '../repository/snapshot.js';
 import { loadTree } from '../files/walk.js';
 import { Ticker } from '../ui/output.js';
+import { type TimelineSwitch, WAL_SEG_SIZE_DEFAULT, isValidSegSize, parseTimelineHistory, parseWalName } from '../wal/names.js';
 import type { OpContext, RepoRef } from './context.js';
 import { openRepository } from './repo.js';
 import { withRepoLock } from './locking.js';
+import { readClusterRecord, walObjectName } from './pg-archive.js';
 
-export async function check(ref: RepoRef, readData: boolean, ctx: OpContext): Promise<CheckReport> {
+/** `--read-data-subset`: `N%` (a fixed share) or `n/t` (part n of t: all t parts cover everything). */
+export type DataSubset = { readonly percent: number } | { readonly part: number; readonly of: number };
+
+export function parseDataSubset(text: string): DataSubset {
+  const pct = /^(\d+(?:\.\d+)?)%$/.exec(text);
+  if (pct) {
+    const percent = Number(pct[1]);
+    if (percent > 0 && percent <= 100) return { percent };
+  }
+  const part = /^(\d+)\/(\d+)$/.exec(text);
+  if (part) {
+    const n = Number(part[1]);
+    const t = Number(part[2]);
+    if (t >= 1 && t <= 1_000_000 && n >= 1 && n <= t) return { part: n, of: t };
+  }
+  throw new HoldfastError('USAGE', `--read-data-subset ${JSON.stringify(text)}: expected a share like 10% or a part like 2/7 (part 2 of 7)`, {
+    option: 'read-data-subset',
+    hint: 'n/t splits packs (and WAL files) into t fixed groups by id; running 1/t, 2/t, … t/t on a schedule reads the whole repository once per cycle.',
+  });
+}
+
+/** Whether the object with this id (hex) or name is in the subset: by the first 32 bits of its id, or of SHA-256 of its name. */
+export function inSubset(subset: DataSubset, idOrName: string): boolean {
+  const hex = /^[0-9a-f]{64}$/.test(idOrName) ? idOrName : createHash('sha256').update(idOrName).digest('hex');
+  const x = parseInt(hex.slice(0, 8), 16);
+  if ('percent' in subset) return x < (subset.percent / 100) * 2 ** 32;
+  return x % subset.of === subset.part - 1;
+}
+
+export interface CheckParams {
+  readonly readData: boolean;
+  readonly subset?: DataSubset | undefined;
+}
+
+export async function check(ref: RepoRef, p: CheckParams, ctx: OpContext): Promise<CheckReport> {
   const repo = await openRepository(ref, false);
   const state = { done: 0, total: 0, what: '' };
   const ticker = new Ticker(ctx.log, () => `checking ${state.what}: ${state.done}/${state.total}`, ctx.progress);
+  const readData = p.readData || p.subset !== undefined;
+  const subset = p.subset;
   try {
-    return await withRepoLock(repo, ref.location, ctx, 'shared', 'check', () =>
-      checkRepository(repo, {
+    return await withRepoLock(repo, ref.location, ctx, 'shared', 'check', async () => {
+      const inFlight = new Map<string, string>();
+      for (const l of await listLocks(new RepositoryLockStore(repo, ref.location))) {
+        const who = l.record ? `${l.record.operation} (PID ${l.record.owner.pid} on ${l.record.owner.host}, ${l.judgement.stale ? 'stale' : 'running'})` : '';
+        for (const id of [...(l.record?.intent?.add ?? []), ...(l.record?.intent?.remove ?? [])]) inFlight.set(id, who);
+      }
+      const report = await checkRepository(repo, {
         readData,
+        subset: subset ? (id) => inSubset(subset, id) : undefined,
+        inFlight,
         onProgress: (done, total, what) => Object.assign(state, { done, total, what }),
-      }),
-    );
+      });
+      const pg = await checkPostgres(repo, { readData, subset }, (done, total, what) => Object.assign(state, { done, total, what }));
+      report.problems.push(...pg.problems);
+      report.warnings.push(...pg.warnings);
+      report.stats.walFiles = pg.walFiles;
+      report.stats.walRead = pg.walRead;
+      report.stats.clusters = pg.clusters;
+      return report;
+    });
   } finally {
     ticker.stop();
     await repo.close();
   }
+}
+
+/**
+ * PostgreSQL parts of the repository: every cluster record readable, the backups bound to it,
+ * WAL continuity (checker/wal.ts), and with readData every WAL object authenticated.
+ */
+async function checkPostgres(
+  repo: Repository,
+  p: { readData: boolean; subset: DataSubset | undefined },
+  progress: (done: number, total: number, what: string) => void,
+): Promise<{ problems: Problem[]; warnings: string[]; walFiles: number; walRead: number; clusters: number }> {
+  const problems: Problem[] = [];
+  const warnings: string[] = [];
+  const backups = (await listSnapshots(repo, { skipUnreadable: true })).filter((s) => s.pg);
+  const walNames = await repo.listNamed('wal/');
+  const clusters = new Set<string>([...(await repo.listNamed('clusters/')), ...backups.map((b) => b.pg!.cluster), ...walNames.map((n) => n.split('/')[0]!)]);
+  let walFiles = 0;
+  let walRead = 0;
+  for (const cluster of [...clusters].sort()) {
+    const mine = backups.filter((b) => b.pg!.cluster === cluster);
+    const ids = mine.map((b) => b.id);
+    let segSize = WAL_SEG_SIZE_DEFAULT;
+    try {
+      const rec = await readClusterRecord(repo, cluster);
+      if (!rec) problems.push({ kind: 'cluster-record', object: `clusters/${cluster}`, message: `cluster "${cluster}" has ${mine.length ? 'backups' : 'WAL'} but no cluster record clusters/${cluster}: the binding to its system identifier is lost (the next archive-push re-creates it)`, snapshots: ids });
+      else {
+        if (isValidSegSize(rec.segSize)) segSize = rec.segSize;
+        for (const b of mine) {
+          if (b.pg!.systemId !== rec.systemId) problems.push({ kind: 'cluster-record', object: `snapshots/${b.id}`, message: `backup ${b.id.slice(0, 12)} is of system identifier ${b.pg!.systemId}, but cluster "${cluster}" is bound to ${rec.systemId}`, snapshots: [b.id] });
+        }
+      }
+    } catch (err) {
+      problems.push({ kind: 'cluster-record', object: `clusters/${cluster}`, message: `cluster record clusters/${cluster} cannot be read: ${(err as Error).message}`, snapshots: ids });
+    }
+    const prefix = walObjectName(cluster, '');
+    let names = walNames.filter((n) => n.startsWith(`${cluster}/`)).map((n) => n.slice(cluster.length + 1));
+    walFiles += names.length;
+    if (p.readData) {
+      const bad = new Set<string>();
+      let done = 0;
+      for (const name of names) {
+        progress(done++, names.length, `WAL of cluster ${cluster}`);
+        if (p.subset && !inSubset(p.subset, `${prefix}${name}`)) continue;
+        walRead++;
+        try {
+          if ((await repo.getNamed(`${prefix}${name}`)) === undefined) throw new Error('listed, but gone when read');
+        } catch (err) {
+          bad.add(name);
+          problems.push({ kind: 'wal-corrupt', object: `${prefix}${name}`, message: `WAL file ${name} of cluster "${cluster}" cannot be read: ${(err as Error).message}`, snapshots: [] });
+        }
+      }
+      // A damaged file counts as missing below, which names the backups it breaks.
+      names = names.filter((n) => !bad.has(n));
+    }
+    const history = new Map<number, readonly TimelineSwitch[] | Error>();
+    for (const name of names) {
+      const w = parseWalName(name, segSize);
+      if (w?.kind !== 'history') continue;
+      try {
+        const data = await repo.getNamed(`${prefix}${name}`);
+        if (!data) throw new Error('listed, but gone when read');
+        history.set(w.timeline, parseTimelineHistory(data, w.timeline));
+      } catch (err) {
+        history.set(w.timeline, err as Error);
+      }
+    }
+    for (const wp of checkWalContinuity({ cluster, segSize, names, history, backups: mine.map((b) => ({ id: b.id, timeline: b.pg!.timeline, startLsn: b.pg!.startLsn, startWal: b.pg!.startWal, stopWal: b.pg!.stopWal })) })) {
+      problems.push({ ...wp });
+    }
+  }
+  return { problems, warnings, walFiles, walRead, clusters: clusters.size };
 }
 
 export interface RepoStats {

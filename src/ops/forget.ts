@@ -129,6 +129,7 @@ export async function forget(ref: RepoRef, p: ForgetParams, ctx: OpContext): Pro
       const decided = await plan(repo, p, locked);
       const removed: string[] = [];
       try {
+        await repo.announce([], decided.remove.map((sn) => sn.id));
         for (const sn of decided.remove) {
           locked.signal?.throwIfAborted();
           await repo.deleteFile('snapshot', sn.id);

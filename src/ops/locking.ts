@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { HoldfastError } from '../errors/catalogue.js';
 import { type Repository, storageToHoldfast } from '../repository/repository.js';
 import { LocalLock, checkLockDirPlacement, defaultLockDir } from '../locks/local.js';
-import { type LockKind, acquireLock } from '../locks/protocol.js';
+import { type LockKind, type LockRecord, acquireLock } from '../locks/protocol.js';
 import { RepositoryLockStore } from '../locks/repository.js';
 import { localDirectory } from './backend.js';
 import { DEFAULT_LOCK_SETTINGS, type LockSettings, type OpContext } from './context.js';
@@ -78,8 +78,20 @@ export async function withRepoLock<T>(repo: Repository, location: string, ctx: O
     throw new HoldfastError('CONFIG_INVALID', `--lock-refresh (${s.refreshMs} ms) must be at most half of --lock-ttl (${s.ttlMs} ms)`, { option: 'lock-refresh' });
   }
   const store = new RepositoryLockStore(repo, location);
-  const held = await acquireLock(store, { kind, operation, scope: `repository ${location}`, waitMs: s.waitMs, ttlMs: s.ttlMs, refreshMs: s.refreshMs, removeStale: s.removeStale, log: ctx.log, signal: ctx.signal });
+  const held = await acquireLock(store, {
+    kind,
+    operation,
+    scope: `repository ${location}`,
+    waitMs: s.waitMs,
+    ttlMs: s.ttlMs,
+    refreshMs: s.refreshMs,
+    removeStale: s.removeStale,
+    log: ctx.log,
+    signal: ctx.signal,
+    finishIntent: (rec) => finishInterruptedCommit(repo, rec, ctx),
+  });
   repo.setCommitGuard(() => held.verify());
+  repo.setIntentLog((add, remove) => held.announce(add, remove));
   try {
     if (opts.allStorages && repo.backend.requireAllAlive) {
       try {
@@ -94,8 +106,17 @@ export async function withRepoLock<T>(repo: Repository, location: string, ctx: O
     throw lostOr(err, held.signal);
   } finally {
     repo.setCommitGuard(undefined);
+    repo.setIntentLog(undefined);
     await held.release();
   }
+}
+
+/** Before a stale lock that announced snapshots is removed: finish what its holder committed. */
+export async function finishInterruptedCommit(repo: Repository, rec: LockRecord, ctx: Pick<OpContext, 'log'>): Promise<void> {
+  if (!rec.intent) return;
+  await repo.finishIntent(rec.intent);
+  const n = rec.intent.add.length + rec.intent.remove.length;
+  if (n > 0) ctx.log.info(`finished the interrupted commit of ${rec.operation} (PID ${rec.owner.pid} on ${rec.owner.host}): ${rec.intent.add.length} snapshot(s) added, ${rec.intent.remove.length} removed`);
 }
 
 export interface LocalLockSpec {

@@ -4,7 +4,7 @@ import { LocalLockStore, defaultLockDir } from '../locks/local.js';
 import { type ListedLock, type LockStore, describeRecord, formatAge, listLocks, lockFileName } from '../locks/protocol.js';
 import { RepositoryLockStore } from '../locks/repository.js';
 import type { OpContext, RepoRef } from './context.js';
-import { lockSettings } from './locking.js';
+import { finishInterruptedCommit, lockSettings } from './locking.js';
 import { openRepository } from './repo.js';
 
 export interface LockView {
@@ -108,6 +108,8 @@ export async function unlock(ref: RepoRef, all: boolean, ctx: OpContext): Promis
         const what = l.record ? `${describeRecord(l.record, now)} on ${l.record.scope}` : `unreadable lock ${v.name}`;
         if (l.judgement.stale) ctx.log.info(`removing stale ${set.where} lock of ${what}: ${l.judgement.reason}`);
         else ctx.log.warn(`removing LIVE repository lock of ${what} (--all); that process will stop before committing when it notices`);
+        // A stale holder's interrupted commit is finished first (a live one's is its own business).
+        if (set.where === 'repository' && l.record?.intent && l.judgement.stale) await finishInterruptedCommit(repo, l.record, ctx);
         await set.store.remove(l.name);
         removed.push(v);
       }

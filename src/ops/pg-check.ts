@@ -265,6 +265,19 @@ async function proveArchiving(repo: Repository, conn: PgConnection, p: PgCheckPa
     const data = await repo.getNamed(object);
     const seconds = ((Date.now() - started) / 1000).toFixed(1);
     if (data) {
+      // The segment PostgreSQL had archived before must be there too: nothing later in the
+      // repository refers to the newest segment, so this is where its loss is noticed.
+      const prev = before.lastArchivedWal;
+      if (/^[0-9A-F]{24}$/.test(prev) && prev !== segment && !(await repo.hasNamed(walObjectName(p.cluster, prev)))) {
+        return {
+          segment,
+          item: {
+            status: 'fail',
+            message: `${segment} reached ${object}, but ${prev}, which PostgreSQL reports archived before it, is not in the repository: it was lost or removed after archive-push stored it (or archive_command pointed elsewhere then). Point-in-time recovery cannot pass it; take a new backup, and run \`holdfast check\``,
+            data: { segment, object, missing: prev },
+          },
+        };
+      }
       return { segment, item: { status: 'ok', message: `${segment} reached ${object} ${seconds} s after pg_switch_wal() and reads back with this password`, data: { segment, object, seconds: Number(seconds), bytes: data.length } } };
     }
     const stats = { lastArchivedWal: now.lastArchivedWal, lastFailedWal: now.lastFailedWal, failuresSinceSwitch: now.failedCount - before.failedCount };

@@ -179,6 +179,7 @@ export async function pgExpire(ref: RepoRef, p: PgExpireParams, ctx: OpContext):
     return await withOperationLocks(repo, ref.location, ctx, { local: retentionLock(repo, ref.location, p.cluster, 'pg expire'), kind: 'shared', operation: 'pg expire', allStorages: true }, async (ctx) => {
       const { result, walRemove } = await plan(repo, p, now);
       // Manifests first: a crash after this leaves only WAL no listed backup needs.
+      await repo.announce([], result.expired);
       for (const id of result.expired) {
         ctx.signal?.throwIfAborted();
         await repo.deleteFile('snapshot', id);

@@ -27,8 +27,7 @@ import { HoldfastError } from '../errors/catalogue.js';
 import { decodeTree } from '../files/tree.js';
 import { RepositoryLockStore } from '../locks/repository.js';
 import { type LockName, type LockRecord, describeRecord, judge } from '../locks/protocol.js';
-import type { IndexFileContent, IndexPack } from '../repository/index-file.js';
-import { encodeIndex } from '../repository/index-file.js';
+import type { IndexPack } from '../repository/index-file.js';
 import { type BlobType, type PackEntry, packName, parsePack } from '../repository/pack.js';
 import { type IndexFiles, MasterIndex, type Repository, storageToHoldfast } from '../repository/repository.js';
 import { listSnapshotIds, loadSnapshot } from '../repository/snapshot.js';
@@ -60,8 +59,6 @@ export interface PruneResult {
 
 /** The plan's bound on a single pack read into memory (holdfast writes 16 MiB packs by default). */
 const MAX_PACK_BYTES = 1 << 30;
-/** Packs per index file written by prune. */
-const PACKS_PER_INDEX = 4096;
 const MARK_PREFIX = 'prune/';
 
 interface Mark {
@@ -302,7 +299,7 @@ class Pruner {
     const list = [...back.values()];
     this.result.packs.relisted += list.length;
     // A dry run plans as if they were listed again (they would be), writing nothing.
-    if (!this.p.dryRun) await this.repo.saveFile('index', encodeIndex({ supersedes: [], packs: list }));
+    if (!this.p.dryRun) await this.repo.saveIndexFiles(list, []);
     for (const pk of list) {
       index.master.add(pk);
       index.packs.set(pk.id, pk);
@@ -426,14 +423,7 @@ class Pruner {
     // index file read, which is the atomic switch (before it, the old files still list everything).
     this.progress.what = 'writing the index';
     this.progress.total = 0;
-    const keep = [...kept.values()];
-    const chunks: IndexPack[][] = [];
-    for (let i = 0; i < keep.length; i += PACKS_PER_INDEX) chunks.push(keep.slice(i, i + PACKS_PER_INDEX));
-    if (chunks.length === 0) chunks.push([]);
-    for (const [i, packs] of chunks.entries()) {
-      const content: IndexFileContent = { supersedes: i === chunks.length - 1 ? superseded : [], packs };
-      await this.repo.saveFile('index', encodeIndex(content));
-    }
+    await this.repo.saveIndexFiles([...kept.values()], superseded);
     // Which locks could know of the unlisted packs: those that exist now (a lock taken later
     // belongs to an operation that loads the new index).
     const locks = await this.blobLocks();

@@ -7,6 +7,7 @@
  *   data/<xx>/<id>      packs (pack.ts)
  *   index/<id>          sealed binary index files (index-file.ts)
  *   snapshots/<id>      sealed JSON snapshot manifests
+ *   catalog/<id>        their copies (the same bytes): the record of which snapshots exist
  *
  * Write ordering: a blob becomes visible in the in-memory index only after the pack holding it
  * is durable; an index file is written only after every pack it lists is durable; callers write
@@ -45,6 +46,12 @@ export interface RepoConfig {
 export type FileKind = 'snapshot' | 'index' | 'config';
 
 const FILE_DIRS: Record<Exclude<FileKind, 'config'>, string> = { snapshot: 'snapshots', index: 'index' };
+
+/** Second copies of snapshot manifests, the repository's record of which snapshots exist (§8.2). */
+export const CATALOG_DIR = 'catalog';
+
+/** Packs per index file written by prune and repair. */
+const PACKS_PER_INDEX = 4096;
 
 export interface BlobLocation {
   readonly type: BlobType;
@@ -133,6 +140,8 @@ export class MasterIndex {
   readonly packs = new Map<string, { size: number; count: number }>();
   /** Blobs listed in more than one pack (harmless after crashes; reported by check). */
   duplicates = 0;
+  /** Blobs listed twice in the same pack at different positions (damage; at most 1000 kept). */
+  readonly conflicts: Array<{ blob: string; pack: string }> = [];
 
   add(pack: IndexPack): void {
     let p = this.packRow.get(pack.id);
@@ -146,8 +155,9 @@ export class MasterIndex {
       const table = this.tables[e.type];
       const key = e.id.toString('latin1');
       if (!table.add(key, p, e)) {
-        const existing = table.row(key)!;
-        if (table.at(existing).pack !== p) this.duplicates++;
+        const at = table.at(table.row(key)!);
+        if (at.pack !== p) this.duplicates++;
+        else if ((at.offset !== e.offset || at.length !== e.length) && this.conflicts.length < 1000) this.conflicts.push({ blob: e.id.toString('hex'), pack: pack.id });
       }
     }
   }
@@ -372,22 +382,129 @@ export class Repository {
     }
   }
 
-  /** Store a sealed file under `<dir>/<sha256 of stored bytes>`; returns the id. */
+  /**
+   * Store a sealed file under `<dir>/<sha256 of stored bytes>`; returns the id. A snapshot is
+   * committed in two objects, announced first (docs/design.md §8.2): `snapshots/<id>`, then its
+   * copy `catalog/<id>` (the same bytes).
+   */
   async saveFile(kind: Exclude<FileKind, 'config'>, plain: Buffer): Promise<string> {
     const sealed = await this.sealFile(kind, plain);
     const id = sha256Hex(sealed);
     await this.guard();
+    if (kind === 'snapshot') await this.announce([id], []);
     try {
       await this.backend.put(`${FILE_DIRS[kind]}/${id}`, sealed);
+      if (kind === 'snapshot') await this.backend.put(`${CATALOG_DIR}/${id}`, sealed);
     } catch (err) {
       throw storageToHoldfast(err, this.backend);
     }
-    this.addedBytes += sealed.length;
+    this.addedBytes += sealed.length * (kind === 'snapshot' ? 2 : 1);
     return id;
   }
 
+  private intentLog: ((add: readonly string[], remove: readonly string[]) => Promise<void>) | undefined;
+
+  /** Where a lock holder records what it commits (its lock's `announce`); see setCommitGuard. */
+  setIntentLog(log: ((add: readonly string[], remove: readonly string[]) => Promise<void>) | undefined): void {
+    this.intentLog = log;
+  }
+
+  /** Announce snapshots about to be added or removed (several removals: once, before the first). */
+  async announce(add: readonly string[], remove: readonly string[]): Promise<void> {
+    if (this.intentLog) await this.intentLog(add, remove);
+  }
+
+  /**
+   * Finish the commit a stale lock announced: a snapshot it added gets its missing copy (the
+   * manifest is whole: it was written first and is checked against its name); a snapshot it
+   * removed is removed entirely. Needs no key: copies are the same bytes. Idempotent.
+   */
+  async finishIntent(intent: { readonly add: readonly string[]; readonly remove: readonly string[] }): Promise<void> {
+    try {
+      for (const id of intent.add) {
+        let sealed: Buffer;
+        try {
+          sealed = await this.backend.get(`${FILE_DIRS.snapshot}/${id}`);
+        } catch (err) {
+          if (isNotFound(err)) continue;
+          throw err;
+        }
+        if (sha256Hex(sealed) !== id) continue; // damaged: check reports it; repair decides
+        await this.backend.put(`${CATALOG_DIR}/${id}`, sealed);
+      }
+      for (const id of intent.remove) {
+        await this.backend.delete(`${CATALOG_DIR}/${id}`);
+        await this.backend.delete(`${FILE_DIRS.snapshot}/${id}`);
+      }
+    } catch (err) {
+      throw storageToHoldfast(err, this.backend);
+    }
+  }
+
+  /** Ids of the snapshot manifests (`snapshots/`), without their copies. */
+  async listSnapshotManifests(): Promise<string[]> {
+    return this.listIds(`${FILE_DIRS.snapshot}/`);
+  }
+
+  /** The plaintext of `snapshots/<id>` only (no fallback to the copy): check. */
+  async loadSnapshotManifest(id: string): Promise<Buffer> {
+    return this.loadVerified('snapshot', `${FILE_DIRS.snapshot}/${id}`, id);
+  }
+
+  /** Ids of the snapshot manifest copies (`catalog/`). */
+  async listSnapshotCopies(): Promise<string[]> {
+    return this.listIds(`${CATALOG_DIR}/`);
+  }
+
+  /** The plaintext of `catalog/<id>`, verified against the id (check, repair). */
+  async loadSnapshotCopy(id: string): Promise<Buffer> {
+    return this.loadVerified('snapshot', `${CATALOG_DIR}/${id}`, id);
+  }
+
+  /** The stored bytes of `snapshots/<id>` (primary) or `catalog/<id>` (copy), verified and authenticated (repair). */
+  async readSnapshotObject(which: 'primary' | 'copy', id: string): Promise<Buffer> {
+    const name = `${which === 'copy' ? CATALOG_DIR : FILE_DIRS.snapshot}/${id}`;
+    let sealed: Buffer;
+    try {
+      sealed = await this.backend.get(name);
+    } catch (err) {
+      throw storageToHoldfast(err, this.backend, name);
+    }
+    if (sha256Hex(sealed) !== id) throw new HoldfastError('INTEGRITY', `${name}: content does not match its name (SHA-256 mismatch)`, { object: name });
+    await this.unsealFile('snapshot', name, sealed);
+    return sealed;
+  }
+
+  /** Write `catalog/<id>` or `snapshots/<id>` from the other one's bytes (repair). */
+  async restoreSnapshotObject(which: 'primary' | 'copy', id: string, sealed: Buffer): Promise<void> {
+    if (sha256Hex(sealed) !== id) throw new HoldfastError('INTERNAL', `refusing to store bytes that do not match snapshot ${id}`);
+    await this.guard();
+    try {
+      await this.backend.put(`${which === 'copy' ? CATALOG_DIR : FILE_DIRS.snapshot}/${id}`, sealed);
+    } catch (err) {
+      throw storageToHoldfast(err, this.backend);
+    }
+  }
+
+  /**
+   * The plaintext of `<dir>/<id>`. A snapshot whose manifest is missing or damaged is read from
+   * its copy `catalog/<id>` (check reports the damage; `repair snapshots` rewrites it).
+   */
   async loadFile(kind: Exclude<FileKind, 'config'>, id: string): Promise<Buffer> {
     const name = `${FILE_DIRS[kind]}/${id}`;
+    try {
+      return await this.loadVerified(kind, name, id);
+    } catch (err) {
+      if (kind !== 'snapshot' || !(err instanceof HoldfastError) || (err.code !== 'INTEGRITY' && err.code !== 'OBJECT_MISSING')) throw err;
+      try {
+        return await this.loadVerified(kind, `${CATALOG_DIR}/${id}`, id);
+      } catch {
+        throw err;
+      }
+    }
+  }
+
+  private async loadVerified(kind: Exclude<FileKind, 'config'>, name: string, id: string): Promise<Buffer> {
     let sealed: Buffer;
     try {
       sealed = await this.backend.get(name);
@@ -398,8 +515,14 @@ export class Repository {
     return this.unsealFile(kind, name, sealed);
   }
 
+  /** Ids of the files of one kind; for snapshots, those with a manifest or a copy (or both). */
   async listFiles(kind: Exclude<FileKind, 'config'>): Promise<string[]> {
-    const dir = `${FILE_DIRS[kind]}/`;
+    const ids = await this.listIds(`${FILE_DIRS[kind]}/`);
+    if (kind !== 'snapshot') return ids;
+    return [...new Set([...ids, ...(await this.listSnapshotCopies())])].sort();
+  }
+
+  private async listIds(dir: string): Promise<string[]> {
     const out: string[] = [];
     try {
       for await (const o of this.backend.list(dir)) {
@@ -412,9 +535,12 @@ export class Repository {
     return out.sort();
   }
 
+  /** Remove a file; a snapshot is announced, then its copy removed, then its manifest. */
   async deleteFile(kind: Exclude<FileKind, 'config'>, id: string): Promise<void> {
     await this.guard();
+    if (kind === 'snapshot') await this.announce([], [id]);
     try {
+      if (kind === 'snapshot') await this.backend.delete(`${CATALOG_DIR}/${id}`);
       await this.backend.delete(`${FILE_DIRS[kind]}/${id}`);
     } catch (err) {
       throw storageToHoldfast(err, this.backend);
@@ -759,6 +885,20 @@ export class Repository {
     await this.saveIndex().catch(() => undefined);
   }
 
+  /**
+   * Write an index listing exactly `packs`, in files of PACKS_PER_INDEX packs; the last file
+   * supersedes `supersedes`, which is the atomic switch (prune, repair): before it, the old files
+   * still list everything.
+   */
+  async saveIndexFiles(packs: readonly IndexPack[], supersedes: readonly string[]): Promise<void> {
+    const chunks: IndexPack[][] = [];
+    for (let i = 0; i < packs.length; i += PACKS_PER_INDEX) chunks.push(packs.slice(i, i + PACKS_PER_INDEX));
+    if (chunks.length === 0) chunks.push([]);
+    for (const [i, list] of chunks.entries()) {
+      await this.saveFile('index', encodeIndex({ supersedes: i === chunks.length - 1 ? [...supersedes] : [], packs: list }));
+    }
+  }
+
   private async saveIndex(): Promise<void> {
     if (this.unsavedPacks.length === 0) return;
     const packs = this.unsavedPacks;
@@ -833,6 +973,36 @@ export class Repository {
     return out.sort((a, b) => (a.file?.created ?? '').localeCompare(b.file?.created ?? ''));
   }
 
+  /** Every key file, with what is wrong with it if anything (check). */
+  async listKeyFiles(): Promise<Array<{ id: string; problem?: string }>> {
+    const out: Array<{ id: string; problem?: string }> = [];
+    try {
+      for await (const o of this.backend.list('keys/')) {
+        const id = o.name.slice('keys/'.length);
+        let bytes: Buffer;
+        try {
+          bytes = await this.backend.get(o.name);
+        } catch (err) {
+          if (isNotFound(err)) continue; // removed meanwhile (key remove)
+          throw err;
+        }
+        let problem: string | undefined;
+        if (sha256Hex(bytes) !== id) problem = 'does not match its name (SHA-256 mismatch): it is damaged';
+        else {
+          try {
+            parseKeyFile(bytes);
+          } catch (err) {
+            problem = `cannot be parsed: ${(err as Error).message}`;
+          }
+        }
+        out.push(problem ? { id, problem } : { id });
+      }
+    } catch (err) {
+      throw storageToHoldfast(err, this.backend);
+    }
+    return out.sort((a, b) => a.id.localeCompare(b.id));
+  }
+
   async addKey(password: string, kdf: ScryptParams): Promise<string> {
     const key = await createKeyFile(this.masterKey, password, kdf);
     try {
@@ -903,7 +1073,7 @@ export function validateConfig(cfg: unknown, location: string): RepoConfig {
   if (typeof c.version === 'number' && Number.isInteger(c.version) && c.version > REPO_VERSION) {
     throw new HoldfastError('FORMAT_UNSUPPORTED', `repository format version ${c.version} is newer than this holdfast supports (${REPO_VERSION})`, { version: c.version });
   }
-  if (c.version !== REPO_VERSION) bad(`has an invalid version ${JSON.stringify(c.version)}`);
+  if (c.version !== REPO_VERSION) bad(`has an invalid version (${typeof c.version === 'number' ? c.version : typeof c.version})`);
   if (typeof c.id !== 'string' || !/^[0-9a-f]{32}$/.test(c.id)) bad('has an invalid repository id');
   if (typeof c.created !== 'string') bad('has no creation time');
   const k = c.chunker as Partial<Record<keyof ChunkerParams, unknown>> | null | undefined;
@@ -911,7 +1081,9 @@ export function validateConfig(cfg: unknown, location: string): RepoConfig {
   if (typeof k !== 'object' || k === null || !size(k.min) || !size(k.avg) || !size(k.max) || !(k.min <= k.avg && k.avg <= k.max) || typeof k.seed !== 'string') {
     bad('has invalid chunker parameters');
   }
-  return cfg as RepoConfig;
+  // Only the known fields: unknown ones are ignored (§4), and are not carried along unvalidated.
+  const { version, id, created, chunker } = cfg as RepoConfig;
+  return { version, id, created, chunker: { seed: chunker.seed, min: chunker.min, avg: chunker.avg, max: chunker.max } };
 }
 
 /** Map a storage failure to the catalogue, naming the object. */

@@ -59,6 +59,8 @@ export interface Snapshot {
   excludes: string[];
   tree: string;
   parent?: string;
+  /** Set by `repair snapshots`: the damaged snapshot this one replaces. */
+  original?: string;
   program: string;
   summary?: SnapshotSummary;
   pg?: PgBackupInfo;
@@ -91,11 +93,17 @@ export function listSnapshotIds(repo: Repository): Promise<string[]> {
   return repo.listFiles('snapshot');
 }
 
-/** All snapshots, oldest first. */
-export async function listSnapshots(repo: Repository): Promise<SnapshotWithId[]> {
+/** All snapshots, oldest first; `skipUnreadable` leaves out those that cannot be read (check). */
+export async function listSnapshots(repo: Repository, opts: { skipUnreadable?: boolean } = {}): Promise<SnapshotWithId[]> {
   const ids = await repo.listFiles('snapshot');
   const out: SnapshotWithId[] = [];
-  for (const id of ids) out.push(await loadSnapshot(repo, id));
+  for (const id of ids) {
+    try {
+      out.push(await loadSnapshot(repo, id));
+    } catch (err) {
+      if (!opts.skipUnreadable || !(err instanceof HoldfastError) || (err.code !== 'INTEGRITY' && err.code !== 'OBJECT_MISSING' && err.code !== 'FORMAT_UNSUPPORTED')) throw err;
+    }
+  }
   return out.sort((a, b) => a.time.localeCompare(b.time) || a.id.localeCompare(b.id));
 }
 
