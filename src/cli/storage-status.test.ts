@@ -75,7 +75,7 @@ describe('storage status cache shared by processes', { timeout: 300_000 }, () =>
     const fixed = await run(['pg', 'archive-push', files[10]!, '--log-level', 'debug', ...flags], env);
     assert.equal(fixed.code, 0, fixed.stderr);
     assert.equal(fixed.stderr.match(/storage status cache .* it will be replaced/g)?.length, 1, fixed.stderr);
-    assert.match(fs.readFileSync(files1[0]!, 'utf8'), /^holdfast-state 1 \d+ [0-9a-f]{64}\n/);
+    assert.match(fs.readFileSync(files1[0]!, 'utf8'), /^holdfast-state 2 \d+ [0-9a-f]{64}\n/);
     const status = okJson<{ mode: string; storages: Array<{ location: string; role: string; now: { alive: boolean } }> }>(['storage', 'status', ...flags], { HOLDFAST_STATE_DIR: state });
     assert.equal(status.mode, 'failover');
     assert.deepEqual(status.storages.map((s) => [s.role, s.now.alive]), [['primary', true], ['secondary', true]]);

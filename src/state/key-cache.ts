@@ -10,8 +10,9 @@
  *
  * Entry names are HMAC-SHA256(a random secret kept in the cache directory, password ‖ key id):
  * the name of an entry is no fast oracle for guessing the password, and a changed password simply
- * misses. A KEK that no longer opens its key file is dropped and scrypt runs again. Every failure
- * here is silent (debug at most): the cache only saves time.
+ * misses. A KEK that no longer opens its key file is dropped and scrypt runs again (the KEK's own
+ * check is the AEAD tag of the key file it unwraps); a damaged secret is replaced, so entries made
+ * with it simply miss. Every failure here is silent (debug at most): the cache only saves time.
  */
 import { createHmac, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -50,15 +51,20 @@ export class FileKeyCache implements KeyCache {
       // Never use a directory another user could read or plant entries in.
       if (st.uid !== process.getuid?.() || (st.mode & 0o077) !== 0) return undefined;
       const file = path.join(this.dir, 'secret');
+      let secret: Buffer | undefined;
       try {
-        this.secret = fs.readFileSync(file);
+        secret = fs.readFileSync(file);
       } catch {
-        const fresh = randomBytes(32);
-        fs.writeFileSync(`${file}.tmp`, fresh, { mode: 0o600 });
-        fs.renameSync(`${file}.tmp`, file);
-        this.secret = fs.readFileSync(file); // whoever won a race, all use the same secret
+        secret = undefined;
       }
-      if (this.secret.length !== 32) this.secret = undefined;
+      // Missing, or torn by a crash: a fresh secret (entries named with the old one just miss).
+      if (secret?.length !== 32) {
+        const tmp = `${file}.${randomBytes(4).toString('hex')}.tmp`;
+        fs.writeFileSync(tmp, randomBytes(32), { mode: 0o600 });
+        fs.renameSync(tmp, file);
+        secret = fs.readFileSync(file); // whoever won a race, all use the same secret
+      }
+      this.secret = secret.length === 32 ? secret : undefined;
       return this.secret;
     } catch {
       return undefined;

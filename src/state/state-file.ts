@@ -2,8 +2,9 @@
  * Small local state files that several holdfast processes share (storage status, …): each file
  * carries its own timestamp and checksum, is replaced atomically, and keeps its previous version.
  *
- * Format: one line `holdfast-state 1 <written: ms since the epoch> <SHA-256 hex of the JSON>`,
- * then the JSON. Writing: a temporary file in the same directory (`.<name>.<random>`), fsynced;
+ * Format: one line `holdfast-state 2 <written: ms since the epoch> <SHA-256 hex of "<written>\n<JSON>">`,
+ * then the JSON (the checksum covers the time too, so a damaged time is not believed). Files of
+ * version 1 (checksum over the JSON only) read as damaged and are replaced by the next write. Writing: a temporary file in the same directory (`.<name>.<random>`), fsynced;
  * the current file is renamed to `<name>.prev`; the temporary file is renamed to `<name>`; the
  * directory is fsynced. A crash between the renames leaves only `<name>.prev`, which readers use.
  *
@@ -19,7 +20,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-const MAGIC = 'holdfast-state 1';
+const MAGIC = 'holdfast-state 2';
 
 export interface StateRead<T> {
   readonly value: T;
@@ -38,10 +39,10 @@ export interface StateReadResult<T> {
 function parse<T>(text: string, validate: (v: unknown) => v is T): { value: T; written: number } | string {
   const nl = text.indexOf('\n');
   if (nl < 0) return 'no header line';
-  const m = /^holdfast-state 1 (\d{1,16}) ([0-9a-f]{64})$/.exec(text.slice(0, nl));
+  const m = /^holdfast-state 2 (\d{1,16}) ([0-9a-f]{64})$/.exec(text.slice(0, nl));
   if (!m) return 'bad header line';
   const json = text.slice(nl + 1);
-  if (createHash('sha256').update(json).digest('hex') !== m[2]) return 'checksum mismatch (torn or corrupt)';
+  if (checksum(Number(m[1]), json) !== m[2]) return 'checksum mismatch (torn or corrupt)';
   let v: unknown;
   try {
     v = JSON.parse(json);
@@ -50,6 +51,10 @@ function parse<T>(text: string, validate: (v: unknown) => v is T): { value: T; w
   }
   if (!validate(v)) return 'unexpected content';
   return { value: v, written: Number(m[1]) };
+}
+
+function checksum(written: number, json: string): string {
+  return createHash('sha256').update(`${written}\n${json}`).digest('hex');
 }
 
 function readText(file: string): string | undefined | { error: string } {
@@ -82,7 +87,7 @@ export function writeStateFile(file: string, value: unknown, now: number = Date.
   const dir = path.dirname(file);
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   const json = JSON.stringify(value);
-  const text = `${MAGIC} ${now} ${createHash('sha256').update(json).digest('hex')}\n${json}`;
+  const text = `${MAGIC} ${now} ${checksum(now, json)}\n${json}`;
   const tmp = path.join(dir, `.${path.basename(file)}.${randomBytes(6).toString('hex')}`);
   const fd = fs.openSync(tmp, 'wx', 0o600);
   try {
