@@ -55,13 +55,24 @@ export function isSafeName(name: unknown): name is string {
   return typeof name === 'string' && name !== '' && name !== '.' && name !== '..' && !name.includes('/') && !name.includes('\0') && !LONE_SURROGATE.test(name);
 }
 
+/**
+ * A value from a damaged tree, for a message: strings quoted (and cut), other values by type.
+ * Never JSON.stringify a decoded value as is: JSON.parse accepts nesting a million levels deep,
+ * and stringifying that overflows the stack.
+ */
+function show(v: unknown): string {
+  if (typeof v === 'string') return JSON.stringify(v.length > 200 ? `${v.slice(0, 200)}…` : v);
+  if (typeof v === 'object' && v !== null) return Array.isArray(v) ? 'an array' : 'an object';
+  return String(v);
+}
+
 function isCount(v: unknown): v is number {
   return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 }
 
 /**
  * Parse and validate a tree blob. Every field a reader uses is checked for its type and range
- * (unknown fields are ignored), so code walking or restoring the tree never meets a value that
+ * (unknown fields are dropped), so code walking or restoring the tree never meets a value that
  * makes it throw: INTEGRITY for a malformed tree, UNSAFE_PATH for a name that could leave its
  * directory or a name given twice.
  */
@@ -79,15 +90,15 @@ export function decodeTree(data: Buffer, id: string): Tree {
     if (typeof n !== 'object' || n === null || Array.isArray(n)) throw new HoldfastError('INTEGRITY', `tree ${id}: node ${i} is not an object`, { blob: id });
     const node = n as Partial<Record<keyof TreeNode, unknown>>;
     if (!isSafeName(node.name)) {
-      throw new HoldfastError('UNSAFE_PATH', `tree ${id} contains the unsafe name ${JSON.stringify(node.name)} (it would escape its directory)`, { blob: id, name: node.name });
+      throw new HoldfastError('UNSAFE_PATH', `tree ${id} contains the unsafe name ${show(node.name)} (it would escape its directory)`, { blob: id, name: typeof node.name === 'string' ? node.name : show(node.name) });
     }
     const name = node.name;
-    if (seen.has(name)) throw new HoldfastError('UNSAFE_PATH', `tree ${id} contains ${JSON.stringify(name)} twice`, { blob: id, name });
+    if (seen.has(name)) throw new HoldfastError('UNSAFE_PATH', `tree ${id} contains ${show(name)} twice`, { blob: id, name });
     seen.add(name);
     const bad = (what: string): never => {
-      throw new HoldfastError('INTEGRITY', `tree ${id}: node ${JSON.stringify(name)} has ${what}`, { blob: id, name });
+      throw new HoldfastError('INTEGRITY', `tree ${id}: node ${show(name)} has ${what}`, { blob: id, name });
     };
-    if (typeof node.type !== 'string' || !NODE_TYPES.has(node.type)) bad(`unknown type ${JSON.stringify(node.type)}`);
+    if (typeof node.type !== 'string' || !NODE_TYPES.has(node.type)) bad(`unknown type ${show(node.type)}`);
     if (!isCount(node.mode) || node.mode > 0o7777) bad('an invalid mode');
     for (const f of ['mtime', 'atime', 'ctime'] as const) {
       const t = node[f];
@@ -106,7 +117,19 @@ export function decodeTree(data: Buffer, id: string): Tree {
     if (node.type === 'dir' && node.subtree === undefined) bad('no subtree id');
     if (node.type === 'symlink' && node.target === undefined) bad('no link target');
   }
-  return tree as Tree;
+  // Only the known fields, so nothing unvalidated (say, an unknown field nested a million levels
+  // deep) travels on to code that prints or re-encodes nodes.
+  return { nodes: (nodes as TreeNode[]).map(knownFields) };
+}
+
+function knownFields(n: TreeNode): TreeNode {
+  const out: TreeNode = { name: n.name, type: n.type, mode: n.mode, mtime: n.mtime, atime: n.atime, ctime: n.ctime, uid: n.uid, gid: n.gid, inode: n.inode };
+  if (n.size !== undefined) out.size = n.size;
+  if (n.content !== undefined) out.content = n.content;
+  if (n.subtree !== undefined) out.subtree = n.subtree;
+  if (n.target !== undefined) out.target = n.target;
+  if (n.rdev !== undefined) out.rdev = n.rdev;
+  return out;
 }
 
 /** Nanosecond string to the seconds value fs.utimes takes (microsecond precision survives). */

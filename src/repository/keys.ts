@@ -82,7 +82,7 @@ export function parseKeyFile(bytes: Buffer): KeyFile {
   }
   const k = v as Partial<KeyFile>;
   if (typeof k !== 'object' || k === null || Array.isArray(k) || k.kdf !== 'scrypt' || typeof k.salt !== 'string' || typeof k.data !== 'string') throw new KeyFormatError('key file lacks kdf, salt or data');
-  if (k.version !== KEY_VERSION) throw new KeyFormatError(`key file version ${String(k.version)} is not supported`);
+  if (k.version !== KEY_VERSION) throw new KeyFormatError(`key file version ${typeof k.version === 'number' ? k.version : typeof k.version} is not supported`);
   for (const f of ['created', 'host', 'username'] as const) {
     if (typeof k[f] !== 'string') throw new KeyFormatError(`key file has no valid ${f}`);
   }
@@ -94,7 +94,9 @@ export function parseKeyFile(bytes: Buffer): KeyFile {
   if (N > 2 ** 22 || (N & (N - 1)) !== 0 || r > 32 || p > 16 || N * r > MAX_SCRYPT_NR || N * r * p > MAX_SCRYPT_NR) throw new KeyFormatError('key file scrypt parameters are out of range');
   if (!isBase64Of(k.salt, 32)) throw new KeyFormatError('key file salt is not 32 bytes of base64');
   if (!isBase64Of(k.data, SEAL_OVERHEAD + KEY_LEN)) throw new KeyFormatError('key file data is not a sealed 32-byte key in base64');
-  return k as KeyFile;
+  // Only the known fields, so nothing unvalidated travels on to code that prints key files.
+  const { version, created, host, username, kdf, salt, data } = k as KeyFile;
+  return { version, created, host, username, kdf, N, r, p, salt, data };
 }
 
 /** The key-encryption key of a key file for a password (the expensive scrypt step). */
