@@ -230,6 +230,34 @@ describe('pg check, pg info and incremental backups (real PostgreSQL 15)', { ski
     assert.match(text.stdout, new RegExp(`timeline 1: ${segs[0]} \\.\\. ${segs.at(-1)}, ${segs.length - 1} segments, 1 missing in 1 gap`));
     assert.match(text.stdout, new RegExp(`^    gap ${gone}\\.\\.${gone} \\(1 segment\\)$`, 'm'));
     assert.match(text.stdout, new RegExp(`\\(MISSING ${gone}\\)`));
+
+    // check names both: the incremental backup cannot be restored, the full one's recovery stops there.
+    const cargs = ['check', '--json'];
+    const c = hf(cargs);
+    assert.equal(c.status, 23, show(cargs, c));
+    const report = json<{ problems: Array<{ kind: string; object: string; snapshots: string[] }> }>(cargs, c);
+    assert.deepEqual(
+      report.problems.map((p) => [p.kind, p.object, [...p.snapshots].sort()]),
+      [
+        ['wal-missing', `wal/main/${gone}`, [b2!.id]],
+        ['wal-gap', `wal/main/${gone}`, [b1!.id, b2!.id].sort()],
+      ],
+    );
+  });
+
+  test('the newest archived segment deleted: nothing in the repository refers to it, pg check notices it', async () => {
+    await pg.psql(`INSERT INTO t SELECT g, 'newest' FROM generate_series(50000, 50999) g`);
+    const newest = await pg.switchWal({ force: true });
+    await waitUntil(`${newest} archived`, () => walFiles('main').includes(newest), { timeoutMs: 60_000 });
+    await waitUntil('the archiver reports it', async () => (await pg.psql('SELECT last_archived_wal FROM pg_stat_archiver')).trim() === newest, { timeoutMs: 30_000 });
+    fs.rmSync(path.join(repo, 'wal', 'main', newest));
+    const report = checkFails([], pg, ['archiving']);
+    const item = report.items.find((i) => i.name === 'archiving')!;
+    assert.match(item.message, new RegExp(`${newest}, which PostgreSQL reports archived before it, is not in the repository`));
+    // Now that later WAL is archived, the offline check sees the hole too.
+    const c = hf(['check', '--json']);
+    const problems = json<{ problems: Array<{ kind: string; object: string }> }>(['check'], c).problems;
+    assert.ok(problems.some((p) => p.kind === 'wal-gap' && p.object === `wal/main/${newest}`), JSON.stringify(problems));
   });
 
   describe('misconfigured servers', () => {
