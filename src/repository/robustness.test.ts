@@ -771,7 +771,7 @@ describe('robustness: a repository with damaged objects', () => {
       const dir = name.split('/')[0]!;
       kinds.add(dir);
       const mutations = byteMutations(seed, original, dir === 'keys' || dir === 'config' ? 50 : 40);
-      if (dir === 'config' || dir === 'keys') {
+      if (name === 'config' || /^keys\/[0-9a-f]{64}$/.test(name)) {
         await fuzz(`stored ${dir}`, seed, mutations, (b) => {
           if (dir === 'keys') {
             // A mutation may turn the key file into a legitimate but expensive one (N up to 2^22): not run here.
@@ -784,7 +784,7 @@ describe('robustness: a repository with damaged objects', () => {
           }
           return withObject(fx, name, b, () => Repository.open(fx.backend, PW));
         }, [HoldfastError], () => undefined);
-      } else if (dir === 'index') {
+      } else if (/^index\/[0-9a-f]{64}$/.test(name)) {
         await fuzz('stored index', seed, mutations, (b) => withObject(fx, name, b, async () => {
           const errors: HoldfastError[] = [];
           const { files } = await fx.reader.readIndexFiles((_id, err) => errors.push(err));
@@ -794,7 +794,7 @@ describe('robustness: a repository with damaged objects', () => {
           // The file is checked against its name: damage is never read as content.
           assert.deepEqual(files.map((f) => f.content), fx.indexContent, `${where}: index content changed`);
         });
-      } else if (dir === 'data') {
+      } else if (/^data\/[0-9a-f]{2}\/[0-9a-f]{64}$/.test(name)) {
         const id = name.split('/')[2]!;
         const locs = fx.locations.get(id)!;
         await fuzz('stored pack', seed, mutations, (b) => withObject(fx, name, b, async () => {
@@ -817,7 +817,7 @@ describe('robustness: a repository with damaged objects', () => {
           }
           if (first) throw first;
         }), [HoldfastError], () => undefined);
-      } else if (dir === 'snapshots' || dir === 'catalog') {
+      } else if (/^(snapshots|catalog)\/[0-9a-f]{64}$/.test(name)) {
         const id = name.split('/')[1]!;
         await fuzz(`stored ${dir}`, seed, mutations, (b) => withObject(fx, name, b, () => fx.reader.loadFile('snapshot', id)), [HoldfastError], (plain, _b, where) => {
           assert.equal(sha256Hex(plain).length, 64, where);
