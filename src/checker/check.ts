@@ -22,6 +22,8 @@ import { decodeTree } from '../files/tree.js';
 
 export type ProblemKind =
   | 'key-damaged'
+  | 'key-missing'
+  | 'key-copy-missing'
   | 'index-unreadable'
   | 'index-conflict'
   | 'pack-missing'
@@ -79,10 +81,20 @@ export async function checkRepository(repo: Repository, opts: CheckOptions): Pro
     if (!problems.has(key)) problems.set(key, { kind, object, message, snapshots: [] });
   };
 
-  // 0. Key files: each must match its name and parse (the one in use opened the repository).
+  // 0. Key files and their copies: each must match its name and parse.
   const keys = await repo.listKeyFiles();
   for (const k of keys) {
-    if (k.problem) add(`key:${k.id}`, 'key-damaged', `keys/${k.id}`, `key file ${k.id.slice(0, 12)} ${k.problem}: the password(s) of this key no longer open the repository`);
+    for (const [which, object, state] of [['key file', `keys/${k.id}`, k.primary], ['copy', `catalog/keys/${k.id}`, k.copy]] as const) {
+      if (state === undefined) continue;
+      const other = which === 'key file' ? k.copy : k.primary;
+      const flight = opts.inFlight?.get(`key:${k.id}`);
+      if (state === 'missing' && flight) {
+        warnings.push(`key ${k.id.slice(0, 12)}: ${object} is missing while ${flight} adds or removes it (finished when its stale lock is removed)`);
+        continue;
+      }
+      const rest = other === undefined ? `the other copy is intact (\`holdfast repair snapshots\` rewrites this one)` : 'and so is the other copy: the password(s) of this key no longer open the repository';
+      add(`key:${object}`, state === 'missing' ? (which === 'copy' ? 'key-copy-missing' : 'key-missing') : 'key-damaged', object, `key ${k.id.slice(0, 12)}: ${object} ${state === 'missing' ? 'is missing' : state}; ${rest}`);
+    }
   }
 
   // 1. Index files.

@@ -12,7 +12,7 @@ export async function run(inv: Invocation): Promise<number> {
       return 0;
     }
     case 'key add': {
-      const id = await addKey(ref, password(inv, 'new-password', 'new-password-file', true), inv.options.num('kdf-cost'));
+      const id = await addKey(ref, password(inv, 'new-password', 'new-password-file', true), inv.options.num('kdf-cost'), inv.ctx);
       if (inv.json) inv.outJson({ added: id });
       else inv.out(`added key ${id.slice(0, 8)}`);
       return 0;

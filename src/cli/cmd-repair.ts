@@ -19,9 +19,13 @@ export async function run(inv: Invocation): Promise<number> {
           if (s.lostCount > 50) inv.out(`    … (${s.lostCount - 50} more; --json lists up to ${s.lost.length})`);
         }
       }
-      inv.out(r.repaired.length === 0 ? `${r.snapshots} snapshot(s) and backup(s) checked: nothing to repair` : `${r.snapshots} snapshot(s) and backup(s) checked; ${r.repaired.length} ${dryRun ? 'to repair (dry run: nothing changed)' : 'repaired or reported'}`);
+      for (const k of r.keys) {
+        const verb = { 'copy-restored': 'its copy catalog/keys/ID rewritten from the key file', 'key-restored': 'the key file keys/ID rewritten from its copy', unrepairable: 'NOT repaired' }[k.action];
+        inv.out(`key ${k.id.slice(0, 12)}: ${would}${verb.replace('ID', k.id.slice(0, 12))}${k.reason ? ` (${k.reason})` : ''}`);
+      }
+      inv.out(r.repaired.length + r.keys.length === 0 ? `${r.snapshots} snapshot(s) and backup(s) checked: nothing to repair` : `${r.snapshots} snapshot(s) and backup(s) checked; ${r.repaired.length} ${dryRun ? 'to repair (dry run: nothing changed)' : 'repaired or reported'}`);
     }
-    return r.repaired.some((s) => s.action === 'unrepairable') ? 23 : 0;
+    return r.repaired.some((s) => s.action === 'unrepairable') || r.keys.some((k) => k.action === 'unrepairable') ? 23 : 0;
   }
   const readAll = inv.command === 'repair packs';
   const r = await repairIndex(repoRef(inv), { dryRun, readAll }, inv.ctx);

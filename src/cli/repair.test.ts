@@ -63,6 +63,12 @@ describe('repair', { timeout: 300_000 }, () => {
     return { repo, env: { HOLDFAST_REPO: repo, HOLDFAST_PASSWORD: 'correct horse' } };
   }
 
+  function writePw(pw: string): string {
+    const file = path.join(dir, `pw-${++copies}`);
+    fs.writeFileSync(file, pw, { mode: 0o600 });
+    return file;
+  }
+
   function check(env: Env, readData = true): CheckJson {
     const args = ['check', '--json', ...(readData ? ['--read-data'] : [])];
     const r = cli(args, env);
@@ -195,6 +201,28 @@ describe('repair', { timeout: 300_000 }, () => {
     assert.equal(check(env).ok, true);
     assert.deepEqual(okJson<Array<{ id: string }>>(['snapshots'], env).map((x) => x.id), [snapA]);
     await restoresIdentical(env, snapA, srcA);
+  });
+
+  test('a lost key file is noticed and its password still opens the repository from the copy; repair rewrites it; a lost copy too', () => {
+    const { repo, env } = copy();
+    const second = { ...env, HOLDFAST_PASSWORD: 'second key' };
+    const added = okJson<{ added: string }>(['key', 'add', '--kdf-cost', '10', '--new-password-file', writePw('second key')], env).added;
+    assert.ok(fs.existsSync(path.join(repo, 'catalog', 'keys', added)), 'key add writes the copy');
+    fs.rmSync(path.join(repo, 'keys', added));
+    const c = check(env, false);
+    assert.deepEqual(c.problems.map((p) => [p.kind, p.object]), [['key-missing', `keys/${added}`]]);
+    assert.equal(okJson<Array<{ id: string }>>(['snapshots'], second).length, 2, 'the second password opens through the copy');
+    const r = okJson<RepairSnapshotsResult>(['repair', 'snapshots'], env);
+    assert.deepEqual(r.keys, [{ id: added, action: 'key-restored' }]);
+    assert.equal(check(env, false).ok, true);
+    const keyFiles = fs.readdirSync(path.join(repo, 'keys'));
+    fs.rmSync(path.join(repo, 'catalog', 'keys', keyFiles[0]!));
+    assert.deepEqual(check(env, false).problems.map((p) => p.kind), ['key-copy-missing']);
+    assert.deepEqual(okJson<RepairSnapshotsResult>(['repair', 'snapshots'], env).keys.map((k) => k.action), ['copy-restored']);
+    assert.equal(check(env).ok, true);
+    ok(['key', 'remove', added.slice(0, 12)], env);
+    assert.equal(fs.existsSync(path.join(repo, 'catalog', 'keys', added)), false, 'key remove removes the copy');
+    assert.equal(check(env, false).ok, true);
   });
 
   test('a lost manifest or a lost copy is rewritten from the other', async () => {

@@ -3,6 +3,7 @@
  * directory depth, so memory grows with depth and directory width, never with the tree's size.
  * Trees are verified and validated as they load (names cannot escape; see tree.ts).
  */
+import { HoldfastError } from '../errors/catalogue.js';
 import type { Repository } from '../repository/repository.js';
 import { type TreeNode, decodeTree } from './tree.js';
 
@@ -21,18 +22,24 @@ export async function loadTree(repo: Repository, id: string): Promise<TreeNode[]
  * directory's contents (include filters, unchanged subtrees).
  */
 export async function* walkTree(repo: Repository, rootTree: string, descend: (e: WalkEntry) => boolean = () => true): AsyncGenerator<WalkEntry> {
-  const stack: Array<{ dir: string; nodes: TreeNode[]; i: number }> = [{ dir: '', nodes: await loadTree(repo, rootTree), i: 0 }];
+  const stack: Array<{ id: string; dir: string; nodes: TreeNode[]; i: number }> = [{ id: rootTree, dir: '', nodes: await loadTree(repo, rootTree), i: 0 }];
+  // Tree ids are content hashes, so a tree cannot contain itself short of a forged repository
+  // (or a SHA-256 collision): refuse one rather than walk forever.
+  const onPath = new Set<string>([rootTree]);
   while (stack.length > 0) {
     const top = stack[stack.length - 1]!;
     if (top.i >= top.nodes.length) {
       stack.pop();
+      onPath.delete(top.id);
       continue;
     }
     const node = top.nodes[top.i++]!;
     const entry: WalkEntry = { path: `${top.dir}/${node.name}`, node };
     yield entry;
     if (node.type === 'dir' && node.subtree && descend(entry)) {
-      stack.push({ dir: entry.path, nodes: await loadTree(repo, node.subtree), i: 0 });
+      if (onPath.has(node.subtree)) throw new HoldfastError('INTEGRITY', `tree ${node.subtree} contains itself (at ${entry.path}): the repository is damaged or forged`, { object: node.subtree });
+      onPath.add(node.subtree);
+      stack.push({ id: node.subtree, dir: entry.path, nodes: await loadTree(repo, node.subtree), i: 0 });
     }
   }
 }

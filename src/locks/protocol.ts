@@ -57,7 +57,10 @@ export interface LockRecord {
   intent?: LockIntent;
 }
 
-/** Snapshot ids a lock holder adds or removes (a two-object commit: manifest and its copy). */
+/**
+ * What a lock holder adds or removes, each a two-object commit (the object and its catalog copy):
+ * snapshot ids, and key files as `key:<id>`.
+ */
 export interface LockIntent {
   add: string[];
   remove: string[];
@@ -143,7 +146,7 @@ function parseIntent(v: unknown): LockIntent | undefined {
   if (typeof v !== 'object' || v === null) return undefined;
   const o = v as Record<string, unknown>;
   const ids = (x: unknown): string[] | undefined =>
-    Array.isArray(x) && x.length <= MAX_INTENT_IDS && x.every((id) => typeof id === 'string' && /^[0-9a-f]{64}$/.test(id)) ? (x as string[]) : undefined;
+    Array.isArray(x) && x.length <= MAX_INTENT_IDS && x.every((id) => typeof id === 'string' && /^(key:)?[0-9a-f]{64}$/.test(id)) ? (x as string[]) : undefined;
   const add = ids(o['add'] ?? []);
   const remove = ids(o['remove'] ?? []);
   return add && remove ? { add, remove } : undefined;

@@ -26,10 +26,11 @@ export async function listKeys(ref: RepoRef): Promise<KeyInfo[]> {
   }
 }
 
-export async function addKey(ref: RepoRef, newPassword: string, kdfCost: number): Promise<string> {
+export async function addKey(ref: RepoRef, newPassword: string, kdfCost: number, ctx: OpContext): Promise<string> {
   const repo = await openRepository(ref, false);
   try {
-    return await repo.addKey(newPassword, kdfParams(kdfCost));
+    // A shared lock: it carries the intent that makes the key file and its copy one commit (§8.2).
+    return await withRepoLock(repo, ref.location, ctx, 'shared', 'key add', () => repo.addKey(newPassword, kdfParams(kdfCost)));
   } finally {
     await repo.close();
   }
@@ -59,7 +60,7 @@ export async function removeKey(ref: RepoRef, prefix: string, ctx: OpContext): P
 export async function changePassword(ref: RepoRef, newPassword: string, kdfCost: number, ctx: OpContext): Promise<{ added: string; removed: string }> {
   const repo = await openRepository(ref, false);
   try {
-    const added = await repo.addKey(newPassword, kdfParams(kdfCost));
+    const added = await withRepoLock(repo, ref.location, ctx, 'shared', 'key add', () => repo.addKey(newPassword, kdfParams(kdfCost)));
     const removed = repo.keyId;
     // Remove through a repository opened with the new key, so the key in use is never the one removed.
     const again = await openRepository({ ...ref, password: newPassword }, false);

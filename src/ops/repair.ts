@@ -206,10 +206,18 @@ export interface RepairedSnapshot {
   reason?: string;
 }
 
+export interface RepairedKey {
+  id: string;
+  action: 'copy-restored' | 'key-restored' | 'unrepairable';
+  reason?: string;
+}
+
 export interface RepairSnapshotsResult {
   dryRun: boolean;
   snapshots: number;
   repaired: RepairedSnapshot[];
+  /** Key files and their copies (the catalog's other records). */
+  keys: RepairedKey[];
 }
 
 export async function repairSnapshots(ref: RepoRef, p: { dryRun: boolean; forget: boolean }, ctx: OpContext): Promise<RepairSnapshotsResult> {
@@ -238,7 +246,18 @@ async function fixSnapshots(repo: Repository, p: { dryRun: boolean; forget: bool
   const ids = await repo.listFiles('snapshot');
   const manifests = new Set(await repo.listSnapshotManifests());
   const copies = new Set(await repo.listSnapshotCopies());
-  const result: RepairSnapshotsResult = { dryRun: p.dryRun, snapshots: ids.length, repaired: [] };
+  const result: RepairSnapshotsResult = { dryRun: p.dryRun, snapshots: ids.length, repaired: [], keys: [] };
+  // Key files and their copies: a lost or damaged one is rewritten from the other.
+  for (const k of await repo.listKeyFiles()) {
+    if (k.primary === undefined && k.copy === undefined) continue;
+    if (k.primary !== undefined && k.copy !== undefined) {
+      result.keys.push({ id: k.id, action: 'unrepairable', reason: `the key file ${k.primary === 'missing' ? 'is missing' : 'is damaged'} and so is its copy: use another key's password (\`holdfast key list\`)` });
+      continue;
+    }
+    const which = k.primary === undefined ? 'copy' : 'primary';
+    result.keys.push({ id: k.id, action: which === 'copy' ? 'copy-restored' : 'key-restored' });
+    if (!p.dryRun) await repo.restoreKeyObject(which, k.id);
+  }
   const trees = new TreeRepair(repo, p.dryRun);
   const toForget: string[] = [];
   for (const id of ids) {

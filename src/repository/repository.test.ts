@@ -105,7 +105,7 @@ describe('Repository: init and open', () => {
     assert.equal(opened.config.version, 1);
     assert.deepEqual({ min: opened.config.chunker.min, avg: opened.config.chunker.avg, max: opened.config.chunker.max }, INIT.chunker);
     assert.equal(Buffer.from(opened.config.chunker.seed, 'base64').length, 32);
-    assert.deepEqual(await names(backend, ''), ['config', `keys/${repo.keyId}`]);
+    assert.deepEqual(await names(backend, ''), [`catalog/keys/${repo.keyId}`, 'config', `keys/${repo.keyId}`]);
     await assertHealthy(backend);
   });
 
@@ -160,6 +160,10 @@ describe('Repository: init and open', () => {
   test('a config but no key files is INTEGRITY, naming keys/', async () => {
     const { backend, repo } = await fresh();
     await backend.delete(`keys/${repo.keyId}`);
+    // The key file's copy in the catalog still opens it (check reports the loss) …
+    assert.equal((await Repository.open(backend, PW)).keyId, repo.keyId);
+    // … and without the copy too, nothing does.
+    await backend.delete(`catalog/keys/${repo.keyId}`);
     const err = await rejectsCode(Repository.open(backend, PW), 'INTEGRITY');
     assert.equal(err.data['object'], 'keys/');
   });
@@ -527,9 +531,14 @@ describe('Repository: damage is detected and named', () => {
     const { backend, repo } = await fresh();
     const id = await repo.saveFile('snapshot', Buffer.from('{"tree":"x"}'));
     backend.raw(`snapshots/${id}`)![15]! ^= 0x80;
+    // The copy catalog/<id> serves it while only the manifest is damaged (§8.2).
+    assert.equal((await repo.loadFile('snapshot', id)).toString(), '{"tree":"x"}');
+    assert.ok(await repo.loadSnapshotManifest(id).then(() => false, () => true), 'the manifest itself is damaged');
+    backend.raw(`catalog/${id}`)![15]! ^= 0x80;
     const err = await rejectsCode(repo.loadFile('snapshot', id), 'INTEGRITY');
     assert.equal(err.data['object'], `snapshots/${id}`);
     await backend.delete(`snapshots/${id}`);
+    await backend.delete(`catalog/${id}`);
     const missing = await rejectsCode(repo.loadFile('snapshot', id), 'OBJECT_MISSING');
     assert.equal(missing.data['object'], `snapshots/${id}`);
   });

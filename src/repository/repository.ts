@@ -50,6 +50,15 @@ const FILE_DIRS: Record<Exclude<FileKind, 'config'>, string> = { snapshot: 'snap
 /** Second copies of snapshot manifests, the repository's record of which snapshots exist (§8.2). */
 export const CATALOG_DIR = 'catalog';
 
+/** The object and its catalog copy for an intent entry: a snapshot id, or `key:<id>`. */
+export function catalogNames(entry: string): { name: string; copy: string; id: string } {
+  if (entry.startsWith('key:')) {
+    const id = entry.slice(4);
+    return { name: `keys/${id}`, copy: `${CATALOG_DIR}/keys/${id}`, id };
+  }
+  return { name: `snapshots/${entry}`, copy: `${CATALOG_DIR}/${entry}`, id: entry };
+}
+
 /** Packs per index file written by prune and repair. */
 const PACKS_PER_INDEX = 4096;
 
@@ -253,8 +262,9 @@ export class Repository {
     const key = await createKeyFile(master, password, options.kdf);
     const keyName = `keys/${key.id}`;
     try {
-      // Key first, then config: a repository whose config exists always has a key that opens it.
+      // Key (and its copy) first, then config: a repository whose config exists always has a key that opens it.
       await backend.put(keyName, key.bytes, { createOnly: true });
+      await backend.put(`${CATALOG_DIR}/${keyName}`, key.bytes);
     } catch (err) {
       throw storageToHoldfast(err, backend);
     }
@@ -264,6 +274,7 @@ export class Repository {
       return repo;
     } catch (err) {
       // Lost the race for config (or failed writing it): our key wraps a master key nobody uses.
+      await backend.delete(`${CATALOG_DIR}/${keyName}`).catch(() => undefined);
       await backend.delete(keyName).catch(() => undefined);
       if (err instanceof StorageError && err.kind === 'exists') throw new HoldfastError('REPO_EXISTS', `a repository already exists at ${backend.location}`, { location: backend.location });
       throw storageToHoldfast(err, backend);
@@ -282,27 +293,35 @@ export class Repository {
       if (isNotFound(err)) throw new HoldfastError('REPO_NOT_FOUND', `no holdfast repository at ${backend.location}`, { location: backend.location });
       throw storageToHoldfast(err, backend);
     }
-    const keyNames: string[] = [];
-    try {
-      for await (const k of backend.list('keys/')) keyNames.push(k.name);
-    } catch (err) {
-      throw storageToHoldfast(err, backend);
-    }
-    if (keyNames.length === 0) throw new HoldfastError('INTEGRITY', `repository at ${backend.location} has a config but no key files`, { location: backend.location, object: 'keys/' });
+    const list = async (prefix: string): Promise<string[]> => {
+      const out: string[] = [];
+      try {
+        for await (const k of backend.list(prefix)) out.push(k.name);
+      } catch (err) {
+        throw storageToHoldfast(err, backend);
+      }
+      return out.sort();
+    };
+    const keyNames = await list('keys/');
     let unreadable = 0;
     let configFailure: HoldfastError | undefined;
-    for (const name of keyNames.sort()) {
+    const idOf = (name: string): string => name.slice(name.lastIndexOf('/') + 1);
+    const unreadableIds = new Set<string>();
+    const tryKey = async (name: string): Promise<Repository | undefined> => {
       let file: KeyFile;
       try {
-        file = parseKeyFile(await backend.get(name));
+        const bytes = await backend.get(name);
+        if (sha256Hex(bytes) !== idOf(name)) throw new KeyFormatError('does not match its name');
+        file = parseKeyFile(bytes);
       } catch (err) {
         if (err instanceof KeyFormatError || isNotFound(err)) {
           unreadable++;
-          continue;
+          unreadableIds.add(idOf(name));
+          return undefined;
         }
         throw storageToHoldfast(err, backend);
       }
-      const keyId = name.slice('keys/'.length);
+      const keyId = idOf(name);
       let master: Buffer | undefined;
       const cached = options.keyCache?.get(keyId, password);
       if (cached) {
@@ -314,7 +333,7 @@ export class Repository {
         master = unwrapWithKek(file, kek);
         if (master) options.keyCache?.put(keyId, password, kek);
       }
-      if (!master) continue;
+      if (!master) return undefined;
       let config: RepoConfig;
       try {
         config = await parseConfig(master, sealedConfig, backend.location);
@@ -323,12 +342,23 @@ export class Repository {
         // password but not the config: try the next key, and report the config only if none fits.
         if (err instanceof HoldfastError && err.code === 'INTEGRITY' && err.data['authFailed'] === true) {
           configFailure ??= err;
-          continue;
+          return undefined;
         }
         throw err;
       }
       return new Repository(backend, master, config, keyId);
+    };
+    for (const name of keyNames) {
+      const repo = await tryKey(name);
+      if (repo) return repo;
     }
+    // A lost or damaged key file: its copy in the catalog (§8.2) opens the repository; check reports the damage.
+    const copies = (await list(`${CATALOG_DIR}/keys/`)).filter((n) => !keyNames.includes(`keys/${idOf(n)}`) || unreadableIds.has(idOf(n)));
+    for (const name of copies) {
+      const repo = await tryKey(name);
+      if (repo) return repo;
+    }
+    if (keyNames.length === 0 && copies.length === 0) throw new HoldfastError('INTEGRITY', `repository at ${backend.location} has a config but no key files`, { location: backend.location, object: 'keys/' });
     if (configFailure) throw configFailure;
     throw new HoldfastError('WRONG_PASSWORD', `wrong password: none of the ${keyNames.length} key(s) of ${backend.location} opens with it${unreadable ? ` (${unreadable} key file(s) unreadable)` : ''}`, {
       location: backend.location,
@@ -415,26 +445,28 @@ export class Repository {
   }
 
   /**
-   * Finish the commit a stale lock announced: a snapshot it added gets its missing copy (the
-   * manifest is whole: it was written first and is checked against its name); a snapshot it
-   * removed is removed entirely. Needs no key: copies are the same bytes. Idempotent.
+   * Finish the commit a stale lock announced: a snapshot (or key file, `key:<id>`) it added gets
+   * its missing copy (the object is whole: it was written first and is checked against its name);
+   * one it removed is removed entirely. Needs no key: copies are the same bytes. Idempotent.
    */
   async finishIntent(intent: { readonly add: readonly string[]; readonly remove: readonly string[] }): Promise<void> {
     try {
-      for (const id of intent.add) {
-        let sealed: Buffer;
+      for (const entry of intent.add) {
+        const { name, copy, id } = catalogNames(entry);
+        let bytes: Buffer;
         try {
-          sealed = await this.backend.get(`${FILE_DIRS.snapshot}/${id}`);
+          bytes = await this.backend.get(name);
         } catch (err) {
           if (isNotFound(err)) continue;
           throw err;
         }
-        if (sha256Hex(sealed) !== id) continue; // damaged: check reports it; repair decides
-        await this.backend.put(`${CATALOG_DIR}/${id}`, sealed);
+        if (sha256Hex(bytes) !== id) continue; // damaged: check reports it; repair decides
+        await this.backend.put(copy, bytes);
       }
-      for (const id of intent.remove) {
-        await this.backend.delete(`${CATALOG_DIR}/${id}`);
-        await this.backend.delete(`${FILE_DIRS.snapshot}/${id}`);
+      for (const entry of intent.remove) {
+        const { name, copy } = catalogNames(entry);
+        await this.backend.delete(copy);
+        await this.backend.delete(name);
       }
     } catch (err) {
       throw storageToHoldfast(err, this.backend);
@@ -973,40 +1005,73 @@ export class Repository {
     return out.sort((a, b) => (a.file?.created ?? '').localeCompare(b.file?.created ?? ''));
   }
 
-  /** Every key file, with what is wrong with it if anything (check). */
-  async listKeyFiles(): Promise<Array<{ id: string; problem?: string }>> {
-    const out: Array<{ id: string; problem?: string }> = [];
+  /**
+   * Every key file and its catalog copy, with what is wrong with each if anything (check):
+   * `undefined` when whole, 'missing', or what is wrong.
+   */
+  async listKeyFiles(): Promise<Array<{ id: string; primary: string | undefined; copy: string | undefined }>> {
+    const ids = new Set<string>();
+    const names = new Set<string>();
     try {
-      for await (const o of this.backend.list('keys/')) {
-        const id = o.name.slice('keys/'.length);
-        let bytes: Buffer;
-        try {
-          bytes = await this.backend.get(o.name);
-        } catch (err) {
-          if (isNotFound(err)) continue; // removed meanwhile (key remove)
-          throw err;
+      for (const prefix of ['keys/', `${CATALOG_DIR}/keys/`]) {
+        for await (const o of this.backend.list(prefix)) {
+          names.add(o.name);
+          ids.add(o.name.slice(prefix.length));
         }
-        let problem: string | undefined;
-        if (sha256Hex(bytes) !== id) problem = 'does not match its name (SHA-256 mismatch): it is damaged';
-        else {
-          try {
-            parseKeyFile(bytes);
-          } catch (err) {
-            problem = `cannot be parsed: ${(err as Error).message}`;
-          }
-        }
-        out.push(problem ? { id, problem } : { id });
       }
     } catch (err) {
       throw storageToHoldfast(err, this.backend);
     }
-    return out.sort((a, b) => a.id.localeCompare(b.id));
+    const judge = async (name: string, id: string): Promise<string | undefined> => {
+      if (!names.has(name)) return 'missing';
+      let bytes: Buffer;
+      try {
+        bytes = await this.backend.get(name);
+      } catch (err) {
+        if (isNotFound(err)) return 'missing';
+        throw storageToHoldfast(err, this.backend, name);
+      }
+      if (sha256Hex(bytes) !== id) return 'does not match its name (SHA-256 mismatch): it is damaged';
+      try {
+        parseKeyFile(bytes);
+      } catch (err) {
+        return `cannot be parsed: ${(err as Error).message}`;
+      }
+      return undefined;
+    };
+    const out = [];
+    for (const id of [...ids].sort()) out.push({ id, primary: await judge(`keys/${id}`, id), copy: await judge(`${CATALOG_DIR}/keys/${id}`, id) });
+    return out;
   }
 
+  /** Rewrite a key file (`primary`) or its copy from the other one, verified first (repair). */
+  async restoreKeyObject(which: 'primary' | 'copy', id: string): Promise<void> {
+    const names = catalogNames(`key:${id}`);
+    const [from, to] = which === 'copy' ? [names.name, names.copy] : [names.copy, names.name];
+    let bytes: Buffer;
+    try {
+      bytes = await this.backend.get(from);
+    } catch (err) {
+      throw storageToHoldfast(err, this.backend, from);
+    }
+    if (sha256Hex(bytes) !== id) throw new HoldfastError('INTEGRITY', `${from}: content does not match its name (SHA-256 mismatch)`, { object: from });
+    parseKeyFile(bytes);
+    await this.guard();
+    try {
+      await this.backend.put(to, bytes);
+    } catch (err) {
+      throw storageToHoldfast(err, this.backend, to);
+    }
+  }
+
+  /** Add a key file for `password`, and its copy (announced first, as snapshots are: §8.2). */
   async addKey(password: string, kdf: ScryptParams): Promise<string> {
     const key = await createKeyFile(this.masterKey, password, kdf);
+    await this.guard();
+    await this.announce([`key:${key.id}`], []);
     try {
       await this.backend.put(`keys/${key.id}`, key.bytes, { createOnly: true });
+      await this.backend.put(`${CATALOG_DIR}/keys/${key.id}`, key.bytes);
     } catch (err) {
       throw storageToHoldfast(err, this.backend);
     }
@@ -1018,7 +1083,9 @@ export class Repository {
     const keys = await this.listKeys();
     if (!keys.some((k) => k.id === id)) throw new HoldfastError('OBJECT_MISSING', `no key ${id} in ${this.backend.location}`, { key: id, hint: 'Run `holdfast key list` to see key ids.' });
     await this.guard();
+    await this.announce([], [`key:${id}`]);
     try {
+      await this.backend.delete(`${CATALOG_DIR}/keys/${id}`);
       await this.backend.delete(`keys/${id}`);
     } catch (err) {
       throw storageToHoldfast(err, this.backend);

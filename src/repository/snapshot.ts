@@ -74,6 +74,15 @@ export async function saveSnapshot(repo: Repository, sn: Snapshot): Promise<stri
   return repo.saveFile('snapshot', Buffer.from(JSON.stringify(sn)));
 }
 
+/** The fields of `pg` that readers compute with must have their types (a forged manifest must not crash them). */
+function validPg(pg: unknown): boolean {
+  if (typeof pg !== 'object' || pg === null) return false;
+  const p = pg as Record<string, unknown>;
+  const str = ['cluster', 'type', 'systemId', 'pgdata', 'startLsn', 'stopLsn', 'startWal', 'stopWal', 'startTime', 'stopTime'];
+  return str.every((k) => typeof p[k] === 'string') && typeof p['timeline'] === 'number' && typeof p['pgVersion'] === 'number' &&
+    (p['tablespaces'] === undefined || (Array.isArray(p['tablespaces']) && p['tablespaces'].every((t) => typeof t === 'object' && t !== null && typeof (t as Record<string, unknown>)['oid'] === 'string' && typeof (t as Record<string, unknown>)['path'] === 'string')));
+}
+
 export async function loadSnapshot(repo: Repository, id: string): Promise<SnapshotWithId> {
   const buf = await repo.loadFile('snapshot', id);
   let sn: Snapshot;
@@ -82,8 +91,16 @@ export async function loadSnapshot(repo: Repository, id: string): Promise<Snapsh
   } catch {
     throw new HoldfastError('INTEGRITY', `snapshots/${id} is not valid JSON`, { object: `snapshots/${id}` });
   }
-  if (typeof sn !== 'object' || sn === null || typeof sn.tree !== 'string' || !Array.isArray(sn.paths) || typeof sn.time !== 'string') {
-    throw new HoldfastError('INTEGRITY', `snapshots/${id} lacks required fields`, { object: `snapshots/${id}` });
+  const strings = (v: unknown): boolean => Array.isArray(v) && v.length <= 100_000 && v.every((x) => typeof x === 'string');
+  if (
+    typeof sn !== 'object' || sn === null || Array.isArray(sn) ||
+    typeof sn.tree !== 'string' || !/^[0-9a-f]{64}$/.test(sn.tree) ||
+    !strings(sn.paths) || typeof sn.time !== 'string' || typeof sn.version !== 'number' ||
+    (sn.tags !== undefined && !strings(sn.tags)) || (sn.excludes !== undefined && !strings(sn.excludes)) ||
+    (sn.host !== undefined && typeof sn.host !== 'string') || (sn.parent !== undefined && typeof sn.parent !== 'string') ||
+    (sn.pg !== undefined && !validPg(sn.pg))
+  ) {
+    throw new HoldfastError('INTEGRITY', `snapshots/${id} lacks required fields or has malformed ones`, { object: `snapshots/${id}` });
   }
   if (sn.version > SNAPSHOT_VERSION) throw new HoldfastError('FORMAT_UNSUPPORTED', `snapshots/${id} has format version ${sn.version}`, { object: `snapshots/${id}` });
   return { ...sn, tags: sn.tags ?? [], excludes: sn.excludes ?? [], id };

@@ -215,6 +215,10 @@ export class LocalBackend implements Backend {
       if (!range) return await fsp.readFile(file);
       const { fh, release } = await this.acquire(file);
       try {
+        // A range longer than the file (a forged length) must not become an allocation.
+        if (range.length > 1 << 20 && range.offset + range.length > (await fh.stat()).size) {
+          throw new StorageError('short-read', this.location, name, `${name} in ${this.location} is shorter than expected: wanted ${range.length} bytes at offset ${range.offset}`);
+        }
         const buf = Buffer.allocUnsafe(range.length);
         let got = 0;
         while (got < range.length) {
