@@ -34,7 +34,7 @@ export type StorageMode = 'failover' | 'replicate';
  * while the primary is down.
  */
 export function everywhere(name: string): boolean {
-  return name === 'config' || name.startsWith('keys/') || name.startsWith('clusters/');
+  return name === 'config' || name.startsWith('keys/') || name.startsWith('catalog/keys/') || name.startsWith('clusters/');
 }
 
 /** One storage's health as the cache keeps it. */
