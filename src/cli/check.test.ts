@@ -143,6 +143,25 @@ describe('check', { timeout: 120_000 }, () => {
     expectError(cli(['snapshots'], env), ['snapshots'], 14, 'INTEGRITY', `snapshots/${snapshot}`);
   });
 
+  test('--read-data-subset: the parts n/t read every pack exactly once, N% reads the same share every time; a damaged pack is found by its part only', () => {
+    const { env, repo } = copy();
+    const packs = packFiles(repo).length;
+    const parts = [1, 2, 3].map((n) => okJson<{ stats: { packsRead: number } }>(['check', '--read-data-subset', `${n}/3`, '--json'], env).stats.packsRead);
+    assert.equal(parts.reduce((a, b) => a + b, 0), packs, `parts ${parts.join('+')} of ${packs} packs`);
+    const half = okJson<{ stats: { packsRead: number } }>(['check', '--read-data-subset', '50%', '--json'], env).stats.packsRead;
+    assert.equal(okJson<{ stats: { packsRead: number } }>(['check', '--read-data-subset', '50%', '--json'], env).stats.packsRead, half);
+    assert.equal(okJson<{ stats: { packsRead: number } }>(['check', '--read-data-subset', '100%', '--json'], env).stats.packsRead, packs);
+    const pack = largestPack(repo);
+    const buf = fs.readFileSync(pack.file);
+    buf[100] = buf[100]! ^ 1;
+    fs.writeFileSync(pack.file, buf);
+    const found = [1, 2, 3].filter((n) => cli(['check', '--read-data-subset', `${n}/3`], env).status === 23);
+    assert.equal(found.length, 1, `exactly one part finds the damaged pack: ${found.join(',')}`);
+    for (const bad of ['0/3', '4/3', '0%', '101%', 'half']) {
+      expectError(cli(['check', '--read-data-subset', bad], env), ['check', '--read-data-subset', bad], 2, 'USAGE', '--read-data-subset');
+    }
+  });
+
   test('a deleted snapshot manifest or copy is noticed by check (the other records that it existed)', () => {
     for (const dirName of ['snapshots', 'catalog']) {
       const { env, repo } = copy();
