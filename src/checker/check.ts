@@ -5,7 +5,10 @@
  * Structure: index files load; every indexed pack exists with the indexed size and its header
  * agrees with the index; every snapshot loads; every tree loads and validates; every referenced
  * data blob is indexed in a healthy pack. With `readData` every pack is read whole: its SHA-256
- * must match its name and every blob must decrypt and hash to its id.
+ * must match its name and every blob must decrypt and hash to its id; a pack damaged as a whole
+ * (wrong size, wrong hash, unreadable header) then has each indexed blob verified where the index
+ * places it, as restore reads it, so only the snapshots using a blob that no longer reads are
+ * named (without `readData`, every snapshot using the pack).
  *
  * Trees are walked iteratively (explicit stack) with a memo per tree id, so shared subtrees are
  * analysed once and a cyclic reference (only possible in a forged repository) is reported rather
@@ -123,6 +126,35 @@ export async function checkRepository(repo: Repository, opts: CheckOptions): Pro
     if (!list) byPack.set(loc.pack, (list = []));
     list.push([blob, loc]);
   }
+  /**
+   * A pack damaged as a whole (wrong size, content not matching its name, header unreadable):
+   * with its bytes read (readData), each blob the index places in it is verified where the index
+   * places it — as restore reads it — so only the snapshots using a blob that no longer reads are
+   * affected; without them every blob in it counts as lost. Returns the blobs lost and indexed.
+   */
+  const damagedPack = async (id: string, data: Buffer | undefined): Promise<{ lost: number; blobs: number }> => {
+    const inPack = byPack.get(id) ?? [];
+    if (!data) {
+      badPacks.add(id);
+      return { lost: inPack.length, blobs: inPack.length };
+    }
+    let lost = 0;
+    for (const [blob, loc] of inPack) {
+      const end = loc.offset + loc.length;
+      const readable =
+        end <= data.length &&
+        (await repo.openBlob(loc.type, Buffer.from(blob, 'hex'), data.subarray(loc.offset, end), loc.rawLength, packName(id)).then(
+          () => true,
+          () => false,
+        ));
+      if (!readable) {
+        badBlobs.set(blob, `pack:${id}`);
+        lost++;
+      }
+    }
+    return { lost, blobs: inPack.length };
+  };
+  const lostText = (n: { lost: number; blobs: number }): string => `; ${n.lost} of the ${n.blobs} indexed blob(s) in it no longer read${n.lost < n.blobs ? ' (the rest still do)' : ''}`;
   let done = 0;
   let packsRead = 0;
   const total = indexed.length;
@@ -135,19 +167,30 @@ export async function checkRepository(repo: Repository, opts: CheckOptions): Pro
       badPacks.add(id);
       continue;
     }
-    if (size !== info.size) {
-      add(`pack:${id}`, 'pack-size', name, `pack ${id} has ${size} bytes, the index says ${info.size} (truncated or overwritten)`);
-      badPacks.add(id);
-      continue;
-    }
+    const read = opts.readData && (opts.subset?.(id) ?? true);
+    if (read) packsRead++;
+    let data: Buffer | undefined;
     try {
-      const read = opts.readData && (opts.subset?.(id) ?? true);
-      if (read) packsRead++;
-      const entries = read ? await readWholePack(repo, id, size, badBlobs, add) : await repo.readPackHeader(id, size);
-      compareWithIndex(id, entries, byPack.get(id) ?? [], add, badPacks);
+      if (read) {
+        if (size > MAX_PACK_READ) throw new Error(`pack is ${size} bytes, larger than any pack holdfast writes`);
+        data = await repo.backend.get(name);
+      }
     } catch (err) {
       add(`pack:${id}`, 'pack-corrupt', name, `pack ${id}: ${describe(err)}`);
       badPacks.add(id);
+      continue;
+    }
+    if (size !== info.size) {
+      const n = await damagedPack(id, data);
+      add(`pack:${id}`, 'pack-size', name, `pack ${id} has ${size} bytes, the index says ${info.size} (truncated or overwritten)${data ? lostText(n) : ''}`);
+      continue;
+    }
+    try {
+      const entries = data ? await checkWholePack(repo, id, data, badBlobs, add) : await repo.readPackHeader(id, size);
+      compareWithIndex(id, entries, byPack.get(id) ?? [], add, badPacks);
+    } catch (err) {
+      const n = await damagedPack(id, data);
+      add(`pack:${id}`, 'pack-corrupt', name, `pack ${id}: ${describe(err)}${data ? lostText(n) : ''}`);
     }
   }
   opts.onProgress?.(total, total, 'packs');
@@ -271,16 +314,15 @@ export async function checkRepository(repo: Repository, opts: CheckOptions): Pro
   };
 }
 
-async function readWholePack(
+/** A pack read whole: it must hash to its name, its header parse, and every blob in it read. */
+async function checkWholePack(
   repo: Repository,
   id: string,
-  size: number,
+  data: Buffer,
   badBlobs: Map<string, string>,
   add: (key: string, kind: ProblemKind, object: string, message: string) => void,
 ): Promise<PackEntry[]> {
-  if (size > MAX_PACK_READ) throw new Error(`pack is ${size} bytes, larger than any pack holdfast writes`);
   const name = packName(id);
-  const data = await repo.backend.get(name);
   if (sha256Hex(data) !== id) throw new Error('content does not match its name (SHA-256 mismatch): the pack is damaged');
   const entries = parsePack(repo.packKey(), data);
   for (const e of entries) {
