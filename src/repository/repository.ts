@@ -261,6 +261,7 @@ export class Repository {
     };
     const key = await createKeyFile(master, password, options.kdf);
     const keyName = `keys/${key.id}`;
+    await removeHalfKeyPairs(backend);
     try {
       // Key (and its copy) first, then config: a repository whose config exists always has a key that opens it.
       await backend.put(keyName, key.bytes, { createOnly: true });
@@ -1154,6 +1155,30 @@ export function validateConfig(cfg: unknown, location: string): RepoConfig {
 }
 
 /** Map a storage failure to the catalogue, naming the object. */
+/**
+ * Before `init` writes its key: with no config there is no repository yet, so a key file without
+ * its copy (or a copy without its key file) is what an `init` that died between the two left.
+ * It opens nothing; left there, check would report the missing half forever. A racing `init` that
+ * loses its key file this way still opens through the copy it writes next (and check names the
+ * loss), so this is safe in that case too. Complete pairs are left alone: Repository.open skips
+ * keys that do not open the config.
+ */
+async function removeHalfKeyPairs(backend: Backend): Promise<void> {
+  const ids = async (prefix: string): Promise<Set<string>> => {
+    const out = new Set<string>();
+    try {
+      for await (const o of backend.list(prefix)) out.add(o.name.slice(prefix.length));
+    } catch (err) {
+      throw storageToHoldfast(err, backend);
+    }
+    return out;
+  };
+  const keys = await ids('keys/');
+  const copies = await ids(`${CATALOG_DIR}/keys/`);
+  for (const id of keys) if (!copies.has(id)) await backend.delete(`keys/${id}`).catch(() => undefined);
+  for (const id of copies) if (!keys.has(id)) await backend.delete(`${CATALOG_DIR}/keys/${id}`).catch(() => undefined);
+}
+
 export function storageToHoldfast(err: unknown, backend: Backend, name?: string, data: Record<string, unknown> = {}): HoldfastError {
   if (err instanceof HoldfastError) return err;
   if (err instanceof StorageError) {

@@ -22,6 +22,8 @@ export class LocalBackend implements Backend {
   readonly capabilities: Capabilities = { conditionalCreate: true, maxConcurrency: 8, persistent: true };
   private readonly root: string;
   private readonly knownDirs = new Set<string>();
+  /** Directories whose entry in their parent this process has fsynced (see ensureDir). */
+  private readonly durableDirs = new Set<string>();
 
   constructor(root: string) {
     this.root = path.resolve(root);
@@ -46,7 +48,13 @@ export class LocalBackend implements Backend {
     return new StorageError(kind, this.location, name, `${what} ${name} in ${this.location}: ${detail}`, { cause: err });
   }
 
-  /** mkdir -p that fsyncs each newly created directory into its parent. */
+  /**
+   * mkdir -p that makes each directory durable in its parent. A directory that already exists is
+   * fsynced into its parent too, the first time this process uses it: whoever created it may have
+   * died (or, in this process, may still be) between its mkdir and that fsync, and an object
+   * stored in it would be lost with the directory after a power loss (found by the power-loss
+   * harness, src/testing/powerloss.test.ts).
+   */
   private async ensureDir(dir: string): Promise<void> {
     if (this.knownDirs.has(dir)) return;
     const missing: string[] = [];
@@ -69,7 +77,12 @@ export class LocalBackend implements Backend {
       } catch (err) {
         if (systemCode(err) !== 'EEXIST') throw err;
       }
+    }
+    // Every directory from `dir` up to the root (itself included), each once per process: its entry in its parent.
+    for (let d = dir, i = 0; (d === this.root || d.startsWith(this.root + path.sep)) && i < 64; d = path.dirname(d), i++) {
+      if (this.durableDirs.has(d)) break;
       await fsyncDir(path.dirname(d));
+      this.durableDirs.add(d);
     }
     this.knownDirs.add(dir);
   }

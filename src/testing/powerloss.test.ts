@@ -19,7 +19,7 @@
  * (KNOWN_BUGS) is reported by that bug's `todo` test instead.
  *
  * Last, a scenario that a single power loss cannot produce: earlier writers killed inside the
- * local driver's ensureDir, then a backup, then the power loss (a `todo` test: a durability bug).
+ * local driver's ensureDir, then a backup, then the power loss (it found a durability bug, fixed).
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -822,13 +822,11 @@ function compareTrees(expected: Map<string, TreeEntry>, actual: Map<string, Tree
  * Holdfast bugs the trials found, each with what identifies it. A trial that fails only with one
  * of these is reported by that bug's own `todo` test, so the other trials keep guarding.
  */
-const KNOWN_BUGS = {
-  'orphan-key-without-copy':
-    'init writes keys/<id>, then catalog/keys/<id>, with no intent covering the pair; when it dies between the two ' +
-    '(here: the power) there is no config, `init` again succeeds, and from then on check fails (exit 23) with ' +
-    "key-copy-missing for the dead init's key, a key that opens nothing, until `holdfast repair snapshots`",
-} as const;
-type KnownBug = keyof typeof KNOWN_BUGS;
+// Bugs this harness found and that are not fixed yet, by name: none now. (Fixed: an init that died
+// between its key file and the key's catalog copy left a half pair check reported forever; init
+// now removes half pairs before writing its key.)
+const KNOWN_BUGS: Record<string, string> = {};
+type KnownBug = string;
 
 class KnownBugError extends Error {
   constructor(
@@ -969,10 +967,6 @@ async function runTrial(work: string, spec: TrialSpec): Promise<TrialOutcome & {
   const check = await runCli(['check', '--json'], env);
   if (check.status !== 0) {
     const msg = `check after the next backup failed:\n${showRun(check)}`;
-    const problems = (JSON.parse(check.stdout || '{}') as { problems?: Array<{ kind: string }> }).problems ?? [];
-    if (reinit && problems.length > 0 && problems.every((p) => p.kind === 'key-copy-missing')) {
-      throw new KnownBugError('orphan-key-without-copy', `${scenario()}\n${msg}`);
-    }
     fail(msg);
   }
   fs.rmSync(ws, { recursive: true, force: true });
@@ -1063,11 +1057,8 @@ describe('the local driver after a killed writer, then a power loss', { skip: SK
 
   it(
     'keeps a backup whose packs went into data/xx directories that an earlier, killed process had created',
-    {
-      todo:
-        'durability bug in src/storage/local.ts ensureDir: a directory that already exists is trusted to be durable in its parent, ' +
-        'but the process that made it may have died between mkdir and the fsync of the parent; the packs stored in it are lost with the power',
-    },
+    // Was a durability bug (fixed): ensureDir trusted an existing directory to be durable in its
+    // parent, but the process that made it may have died between mkdir and the parent's fsync.
     async () => {
       const pl = await mountPowerLoss({ mode: 'discard', seed: 1 });
       const ws = path.join(work, 'ws');
