@@ -53,11 +53,22 @@ test('timelines: recovery follows a branch taken after the backup started; a bra
   assert.deepEqual(run(late, [backup('b3', 1, 14, 14)], history), []);
 });
 
-test('a timeline above 1 without its history file, or with an unreadable one, is reported with the backups on it', () => {
+test('a lost or unreadable history file of timeline 2 breaks the backups whose recovery follows the switch to it, not those on timeline 2', () => {
+  // As PostgreSQL 15 does (src/cli/damage.test.ts, and tried by hand): without 00000002.history,
+  // recovery from a timeline-1 backup stays on timeline 1; one from a timeline-2 backup, which
+  // needs no ancestry, recovers as before.
   const names = [...range(1, 5, 11), ...range(2, 12, 20)];
-  assert.deepEqual(run(names, [backup('b2', 2, 14, 15)]), [{ kind: 'wal-history-missing', object: 'wal/main/00000002.history', snapshots: ['b2'] }]);
+  const backups = [backup('b1', 1, 8, 9), backup('b2', 2, 14, 15)];
+  assert.deepEqual(run(names, backups), [{ kind: 'wal-history-missing', object: 'wal/main/00000002.history', snapshots: ['b1'] }]);
   const bad = new Map<number, readonly TimelineSwitch[] | Error>([[2, new Error('not valid')]]);
-  assert.deepEqual(run([...names, '00000002.history'], [backup('b2', 2, 14, 15)], bad), [{ kind: 'wal-history-unreadable', object: 'wal/main/00000002.history', snapshots: ['b2'] }]);
+  assert.deepEqual(run([...names, '00000002.history'], backups, bad), [{ kind: 'wal-history-unreadable', object: 'wal/main/00000002.history', snapshots: ['b1'] }]);
+  // Without the file the switch point is unknown: a timeline-1 backup started after timeline 2's first segment cannot follow it.
+  assert.deepEqual(run([...range(1, 5, 16), ...range(2, 12, 20)], [backup('b3', 1, 14, 14)]), [{ kind: 'wal-history-missing', object: 'wal/main/00000002.history', snapshots: [] }]);
+  // A later timeline's history lists timeline 2's ancestry: the switch point is known from it.
+  const h3 = parseTimelineHistory(`1\t${lsn(12, 0)}\tno recovery target specified\n2\t${lsn(18, 0)}\tno recovery target specified\n`, 3);
+  const withH3 = new Map<number, readonly TimelineSwitch[] | Error>([[3, h3]]);
+  const three = [...range(1, 5, 11), ...range(2, 12, 17), ...range(3, 18, 20), '00000003.history'];
+  assert.deepEqual(run(three, [backup('b1', 1, 8, 9), backup('b4', 1, 11, 11)], withH3), [{ kind: 'wal-history-missing', object: 'wal/main/00000002.history', snapshots: ['b1', 'b4'] }]);
 });
 
 test('forged backup fields and huge ranges do not hang or throw', () => {

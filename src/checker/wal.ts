@@ -6,7 +6,8 @@
  * - On every timeline some backup's recovery passes through, the segments from where that
  *   recovery needs them (the backup's start, or the point where the timeline branched off) up to
  *   the newest archived segment of the timeline have no gap.
- * - Every timeline above 1 that holds WAL or a backup has a readable history file.
+ * - Every timeline above 1 that holds WAL or a backup has a readable history file; one that is
+ *   lost breaks the backups on earlier timelines whose recovery follows the switch to it.
  *
  * Each problem names the missing objects as segment ranges and the backups it breaks: a backup
  * whose own range is affected cannot be restored at all; one whose recovery passes a gap can
@@ -86,19 +87,39 @@ export function checkWalContinuity(input: WalContinuityInput): WalProblem[] {
     return out;
   };
 
+  /**
+   * The backups whose recovery follows the switch to timeline t, for a t whose own history file
+   * is missing or unreadable: from the readable history of a later timeline descending from t
+   * (it lists t's ancestry), else every backup on an earlier timeline that started no later than
+   * t's first archived segment (t cannot have branched off later; a backup on an unrelated
+   * branch may be named too). Backups on t itself do not need the file: PostgreSQL recovers a
+   * timeline whose history it cannot get as one without ancestors.
+   */
+  const followers = (t: number): string[] => {
+    for (const [u, h] of input.history) {
+      if (u <= t || h instanceof Error) continue;
+      const i = h.findIndex((e) => e.timeline === t);
+      if (i < 0) continue;
+      const ancestry = h.slice(0, i);
+      return backups.filter((b) => ancestry.some((e) => e.timeline === b.timeline && e.switchLsn >= parseLsn(b.startLsn))).map((b) => b.id);
+    }
+    let first: bigint | undefined;
+    for (const s of segs.get(t) ?? []) if (first === undefined || s < first) first = s;
+    return backups.filter((b) => b.timeline < t && (first === undefined || segNoOfLsn(parseLsn(b.startLsn), segSize) <= first)).map((b) => b.id);
+  };
   for (const t of [...timelines].sort((a, b) => a - b)) {
     if (t <= 1) continue;
     const h = input.history.get(t);
-    const affected = backups.filter((b) => b.timeline === t).map((b) => b.id);
     if (h === undefined) {
+      const onT = backups.some((b) => b.timeline === t);
       problems.push({
         kind: 'wal-history-missing',
         object: obj(historyName(t)),
-        message: `timeline ${t} of cluster "${cluster}" holds WAL${affected.length ? ' and backups' : ''} but its history file ${historyName(t)} is not in the repository: recovery cannot follow the switch to timeline ${t}`,
-        snapshots: affected,
+        message: `timeline ${t} of cluster "${cluster}" holds WAL${onT ? ' and backups' : ''} but its history file ${historyName(t)} is not in the repository: recovery cannot follow the switch to timeline ${t}`,
+        snapshots: followers(t),
       });
     } else if (h instanceof Error) {
-      problems.push({ kind: 'wal-history-unreadable', object: obj(historyName(t)), message: `history file ${historyName(t)} of cluster "${cluster}" cannot be read: ${h.message}`, snapshots: affected });
+      problems.push({ kind: 'wal-history-unreadable', object: obj(historyName(t)), message: `history file ${historyName(t)} of cluster "${cluster}" cannot be read: ${h.message}: recovery cannot follow the switch to timeline ${t}`, snapshots: followers(t) });
     }
   }
 
