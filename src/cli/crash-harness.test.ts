@@ -37,17 +37,26 @@
  * trials build on each other: it stops at the first failure).
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { Writable } from 'node:stream';
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, test, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CLI, Rng, TEST_KDF, type TreeEntry, describeTree, generateTree } from '../testing/helpers.js';
 import { onExitCleanup } from '../testing/exit-cleanup.js';
-import { restoredPath, workspace } from '../testing/e2e.js';
+import { restoredPath } from '../testing/e2e.js';
 import { type PgCluster, chownToPostgres, destroyAllClusters, pgSkip, postgresIds, startCluster } from '../testing/pg.js';
 import { postgresRepository } from '../testing/pg-repo.js';
+import { HoldfastError } from '../errors/catalogue.js';
+import { check as checkOperation } from '../ops/check.js';
+import { DEFAULT_LOCK_SETTINGS, type OpContext, type RepoRef } from '../ops/context.js';
+import { archiveGet } from '../ops/pg-archive.js';
+import { openRepository } from '../ops/repo.js';
+import { restore as restoreOperation } from '../ops/restore.js';
+import { Logger } from '../ui/output.js';
 
 // ---------------------------------------------------------------------------------------------
 // Settings
@@ -56,13 +65,13 @@ type Kind = 'backup' | 'forget-prune' | 'key' | 'archive-push' | 'archive-push-a
 
 /** Trials per scenario in the default run (at least 200 in all; multiplied by HOLDFAST_CRASH_TRIALS). */
 const BASE_TRIALS: Record<Kind, number> = {
-  backup: 50,
+  backup: 60,
   'forget-prune': 30,
-  key: 24,
+  key: 30,
   'archive-push': 40,
-  'archive-push-async': 20,
-  'pg-backup': 14,
-  'pg-expire': 15,
+  'archive-push-async': 16,
+  'pg-backup': 10,
+  'pg-expire': 14,
 };
 
 function envNumber(name: string, fallback: number, ok: (n: number) => boolean): number {
@@ -73,16 +82,44 @@ function envNumber(name: string, fallback: number, ok: (n: number) => boolean): 
   return n;
 }
 
+// The operations this file calls in process must never meet the crash injection meant for the CLI.
+delete process.env['HOLDFAST_TEST_CRASH_AFTER'];
+delete process.env['HOLDFAST_TEST_MUTATIONS'];
+
 const SEED = envNumber('HOLDFAST_CRASH_SEED', Math.floor(Math.random() * 2 ** 31), (n) => Number.isSafeInteger(n) && n >= 0);
 const SCALE = envNumber('HOLDFAST_CRASH_TRIALS', 1, (n) => n > 0 && n <= 1000);
 const PARALLEL = envNumber('HOLDFAST_CRASH_PARALLEL', 3, (n) => Number.isInteger(n) && n >= 1 && n <= 32);
 const ONLY = parseOnly(process.env['HOLDFAST_CRASH_ONLY']);
+/**
+ * Where repositories, copies and restores live: tmpfs by default. A SIGKILL loses nothing the
+ * kernel already has (only power loss does, src/testing/powerloss.ts), so the trials do not need
+ * a disk, and fsync on tmpfs costs nothing (restoring a PostgreSQL data directory: ~1 s instead of
+ * 3–5 s on this machine's disk under load). The PostgreSQL cluster itself stays on disk.
+ */
+const TMP = process.env['HOLDFAST_CRASH_TMP'] || (isWritableDir('/dev/shm') ? '/dev/shm' : os.tmpdir());
+/**
+ * Share of trials that verify through the CLI (`holdfast check --read-data --json`, `restore`,
+ * `pg archive-get`, `key list`); the others call the same operations in this process, which spares
+ * a Node start and module load (~0.3 s of CPU) per step. HOLDFAST_CRASH_CLI_VERIFY=1: all of them.
+ */
+const CLI_VERIFY = envNumber('HOLDFAST_CRASH_CLI_VERIFY', 0.25, (n) => n >= 0 && n <= 1);
+/** HOLDFAST_CRASH_VERBOSE=1: every trial's steps with their durations, as test diagnostics. */
+const VERBOSE = process.env['HOLDFAST_CRASH_VERBOSE'] === '1';
 
 function parseOnly(text: string | undefined): { kind: Kind; index?: number } | undefined {
   if (!text) return undefined;
   const m = /^([a-z-]+)(?::(\d+))?$/.exec(text);
   if (!m || !(m[1]! in BASE_TRIALS)) throw new Error(`HOLDFAST_CRASH_ONLY=${text}: expected one of ${Object.keys(BASE_TRIALS).join(', ')}, optionally with :TRIAL`);
   return m[2] === undefined ? { kind: m[1] as Kind } : { kind: m[1] as Kind, index: Number(m[2]) };
+}
+
+function isWritableDir(p: string): boolean {
+  try {
+    fs.accessSync(p, fs.constants.W_OK | fs.constants.X_OK);
+    return fs.statSync(p).isDirectory();
+  } catch {
+    return false;
+  }
 }
 
 function trialCount(kind: Kind): number {
@@ -139,6 +176,19 @@ interface Run {
   /** Died of SIGKILL (its own crash point, or ours). */
   readonly killed: boolean;
   readonly timedOut: boolean;
+  /** For a run that timed out: what its processes were doing (Node diagnostic report, /proc). */
+  readonly hang?: string;
+}
+
+/** CPU seconds of the reaped child processes (and theirs), from /proc/self/stat (cutime + cstime). */
+function childrenCpuSeconds(): number | undefined {
+  try {
+    const stat = fs.readFileSync('/proc/self/stat', 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[13]) + Number(f[14])) / 100; // fields 16 and 17, in USER_HZ (100 on Linux)
+  } catch {
+    return undefined;
+  }
 }
 
 /** Process groups still running, killed if the test process ends first. */
@@ -164,6 +214,8 @@ function childEnv(o: RunOptions): Record<string, string> {
   if (!out['HOLDFAST_STATE_DIR']) throw new Error('every run needs its own HOLDFAST_STATE_DIR');
   if (o.crashAfter !== undefined) out['HOLDFAST_TEST_CRASH_AFTER'] = String(o.crashAfter);
   if (o.mutationLog !== undefined) out['HOLDFAST_TEST_MUTATIONS'] = o.mutationLog;
+  // A run that hangs can be asked what it waits for (see describeHang).
+  out['NODE_OPTIONS'] = `${out['NODE_OPTIONS'] ?? ''} --report-on-signal --report-signal=SIGUSR2 --report-directory=${REPORT_DIR}`.trim();
   return out;
 }
 
@@ -186,6 +238,7 @@ function holdfast(args: readonly string[], o: RunOptions): Promise<Run> {
     child.stdout.on('data', (b: Buffer) => out.push(b));
     child.stderr.on('data', (b: Buffer) => err.push(b));
     let timedOut = false;
+    let hang: string | undefined;
     const killGroup = (): void => {
       try {
         process.kill(-pid, 'SIGKILL');
@@ -196,7 +249,13 @@ function holdfast(args: readonly string[], o: RunOptions): Promise<Run> {
     const killTimer = o.killAfterMs !== undefined ? setTimeout(killGroup, o.killAfterMs) : undefined;
     const timeout = setTimeout(() => {
       timedOut = true;
-      killGroup();
+      describeHang(pid).then(
+        (d) => {
+          hang = d;
+          killGroup();
+        },
+        () => killGroup(),
+      );
     }, o.timeoutMs ?? 180_000);
     child.on('error', (e) => {
       clearTimeout(killTimer);
@@ -210,7 +269,7 @@ function holdfast(args: readonly string[], o: RunOptions): Promise<Run> {
       liveGroups.delete(pid);
       // runuser reports a child killed by a signal as 128 + the signal's number.
       const killed = signal === 'SIGKILL' || (asPg && code === 137);
-      resolve({ args, status: code, signal, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8'), ms: Date.now() - start, killed, timedOut });
+      resolve({ args, status: code, signal, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8'), ms: Date.now() - start, killed, timedOut, ...(hang !== undefined ? { hang } : {}) });
     });
   });
 }
@@ -218,7 +277,71 @@ function holdfast(args: readonly string[], o: RunOptions): Promise<Run> {
 function showRun(r: Run): string {
   const cut = (s: string): string => (s.length > 3000 ? `${s.slice(0, 1500)}\n…\n${s.slice(-1500)}` : s);
   const how = r.timedOut ? 'timed out' : r.signal ? `killed by ${r.signal}` : `exit ${String(r.status)}`;
-  return `holdfast ${r.args.join(' ')} → ${how} after ${r.ms} ms\n--- stdout\n${cut(r.stdout.trim())}\n--- stderr\n${cut(r.stderr.trim())}`;
+  const hang = r.hang !== undefined ? `\n--- what it was doing when the timeout hit\n${r.hang}` : '';
+  return `holdfast ${r.args.join(' ')} → ${how} after ${r.ms} ms\n--- stdout\n${cut(r.stdout.trim())}\n--- stderr\n${cut(r.stderr.trim())}${hang}`;
+}
+
+/**
+ * Node diagnostic reports of the CLI processes (NODE_OPTIONS --report-on-signal, SIGUSR2), asked
+ * for when a run times out: the JavaScript stack and the libuv handles that keep it alive.
+ */
+const REPORT_DIR = path.join(os.tmpdir(), `holdfast-crash-reports-${process.pid}`);
+fs.mkdirSync(REPORT_DIR, { recursive: true, mode: 0o1777 });
+fs.chmodSync(REPORT_DIR, 0o1777); // postgres writes there too
+onExitCleanup(() => fs.rmSync(REPORT_DIR, { recursive: true, force: true }));
+
+/** What the processes of group `pgid` are doing: state, kernel wait channel, open files, Node report. */
+async function describeHang(pgid: number): Promise<string> {
+  const lines: string[] = [];
+  const members: Array<{ pid: number; comm: string }> = [];
+  for (const e of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${e}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (Number(f[2]) !== pgid) continue;
+      const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      members.push({ pid: Number(e), comm });
+      const wchan = fs.readFileSync(`/proc/${e}/wchan`, 'utf8');
+      const fds = fs.readdirSync(`/proc/${e}/fd`).map((fd) => {
+        try {
+          return `${fd}→${fs.readlinkSync(`/proc/${e}/fd/${fd}`)}`;
+        } catch {
+          return fd;
+        }
+      });
+      lines.push(`PID ${e} (${comm}) state ${f[0]} wchan ${wchan || '-'} threads ${fs.readdirSync(`/proc/${e}/task`).length}; fds ${fds.join(' ')}`);
+    } catch {
+      /* gone */
+    }
+  }
+  for (const m of members.filter((x) => x.comm === 'node')) {
+    try {
+      process.kill(m.pid, 'SIGUSR2');
+    } catch {
+      continue;
+    }
+    for (let i = 0; i < 30; i++) {
+      await sleep(100);
+      const file = fs.readdirSync(REPORT_DIR).find((n) => n.includes(`.${m.pid}.`));
+      if (!file) continue;
+      try {
+        const report = JSON.parse(fs.readFileSync(path.join(REPORT_DIR, file), 'utf8')) as {
+          javascriptStack?: { message?: string; stack?: string[] };
+          libuv?: Array<{ type: string; is_active?: boolean; is_referenced?: boolean; [k: string]: unknown }>;
+          workers?: unknown[];
+        };
+        const alive = (report.libuv ?? []).filter((h) => h.is_active && h.is_referenced);
+        lines.push(`PID ${m.pid} JavaScript stack: ${report.javascriptStack?.message ?? ''}\n    ${(report.javascriptStack?.stack ?? []).slice(0, 12).join('\n    ')}`);
+        lines.push(`PID ${m.pid} active, referenced libuv handles (what keeps it running): ${alive.map((h) => JSON.stringify(h)).join('\n    ') || 'none'}`);
+        lines.push(`PID ${m.pid} worker threads: ${(report.workers ?? []).length}`);
+        break;
+      } catch {
+        /* still being written */
+      }
+    }
+  }
+  return lines.join('\n');
 }
 
 /** Bounded pool of trial slots shared by all scenarios. */
@@ -288,33 +411,48 @@ function statsOf(kind: Kind): ScenarioStats {
 class Trial {
   readonly rng: Rng;
   readonly steps: string[] = [];
+  private last = Date.now();
   plan: Plan | undefined;
   variant = '';
+  /** Verify through the CLI (else through the operations in this process). */
+  readonly viaCli: boolean;
+  /** Besides the trial's directory, what to keep for inspection when the trial fails. */
+  readonly keep: string[] = [];
   constructor(
     readonly kind: Kind,
     readonly index: number,
     readonly dir: string,
   ) {
     this.rng = new Rng(trialSeed(kind, index));
+    this.viaCli = this.rng.int(1_000_000) < CLI_VERIFY * 1_000_000;
   }
 
+  /** Record the next step (the previous one's duration is appended to it). */
   step(s: string): void {
+    const now = Date.now();
+    if (this.steps.length > 0) this.steps[this.steps.length - 1] += ` (${now - this.last} ms)`;
+    this.last = now;
     this.steps.push(s);
   }
 
   /** The header of a failure: everything needed to find and reproduce the trial. */
   header(): string {
     return [
-      `${this.kind} trial ${this.index} (${this.variant}): ${this.plan ? describePlan(this.plan) : 'no kill point chosen yet'}`,
+      `${this.kind} trial ${this.index} (${this.variant}; verified ${this.viaCli ? 'through the CLI' : 'in process'}): ${this.plan ? describePlan(this.plan) : 'no kill point chosen yet'}`,
       `  reproduce: HOLDFAST_CRASH_SEED=${SEED} HOLDFAST_CRASH_ONLY=${this.kind}:${this.index} node --test build/cli/crash-harness.test.js`,
       `  steps: ${this.steps.join(' → ')}`,
     ].join('\n');
   }
 
+  /** Run the CLI for this trial. */
+  run(args: readonly string[], o: RunOptions): Promise<Run> {
+    return holdfast(args, o);
+  }
+
   /** Run a command that must succeed. */
   async ok(args: readonly string[], o: RunOptions): Promise<Run> {
     this.step(args.slice(0, 3).join(' '));
-    const r = await holdfast(args, o);
+    const r = await this.run(args, o);
     assert.equal(r.status, 0, showRun(r));
     return r;
   }
@@ -326,7 +464,7 @@ class Trial {
   async killed(args: readonly string[], o: RunOptions, plan: Plan): Promise<{ killed: boolean; run: Run }> {
     this.plan = plan;
     this.step(`${args.slice(0, 3).join(' ')} [killed]`);
-    const r = await holdfast(args, { ...o, ...(plan.how === 'mutation' ? { crashAfter: plan.n } : { killAfterMs: plan.ms }) });
+    const r = await this.run(args, { ...o, ...(plan.how === 'mutation' ? { crashAfter: plan.n } : { killAfterMs: plan.ms }) });
     const st = statsOf(this.kind);
     if (r.killed && !r.timedOut) {
       if (plan.how === 'mutation') st.killedAtMutation++;
@@ -348,13 +486,66 @@ interface CheckJson {
 /** What check may warn about after a kill (docs/design.md §8.2, §9, §18). */
 const ALLOWED_WARNINGS = [/ is not in any index \(left by an interrupted/, / stored in more than one pack \(left by an interrupted run/, / is missing while .* commits it \(an interrupted or running operation/];
 
+/** The repository and password a run's environment names, for the operations called in process. */
+function refOf(o: RunOptions, password?: string): RepoRef {
+  const location = o.env['HOLDFAST_REPO'];
+  assert.ok(location, 'HOLDFAST_REPO');
+  const pwFile = o.env['HOLDFAST_PASSWORD_FILE'];
+  const pw = password ?? o.env['HOLDFAST_PASSWORD'] ?? (pwFile ? fs.readFileSync(pwFile, 'utf8').split(/\r?\n/)[0] : undefined);
+  assert.ok(pw !== undefined, 'a password');
+  return { location, password: pw };
+}
+
+/** A context for operations called in process: their log goes to `lines` (shown on failure). */
+function opContext(o: RunOptions, lines: string[]): OpContext {
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      lines.push(chunk.toString('utf8'));
+      cb();
+    },
+  }) as unknown as NodeJS.WriteStream;
+  return { log: new Logger('info', stream), progress: false, locks: { ...DEFAULT_LOCK_SETTINGS, lockDir: o.env['HOLDFAST_LOCK_DIR'] } };
+}
+
 async function expectCheck(t: Trial, o: RunOptions, when: string): Promise<void> {
-  t.step(`check --read-data (${when})`);
-  const r = await holdfast(['check', '--read-data', '--json'], o);
-  assert.equal(r.status, 0, `check --read-data ${when} failed\n${showRun(r)}`);
-  const report = JSON.parse(r.stdout) as CheckJson;
+  let report: CheckJson;
+  if (t.viaCli) {
+    t.step(`holdfast check --read-data (${when})`);
+    const r = await t.run(['check', '--read-data', '--json'], o);
+    assert.equal(r.status, 0, `check --read-data ${when} failed\n${showRun(r)}`);
+    report = JSON.parse(r.stdout) as CheckJson;
+  } else {
+    t.step(`check --read-data in process (${when})`);
+    const log: string[] = [];
+    try {
+      // What cmd-check.ts prints with --json; it exits 23 unless `ok`.
+      const r = await checkOperation(refOf(o), { readData: true }, opContext(o, log));
+      report = { ok: r.problems.length === 0, ...r };
+    } catch (err) {
+      assert.fail(`check --read-data ${when} failed: ${(err as Error).stack ?? String(err)}\n${log.join('')}`);
+    }
+  }
   assert.equal(report.ok, true, `check ${when}: ${JSON.stringify(report.problems)}`);
   for (const w of report.warnings) assert.ok(ALLOWED_WARNINGS.some((re) => re.test(w)), `check ${when}: unexpected warning: ${w}`);
+}
+
+/** Whether `password` opens the repository (a wrong one is exit 12, WRONG_PASSWORD; anything else fails the trial). */
+async function opens(t: Trial, o: RunOptions, password: string): Promise<boolean> {
+  if (t.viaCli) {
+    t.step('holdfast key list');
+    const r = await t.run(['key', 'list', '--json'], { ...o, env: { ...o.env, HOLDFAST_PASSWORD: password, HOLDFAST_PASSWORD_FILE: undefined } });
+    assert.ok(r.status === 0 || r.status === 12, showRun(r));
+    return r.status === 0;
+  }
+  t.step('open in process');
+  try {
+    const repo = await openRepository(refOf(o, password), false);
+    await repo.close();
+    return true;
+  } catch (err) {
+    if (err instanceof HoldfastError && err.code === 'WRONG_PASSWORD') return false;
+    throw err;
+  }
 }
 
 /**
@@ -388,11 +579,18 @@ function treeDiff(expected: TreeDesc, actual: TreeDesc): string[] {
 async function restoreTree(t: Trial | undefined, id: string, srcPath: string, scratch: string, o: RunOptions): Promise<TreeDesc> {
   const target = path.join(scratch, `restore-${id.slice(0, 12)}-${Math.random().toString(36).slice(2, 8)}`);
   try {
-    const args = ['restore', id, '--target', target];
-    if (t) await t.ok(args, o);
-    else {
-      const r = await holdfast(args, o);
+    if (t?.viaCli) {
+      t.step(`holdfast restore ${id.slice(0, 12)}`);
+      const r = await t.run(['restore', id, '--target', target], o);
       assert.equal(r.status, 0, showRun(r));
+    } else {
+      t?.step(`restore ${id.slice(0, 12)} in process`);
+      const log: string[] = [];
+      try {
+        await restoreOperation(refOf(o), { snapshot: id, target, includes: [], force: false, jobs: 0 }, opContext(o, log));
+      } catch (err) {
+        assert.fail(`restore of ${id} failed: ${(err as Error).stack ?? String(err)}\n${log.join('')}`);
+      }
     }
     return await describeTree(restoredPath(target, srcPath));
   } finally {
@@ -422,6 +620,14 @@ async function profile(base: string, scratch: string, args: (repo: string) => re
   }
 }
 
+/** Like Promise.all, but waits for every promise before throwing the first error (nothing runs on after a failure). */
+async function allSettled<T>(promises: ReadonlyArray<Promise<T>>): Promise<T[]> {
+  const results = await Promise.allSettled(promises);
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
+  return results.map((r) => (r as PromiseFulfilledResult<T>).value);
+}
+
 /**
  * Run the trials of one scenario (in parallel through the shared slots unless `sequential`),
  * collect failures, and fail the test at the end with every failure's description.
@@ -435,8 +641,11 @@ async function scenario(tc: TestContext, kind: Kind, root: string, trial: (t: Tr
     const t = new Trial(kind, i, dir);
     try {
       await trial(t);
+      t.step('done');
+      if (VERBOSE) tc.diagnostic(t.header());
     } catch (err) {
-      st.failures.push(`${t.header()}\n  ${(err as Error).stack ?? String(err)}`.replace(/\n/g, '\n  '));
+      const kept = await keepForInspection(t);
+      st.failures.push(`${t.header()}${kept}\n  ${(err as Error).stack ?? String(err)}`.replace(/\n/g, '\n  '));
     } finally {
       st.trials++;
       await fsp.rm(dir, { recursive: true, force: true }).catch(() => undefined);
@@ -444,17 +653,34 @@ async function scenario(tc: TestContext, kind: Kind, root: string, trial: (t: Tr
   };
   const indexes = trialIndexes(kind);
   if (opts.sequential) {
+    // One trial at a time anyway: outside the shared slots, so this chain is never starved.
     for (const i of indexes) {
-      await slots.run(() => one(i));
+      await one(i);
       if (st.failures.length > 0) break; // later trials build on this one
     }
   } else {
-    await Promise.all(indexes.map((i) => slots.run(() => one(i))));
+    await allSettled(indexes.map((i) => slots.run(() => one(i))));
   }
   st.ms = Date.now() - started;
   tc.diagnostic(summaryLine(kind, st));
   for (const n of st.notes) tc.diagnostic(`${kind}: ${n}`);
   if (st.failures.length > 0) assert.fail(`${st.failures.length} of ${st.trials} ${kind} trial(s) failed (seed ${SEED}):\n\n${st.failures.join('\n\n')}`);
+}
+
+/** Failed trials whose files are kept (a few per run): under os.tmpdir()/holdfast-crash-failures. */
+let keptFailures = 0;
+async function keepForInspection(t: Trial): Promise<string> {
+  if (keptFailures >= 5) return '';
+  keptFailures++;
+  const dest = path.join(os.tmpdir(), 'holdfast-crash-failures', `${SEED}-${t.kind}-${t.index}`);
+  try {
+    await fsp.rm(dest, { recursive: true, force: true });
+    await fsp.mkdir(dest, { recursive: true });
+    for (const p of [t.dir, ...t.keep]) await fsp.cp(p, path.join(dest, path.basename(p)), { recursive: true, verbatimSymlinks: true });
+    return `\n  kept for inspection: ${dest}`;
+  } catch (err) {
+    return `\n  (keeping the trial's files failed: ${(err as Error).message})`;
+  }
 }
 
 function summaryLine(kind: Kind, s: ScenarioStats): string {
@@ -488,13 +714,23 @@ describe(`crash harness: seeded SIGKILL trials (seed ${SEED})`, { concurrency: t
   const started = Date.now();
 
   before(async () => {
-    ({ dir: root, cleanup } = await workspace('holdfast-crash-harness-'));
+    root = await fsp.mkdtemp(path.join(TMP, 'holdfast-crash-harness-'));
     await fsp.chmod(root, 0o755); // the postgres user needs to reach its part
+    const remove = (): void => {
+      spawnSync('chmod', ['-R', 'u+rwX', root]);
+      fs.rmSync(root, { recursive: true, force: true });
+    };
+    onExitCleanup(remove);
+    cleanup = async () => remove();
   });
   after(async () => {
     const lines = [...stats.entries()].map(([k, s]) => summaryLine(k, s));
     const total = [...stats.values()].reduce((n, s) => n + s.trials, 0);
-    console.log(`crash harness, seed ${SEED}, scale ${SCALE}, ${PARALLEL} at a time: ${total} trials in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    const own = process.resourceUsage();
+    const children = childrenCpuSeconds();
+    console.log(
+      `crash harness, seed ${SEED}, scale ${SCALE}, ${PARALLEL} at a time: ${total} trials in ${((Date.now() - started) / 1000).toFixed(1)} s; CPU ${((own.userCPUTime + own.systemCPUTime) / 1e6).toFixed(0)} s in this process${children === undefined ? '' : `, ${children.toFixed(0)} s in the processes it ran`}, peak RSS of this process ${(own.maxRSS / 1024).toFixed(0)} MB`,
+    );
     for (const l of lines) console.log(`  ${l}`);
     await destroyAllClusters();
     await cleanup();
@@ -535,7 +771,7 @@ describe(`crash harness: seeded SIGKILL trials (seed ${SEED})`, { concurrency: t
       { name: 'incremental backup --jobs 0', path: src, tree: srcTree, args: ['backup', src, '--pack-size', '1MiB', '--jobs', '0', '--json'] },
       { name: 'backup of a new path', path: other, tree: otherTree, args: ['backup', other, '--pack-size', '1MiB', '--json'] },
     ];
-    const profiles = await Promise.all(variants.map((v) => profile(repo0, base, () => v.args, envFor)));
+    const profiles = await allSettled(variants.map((v) => profile(repo0, base, () => v.args, envFor)));
 
     await scenario(tc, 'backup', base, async (t) => {
       const k = t.rng.int(variants.length);
@@ -597,7 +833,7 @@ describe(`crash harness: seeded SIGKILL trials (seed ${SEED})`, { concurrency: t
       { name: 'prune after a forget', base: f1, args: ['prune', '--max-unused', '0', '--json'], prunes: true },
       { name: 'forget --keep-last 2', base: f0, args: ['forget', '--keep-last', '2', '--json'], prunes: false },
     ];
-    const profiles = await Promise.all(variants.map((v) => profile(v.base, base, () => v.args, envFor)));
+    const profiles = await allSettled(variants.map((v) => profile(v.base, base, () => v.args, envFor)));
 
     await scenario(tc, 'forget-prune', base, async (t) => {
       const k = t.rng.int(variants.length);
@@ -654,7 +890,7 @@ describe(`crash harness: seeded SIGKILL trials (seed ${SEED})`, { concurrency: t
       { name: 'key passwd', args: ['key', 'passwd', '--kdf-cost', TEST_KDF, '--json'] },
       { name: 'key remove', args: ['key', 'remove', spare.slice(0, 12), '--json'] },
     ];
-    const profiles = await Promise.all(variants.map((v) => profile(k0, base, () => v.args, (repo) => envFor(repo, OLD, { HOLDFAST_NEW_PASSWORD: NEW }))));
+    const profiles = await allSettled(variants.map((v) => profile(k0, base, () => v.args, (repo) => envFor(repo, OLD, { HOLDFAST_NEW_PASSWORD: NEW }))));
 
     await scenario(tc, 'key', base, async (t) => {
       const k = t.rng.int(variants.length);
@@ -663,19 +899,13 @@ describe(`crash harness: seeded SIGKILL trials (seed ${SEED})`, { concurrency: t
       const repo = path.join(t.dir, 'repo');
       await fsp.cp(k0, repo, { recursive: true });
       const as = (pw: string): RunOptions => envFor(repo, pw, { HOLDFAST_NEW_PASSWORD: NEW });
-      /** Whether `pw` opens the repository (exit 12 is a wrong password; anything else fails the trial). */
-      const opens = async (pw: string): Promise<boolean> => {
-        t.step(`key list (${pw})`);
-        const r = await holdfast(['key', 'list', '--json'], as(pw));
-        assert.ok(r.status === 0 || r.status === 12, showRun(r));
-        return r.status === 0;
-      };
+      const opensWith = (pw: string): Promise<boolean> => opens(t, as(OLD), pw);
       const keyIds = async (pw: string): Promise<string[]> => (JSON.parse((await t.ok(['key', 'list', '--json'], as(pw))).stdout) as Array<{ id: string }>).map((x) => x.id);
       await t.killed(v.args, as(OLD), pickPlan(t.rng, profiles[k]!));
-      const oldOpens = await opens(OLD);
+      const oldOpens = await opensWith(OLD);
       if (v.name === 'key passwd') {
         // Adds the new key, then removes the old one: one of the two passwords always opens it.
-        if (!oldOpens) assert.ok(await opens(NEW), 'after a killed key passwd neither the old nor the new password opens the repository');
+        if (!oldOpens) assert.ok(await opensWith(NEW), 'after a killed key passwd neither the old nor the new password opens the repository');
       } else assert.ok(oldOpens, `the old password no longer opens the repository after a killed ${v.name}`);
       const pw = oldOpens ? OLD : NEW;
       await expectCheck(t, as(pw), 'after the kill');
@@ -683,17 +913,17 @@ describe(`crash harness: seeded SIGKILL trials (seed ${SEED})`, { concurrency: t
       let finalPw = pw;
       if (v.name === 'key add') {
         await t.ok(v.args, as(OLD));
-        assert.ok(await opens(NEW), 'the added password opens the repository');
+        assert.ok(await opensWith(NEW), 'the added password opens the repository');
       } else if (v.name === 'key passwd') {
         if (oldOpens) await t.ok(v.args, as(OLD));
         else statsOf('key').notes.push(`trial ${t.index}: key passwd had removed the old key before the kill; nothing to run again`);
-        assert.equal(await opens(OLD), false, 'after key passwd the old password no longer opens the repository');
-        assert.ok(await opens(NEW), 'after key passwd the new password opens the repository');
+        assert.equal(await opensWith(OLD), false, 'after key passwd the old password no longer opens the repository');
+        assert.ok(await opensWith(NEW), 'after key passwd the new password opens the repository');
         finalPw = NEW;
       } else {
         if ((await keyIds(OLD)).includes(spare)) await t.ok(v.args, as(OLD));
         assert.equal((await keyIds(OLD)).includes(spare), false, 'the removed key is gone');
-        assert.equal(await opens(SPARE), false, 'the removed key\'s password no longer opens the repository');
+        assert.equal(await opensWith(SPARE), false, 'the removed key\'s password no longer opens the repository');
       }
       await expectCheck(t, as(finalPw), 'after the next run');
     });
@@ -726,9 +956,12 @@ describe(`crash harness: seeded SIGKILL trials (seed ${SEED})`, { concurrency: t
     const scratch = path.join(dir, 'scratch');
     await fsp.mkdir(scratch, { mode: 0o755 });
     chownToPostgres(scratch);
+    // The segments for the archive-push scenarios are written while archiving discards them (the
+    // repository of the pg scenarios then holds only the WAL its backups need), then archiving
+    // goes through holdfast.
     const pg = await startCluster({
       prefix: 'holdfast-crash-pg-',
-      conf: { wal_level: 'replica', archive_mode: 'on', archive_command: r.archiveCommand([], { HOLDFAST_STATE_DIR: pgState }), wal_keep_size: '2GB', max_wal_size: '2GB', checkpoint_timeout: '30min' },
+      conf: { wal_level: 'replica', archive_mode: 'on', archive_command: '/bin/true', wal_keep_size: '2GB', max_wal_size: '2GB', checkpoint_timeout: '30min' },
     });
     await pg.psql(['CREATE TABLE t (id int, pad text)', "INSERT INTO t SELECT g, repeat('p', 200) FROM generate_series(1, 20000) g"]);
     const poolDir = path.join(root, 'wal-pool');
@@ -740,6 +973,8 @@ describe(`crash harness: seeded SIGKILL trials (seed ${SEED})`, { concurrency: t
       await fsp.copyFile(path.join(pg.dataDir, 'pg_wal', name), path.join(poolDir, name));
       pool.push(name);
     }
+    pg.configure({ archive_command: r.archiveCommand([], { HOLDFAST_STATE_DIR: pgState }) });
+    await pg.psql('SELECT pg_reload_conf()');
     return { pg, pool, poolDir, repo: r.repo, pwFile: r.pwFile, pgState, pgLocks, scratch };
   }
 
@@ -767,9 +1002,18 @@ describe(`crash harness: seeded SIGKILL trials (seed ${SEED})`, { concurrency: t
   /** archive-get `name` and require the bytes of `original`. */
   async function expectWal(t: Trial, name: string, original: string, o: RunOptions): Promise<void> {
     const dest = path.join(t.dir, `got-${name}`);
-    t.step(`archive-get ${name}`);
-    const r = await holdfast(['pg', 'archive-get', name, dest], o);
-    assert.equal(r.status, 0, `WAL ${name} was acknowledged but archive-get fails\n${showRun(r)}`);
+    if (t.viaCli) {
+      t.step(`holdfast pg archive-get ${name}`);
+      const r = await t.run(['pg', 'archive-get', name, dest], o);
+      assert.equal(r.status, 0, `WAL ${name} was acknowledged but archive-get fails\n${showRun(r)}`);
+    } else {
+      t.step(`archive-get ${name} in process`);
+      try {
+        await archiveGet(refOf(o), 'main', name, dest);
+      } catch (err) {
+        assert.fail(`WAL ${name} was acknowledged but archive-get fails: ${(err as Error).stack ?? String(err)}`);
+      }
+    }
     assert.ok(fs.readFileSync(dest).equals(fs.readFileSync(original)), `archive-get ${name} returns other bytes than were archived`);
     await fsp.rm(dest);
   }
@@ -1029,7 +1273,8 @@ describe(`crash harness: seeded SIGKILL trials (seed ${SEED})`, { concurrency: t
     id: string;
     type: 'full' | 'incr';
     tree: TreeDesc;
-    startWal: string;
+    /** Restored (and compared) again after a later kill. */
+    verified?: boolean;
   }
   /** Backups of the fixture cluster so far (the four of the preparation, then the trials'). */
   const pgBackups: PgBackupRecord[] = [];
@@ -1053,9 +1298,9 @@ describe(`crash harness: seeded SIGKILL trials (seed ${SEED})`, { concurrency: t
     assert.equal(r.status, 0, showRun(r));
     pgProfiles[type] = { mutations: fs.readFileSync(log, 'utf8').split('\n').filter((l) => l !== ''), ms: r.ms };
     await fsp.rm(log, { force: true });
-    const res = JSON.parse(r.stdout) as { snapshotId: string; pg: { pgdata: string; startWal: string } };
+    const res = JSON.parse(r.stdout) as { snapshotId: string; pg: { pgdata: string } };
     const tree = await restoreTree(t, res.snapshotId, res.pg.pgdata, f.scratch, pgRun(f));
-    const rec = { id: res.snapshotId, type, tree, startWal: res.pg.startWal };
+    const rec = { id: res.snapshotId, type, tree };
     pgBackups.push(rec);
     return rec;
   }
@@ -1084,8 +1329,10 @@ describe(`crash harness: seeded SIGKILL trials (seed ${SEED})`, { concurrency: t
       async (t) => {
         await fsp.chmod(t.dir, 0o755);
         chownToPostgres(t.dir);
+        t.keep.push(f.repo);
         const type = t.rng.int(3) === 0 ? 'full' : 'incr';
         t.variant = `pg backup --type ${type}`;
+        t.step('write rows');
         await writeRows(f, 1000 + t.rng.int(3000));
         const before = pgBackups.map((b) => b.id);
         const o = pgRun(f);
@@ -1099,16 +1346,19 @@ describe(`crash harness: seeded SIGKILL trials (seed ${SEED})`, { concurrency: t
         // The newest completed backup, and one more drawn from the earlier ones, restore as right after they completed.
         const newest = pgBackups.at(-1)!;
         await expectRestore(t, newest.id, pgdata, newest.tree, o, t.dir);
-        const older = pgBackups[t.rng.int(pgBackups.length - 1)]!;
-        await expectRestore(t, older.id, pgdata, older.tree, o, t.dir);
+        newest.verified = true;
+        // (Restoring a data directory costs ~1 s of CPU: an earlier one every third trial, all at the end.)
+        if (t.index % 3 === 2) {
+          const older = pgBackups[t.rng.int(pgBackups.length - 1)]!;
+          await expectRestore(t, older.id, pgdata, older.tree, o, t.dir);
+          older.verified = true;
+        }
         if (added[0]) {
           // Completed by the killed run (killed after its last mutation, or not killed): a backup like any other.
-          const tree = await restoreTree(t, added[0], pgdata, t.dir, o);
-          const r = await holdfast(['snapshots', '--json'], o);
-          const startWal = (JSON.parse(r.stdout) as Array<{ id: string; pg?: { startWal: string } }>).find((s) => s.id === added[0])?.pg?.startWal ?? '';
-          pgBackups.push({ id: added[0], type, tree, startWal });
+          pgBackups.push({ id: added[0], type, tree: await restoreTree(t, added[0], pgdata, t.dir, o) });
         }
         // Every segment PostgreSQL saw archive-push acknowledge is in the repository, with its bytes.
+        t.step('last_archived_wal');
         const last = await f.pg.psql('SELECT last_archived_wal FROM pg_stat_archiver');
         if (/^[0-9A-F]{24}$/.test(last)) {
           assert.ok(fs.existsSync(path.join(f.repo, 'wal', 'main', last)), `${last}, acknowledged to PostgreSQL, is in the repository`);
@@ -1126,8 +1376,9 @@ describe(`crash harness: seeded SIGKILL trials (seed ${SEED})`, { concurrency: t
       { sequential: true },
     );
     if (ONLY === undefined) {
-      // Every backup taken in the scenario still restores as it did right after it completed.
-      for (const b of pgBackups) {
+      // Every backup taken in the scenario still restores as it did right after it completed
+      // (those no trial restored again yet).
+      for (const b of pgBackups.filter((x) => !x.verified)) {
         const got = await restoreTree(undefined, b.id, pgdata, f.scratch, pgRun(f));
         assert.deepEqual(treeDiff(b.tree, got), [], `backup ${b.id.slice(0, 12)} at the end of the scenario`);
       }
