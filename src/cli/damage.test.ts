@@ -1,19 +1,22 @@
 /**
  * Crash harness, item 2 (issue 7): damage injected into randomly chosen repository objects of
  * every kind — packs, index files, snapshot manifests and their catalog copies, key files and
- * their copies, the config, WAL segments and the cluster record — by truncation, zero-filled
- * ranges, bit flips and deletion. Each trial damages one object of a fresh copy of one realistic
- * repository: three file snapshots (1 MiB packs), a second key, and a real PostgreSQL 15 cluster
- * (1 MiB WAL segments) archiving into it, with three backups and WAL before, between and after.
+ * their copies, the config, WAL segments, a timeline history file and the cluster record — by
+ * truncation, zero-filled ranges, bit flips and deletion. Each trial damages one object of a
+ * fresh copy of one realistic repository: three file snapshots (1 MiB packs), a second key, and a
+ * real PostgreSQL 15 cluster (1 MiB WAL segments) archiving into it, with three backups and WAL
+ * before, between and after them, then promoted from its newest backup to timeline 2 (timeline 1
+ * going on past the switch, abandoned), with a fourth backup.
  *
  * 1. `check --read-data` detects the damage (exit 23, a problem naming the object), and the
  *    snapshots/backups it names as affected are exactly those an independent oracle finds broken:
  *    those whose restore fails or differs from the undamaged repository's, and for PostgreSQL
- *    backups also those whose recovery would not get every archived segment from their start on
- *    back exactly (through archive-get, restore_command's code). Problems about a record of a
- *    snapshot or cluster (a manifest, its catalog copy, the cluster record) name the snapshots the
- *    record is about, which still restore; they are compared with exactly those. Damage that keeps
- *    the repository from opening (the config) must fail with its catalogue code naming the object.
+ *    backups also those whose recovery would not get back exactly (through archive-get,
+ *    restore_command's code) every archived file it reads to reach any later point in time
+ *    (walNeeded). Problems about a record of a snapshot or cluster (a manifest, its catalog copy,
+ *    the cluster record) name the snapshots the record is about, which still restore; they are
+ *    compared with exactly those. Damage that keeps the repository from opening (the config) must
+ *    fail with its catalogue code naming the object.
  * 2. `repair packs` (or `repair index`), then `repair snapshots` (with `--forget` in some trials;
  *    a backup it cannot repair is then removed with `--forget`), then `check --read-data` finds
  *    nothing — except what no repair command touches (WAL, the cluster record), whose remaining
@@ -28,9 +31,9 @@
  *
  * Known limits, excluded from the choices (docs/design.md §20): deleting the NEWEST archived WAL
  * segment of a timeline cannot be noticed offline (nothing references it; `pg check` notices it),
- * nor can deleting a segment older than every backup's start (no backup's recovery needs it).
- * Backup history files (`*.backup`) are not damaged: recovery never reads them. The fixture has
- * one timeline, so no timeline history file.
+ * nor can deleting a segment no backup's recovery reads (older than every backup's start).
+ * Backup history files (`*.backup`) and `.partial` segments are not damaged: recovery never reads
+ * them.
  *
  * Bugs found and not fixed yet are listed in knownBug(): their trials run in full and report as
  * TODO (HOLDFAST_DAMAGE_STRICT=1 makes them fail).
@@ -39,7 +42,7 @@
  * HOLDFAST_DAMAGE_TRIAL=i[,j…] reruns single trials (HOLDFAST_DAMAGE_KEEP=1 keeps their
  * repositories; HOLDFAST_DAMAGE_FIXTURE=DIR builds the fixture there once and reuses it).
  * HOLDFAST_DAMAGE_TRIALS sets the count: the default 64 covers every kind × damage at least once
- * (trial i: kind i mod 9, damage ⌊i/9⌋ mod 4).
+ * (trial i: kind i mod 10, damage ⌊i/10⌋ mod 4).
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -69,8 +72,8 @@ if (!Number.isInteger(SEED) || !Number.isInteger(TRIALS) || TRIALS < 0) throw ne
 const ONLY = process.env['HOLDFAST_DAMAGE_TRIAL']?.split(',').map(Number);
 const RESTORE_ALL = process.env['HOLDFAST_DAMAGE_RESTORE'] === 'all';
 const STRICT = process.env['HOLDFAST_DAMAGE_STRICT'] === '1';
-/** The kinds damaged: every one the fixture has (one timeline, so no history file). */
-const KINDS = OBJECT_KINDS.filter((k) => k !== 'wal-history');
+/** The kinds damaged. */
+const KINDS = OBJECT_KINDS;
 
 type Run = { status: number; stdout: string; stderr: string };
 
@@ -93,6 +96,8 @@ interface FileSnap {
 }
 interface PgSnap {
   id: string;
+  timeline: number;
+  startLsn: string;
   startWal: string;
   stopWal: string;
   digest: string;
@@ -109,8 +114,40 @@ interface Fixture {
   keyP2: string;
   files: FileSnap[];
   pg: PgSnap[];
-  /** Archived segment name -> SHA-256 of its plaintext (what archive-get writes). */
+  /** Archived segment and timeline history file name -> SHA-256 of its plaintext (what archive-get writes). */
   wal: Map<string, string>;
+  /** Timeline -> its history file's lines (the timelines it branched from, and where). */
+  histories: Array<[number, HistoryLine[]]>;
+}
+
+interface HistoryLine {
+  timeline: number;
+  switchLsn: string;
+}
+
+/** The fixture's WAL segment size (initdb --wal-segsize=1). */
+const SEG_SIZE = 1n << 20n;
+
+function parseLsn(lsn: string): bigint {
+  const [hi, lo] = lsn.split('/');
+  return (BigInt(`0x${hi}`) << 32n) | BigInt(`0x${lo}`);
+}
+
+/** A segment name's timeline and segment number (PostgreSQL's XLogFileName, read back). */
+function parseSegment(name: string): { timeline: number; segNo: bigint } | undefined {
+  if (!/^[0-9A-F]{24}$/.test(name)) return undefined;
+  const perId = 0x100000000n / SEG_SIZE;
+  return { timeline: parseInt(name.slice(0, 8), 16), segNo: BigInt(`0x${name.slice(8, 16)}`) * perId + BigInt(`0x${name.slice(16, 24)}`) };
+}
+
+/** A timeline history file: `parentTLI <tab> switchpoint <tab> reason` lines. */
+function parseHistory(text: string): HistoryLine[] {
+  const out: HistoryLine[] = [];
+  for (const line of text.split('\n')) {
+    const m = /^\s*(\d+)\s+([0-9A-F]+\/[0-9A-F]+)/i.exec(line);
+    if (m) out.push({ timeline: Number(m[1]), switchLsn: m[2]! });
+  }
+  return out;
 }
 
 describe('damage: check detects it and names the affected backups; repair brings back the rest', { skip: pgSkip(), timeout: 3_600_000, concurrency: 2 }, () => {
@@ -202,17 +239,49 @@ describe('damage: check detects it and names the affected backups; repair brings
     return out;
   }
 
-  /** The objects a trial may damage: deleting the newest segment, or one before every backup's start, is not detectable (see the top). */
+  /**
+   * The archived files recovery from backup `b` reads to reach every point in time after its
+   * start (PostgreSQL, recovery_target_timeline 'latest' or a named one): the segments of its
+   * timeline from its start segment on, and for every later timeline branching off its timeline
+   * after its start, that timeline's history file (without it recovery cannot find the branch)
+   * and its segments from the one holding the switch point on.
+   */
+  function walNeeded(b: PgSnap): string[] {
+    const out: string[] = [];
+    const from = new Map<number, bigint>([[b.timeline, parseSegment(b.startWal)!.segNo]]);
+    for (const [t, lines] of fx.histories) {
+      if (t <= b.timeline || !lines.some((l) => l.timeline === b.timeline && parseLsn(l.switchLsn) >= parseLsn(b.startLsn))) continue;
+      out.push(`${t.toString(16).toUpperCase().padStart(8, '0')}.history`);
+      from.set(t, parseLsn(lines.at(-1)!.switchLsn) / SEG_SIZE);
+    }
+    for (const name of fx.wal.keys()) {
+      const seg = parseSegment(name);
+      const start = seg && from.get(seg.timeline);
+      if (seg && start !== undefined && seg.segNo >= start) out.push(name);
+    }
+    return out.sort();
+  }
+
+  /** The newest archived segment of each timeline: nothing references it (see the top). */
+  function newestSegments(): Set<string> {
+    const newest = new Map<number, string>();
+    for (const name of [...fx.wal.keys()].sort()) {
+      const seg = parseSegment(name);
+      if (seg) newest.set(seg.timeline, name);
+    }
+    return new Set(newest.values());
+  }
+
+  /**
+   * The objects a trial may damage. A deleted WAL segment is undetectable offline when it is the
+   * newest of its timeline, or when no backup's recovery reads it (see the top).
+   */
   function candidates(repo: string, plan: Plan): string[] {
     const all = repositoryObjects(repo)[plan.kind];
     if (plan.kind !== 'wal' || plan.damage !== 'delete') return all;
-    const segs = [...fx.wal.keys()].sort();
-    const newest = segs.at(-1)!;
-    const first = fx.pg.map((b) => b.startWal).sort()[0]!;
-    return all.filter((o) => {
-      const name = path.basename(o);
-      return name !== newest && name >= first;
-    });
+    const newest = newestSegments();
+    const needed = new Set(fx.pg.flatMap((b) => walNeeded(b)));
+    return all.filter((o) => !newest.has(path.basename(o)) && needed.has(path.basename(o)));
   }
 
   async function runTrial(plan: Plan, todo: (reason: string) => void): Promise<string> {
@@ -376,7 +445,7 @@ describe('damage: check detects it and names the affected backups; repair brings
     if (plan.kind === 'index' && plan.damage !== 'delete') {
       return 'known bug D1: a damaged index file makes every restore and pg restore fail (loading the index throws INTEGRITY), while check names only the snapshots whose blobs it alone listed';
     }
-    if (plan.kind === 'wal' && plan.damage !== 'delete' && path.basename(object) === [...fx.wal.keys()].sort().at(-1)) {
+    if (plan.kind === 'wal' && plan.damage !== 'delete' && newestSegments().has(path.basename(object))) {
       return 'known bug D2: a damaged newest WAL segment is reported as wal-corrupt naming no backup, though every backup whose recovery needs it is broken (it counts as missing, and a missing newest segment is no gap)';
     }
     if (plan.kind === 'cluster') {
@@ -513,11 +582,9 @@ ${context}`);
     };
     for (const b of fx.pg) {
       if (!only.includes(b.id) || broken.has(b.id)) continue;
-      // Recovery from it fetches every archived segment from its start on.
-      for (const [name, digest] of fx.wal) {
-        if (name < b.startWal) continue;
+      for (const name of walNeeded(b)) {
         const got = await fetch(name);
-        if (got !== digest) {
+        if (got !== fx.wal.get(name)) {
           broken.set(b.id, `WAL ${name}: ${/^[0-9a-f]{64}$/.test(got) ? 'content differs' : got}`);
           break;
         }
@@ -644,9 +711,27 @@ async function buildFixture(dir: string): Promise<Fixture> {
   await write(5_000);
   backups.push(okJson<PgBackupResult>(['pg', 'backup', '--type', 'full', '--pack-size', '1MiB']));
   await write(2_000);
-  const last = await write(2_000);
+  let last = await write(2_000);
   await waitUntil(`${last} archived`, () => walFiles().includes(last), { timeoutMs: 60_000 });
   await pg.stop();
+
+  // Timeline 2: the newest backup restored and promoted at its end (timeline 1 goes on past that
+  // point, abandoned), archiving into the same cluster, with a fourth backup and WAL around it.
+  const tl2 = await startCluster({ initdbArgs: ['--wal-segsize=1'], prefix: 'holdfast-damage-tl2-' });
+  await tl2.stop();
+  const restored = hf(['pg', 'restore', '--set', backups[2]!.snapshotId, '--target-dir', tl2.dataDir, '--force', '--target-immediate', '--target-action', 'promote']);
+  assert.equal(restored.status, 0, show(['pg', 'restore'], restored));
+  tl2.configure({ wal_level: 'replica', archive_mode: 'on', archive_command: pgRepo.archiveCommand() });
+  await tl2.start();
+  pg = tl2;
+  await waitUntil('promotion to timeline 2', async () => (await tl2.psql('SELECT pg_is_in_recovery()')) === 'f', { timeoutMs: 90_000 });
+  await write(3_000);
+  backups.push(okJson<PgBackupResult>(['pg', 'backup', '--type', 'full', '--pack-size', '1MiB']));
+  await write(2_000);
+  last = await write(2_000);
+  await waitUntil(`${last} archived`, () => walFiles().includes(last), { timeoutMs: 60_000 });
+  assert.ok(fs.existsSync(path.join(good, 'wal', 'main', '00000002.history')), 'timeline 2 archived its history file');
+  await tl2.stop();
 
   // File snapshots: three trees, the third sharing a file with the first.
   const files: FileSnap[] = [];
@@ -673,16 +758,19 @@ async function buildFixture(dir: string): Promise<Fixture> {
     const target = path.join(dir, `ref-${b.snapshotId.slice(0, 8)}`);
     const r = cli(['pg', 'restore', '--set', b.snapshotId, '--target-dir', target], env);
     assert.equal(r.status, 0, show(['pg', 'restore'], r));
-    pgSnaps.push({ id: b.snapshotId, startWal: b.pg.startWal, stopWal: b.pg.stopWal, digest: pgDigest(target) });
+    pgSnaps.push({ id: b.snapshotId, timeline: b.pg.timeline, startLsn: b.pg.startLsn, startWal: b.pg.startWal, stopWal: b.pg.stopWal, digest: pgDigest(target) });
     fs.rmSync(target, { recursive: true, force: true });
   }
   const wal = new Map<string, string>();
-  for (const name of walFiles()) {
+  const histories: Array<[number, HistoryLine[]]> = [];
+  const historyFiles = fs.readdirSync(path.join(good, 'wal', 'main')).filter((f) => /^[0-9A-F]{8}\.history$/.test(f));
+  for (const name of [...walFiles(), ...historyFiles]) {
     const dest = path.join(dir, `ref-${name}`);
     const r = cli(['pg', 'archive-get', name, dest], env);
     assert.equal(r.status, 0, show(['pg', 'archive-get', name], r));
     wal.set(name, sha256File(dest));
+    if (name.endsWith('.history')) histories.push([parseInt(name.slice(0, 8), 16), parseHistory(fs.readFileSync(dest, 'utf8'))]);
     fs.rmSync(dest);
   }
-  return { dir, good, pw1: pgRepo.pwFile, pw2, keyP1, keyP2, files, pg: pgSnaps, wal };
+  return { dir, good, pw1: pgRepo.pwFile, pw2, keyP1, keyP2, files, pg: pgSnaps, wal, histories };
 }
