@@ -3,14 +3,14 @@
  * file backups, PostgreSQL backups, archive-push (sync and --async), forget/prune, pg expire and
  * key changes, and then require what docs/design.md promises:
  *
- * - `check --read-data --json` exits 0 (warnings allowed: unindexed packs, duplicate blobs and an
+ * - `check --read-data` passes (warnings allowed: unindexed packs, duplicate blobs and an
  *   interrupted commit's intent, §8.2, §9, §18);
  * - every snapshot or backup that had completed before the kill restores byte-identical (to its
  *   source tree, or to a restore made right after it completed);
  * - every WAL segment for which archive-push had exited 0 is in the repository (archive-get gives
  *   the same bytes back);
  * - the next run of the interrupted operation succeeds without manual steps, and check passes
- *   again afterwards.
+ *   again afterwards; a commit the kill left half done is finished by `holdfast unlock` (§8.2).
  *
  * Two kinds of kill points, chosen per trial from the trial's seed:
  * - *mutation*: HOLDFAST_TEST_CRASH_AFTER=N (src/storage/crash.ts) kills the process right after
@@ -26,15 +26,35 @@
  * adds to it), `pg expire` trials on copies of that repository taken after four backups, and the
  * archive-push trials push copies of real segments the cluster wrote.
  *
+ * The operation under test and its next run are always the CLI. The checks, restores and
+ * archive-gets after it go through the CLI in a seeded quarter of the trials, and otherwise call
+ * the same operations (ops/check.ts, ops/restore.ts, ops/pg-archive.ts) in this process: a Node
+ * start per step was most of the harness's CPU. Restoring a PostgreSQL data directory costs about
+ * a second, so a `pg backup` trial restores the newest earlier backup (and every third trial one
+ * more, drawn at random) plus the backups it made; every backup not restored again by a later
+ * trial is restored at the end of the scenario. A `pg expire` trial restores one backup drawn from
+ * those still listed, and compares every kept WAL object with the original's bytes.
+ *
  * Environment:
- *   HOLDFAST_CRASH_SEED=N       the run's seed (default: random; printed, and named by every failure)
- *   HOLDFAST_CRASH_TRIALS=X     multiply every trial count by X (e.g. 10 for a long run, 0.1 for a smoke run)
- *   HOLDFAST_CRASH_ONLY=K[:I]   run only scenario K (e.g. `backup`), or only its trial I (reproduction)
- *   HOLDFAST_CRASH_PARALLEL=N   trials running at once (default 3)
+ *   HOLDFAST_CRASH_SEED=N          the run's seed (default: random; printed, and named by every failure)
+ *   HOLDFAST_CRASH_TRIALS=X        multiply every trial count by X (e.g. 10 for a long run, 0.1 for a smoke run)
+ *   HOLDFAST_CRASH_ONLY=K[:I]      run only scenario K (e.g. `backup`), or only its trial I
+ *   HOLDFAST_CRASH_PARALLEL=N      trials running at once (default 3)
+ *   HOLDFAST_CRASH_CLI_VERIFY=F    share of trials verifying through the CLI (default 0.25; 1: all)
+ *   HOLDFAST_CRASH_VERBOSE=1       every trial's kill point and steps with their durations
+ *   HOLDFAST_CRASH_TMP=DIR         where repositories live (default /dev/shm)
+ *
+ * Reproduction: the seed fixes every choice (variant, kill point, what is verified how); a
+ * mutation kill point is then exact, a time one only as exact as the machine's timing, and a
+ * `pg backup` trial also depends on the trials before it (HOLDFAST_CRASH_ONLY=pg-backup:I runs it
+ * after the four backups of the preparation only).
  *
  * A failing trial fails its scenario's test with the seed, the trial, its kill point, the steps
- * done and what went wrong; the other trials of a scenario still run (except `pg backup`, whose
- * trials build on each other: it stops at the first failure).
+ * done and what went wrong, and its files are kept under os.tmpdir()/holdfast-crash-failures; the
+ * other trials of a scenario still run (except `pg backup`, whose trials build on each other: it
+ * stops at the first failure). A command that does not end within its timeout is asked for a Node
+ * diagnostic report first, so the failure shows its JavaScript stack and the handles keeping it
+ * alive.
  */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
@@ -238,7 +258,7 @@ function holdfast(args: readonly string[], o: RunOptions): Promise<Run> {
     child.stdout.on('data', (b: Buffer) => out.push(b));
     child.stderr.on('data', (b: Buffer) => err.push(b));
     let timedOut = false;
-    let hang: string | undefined;
+    let hang: Promise<string | undefined> | undefined;
     const killGroup = (): void => {
       try {
         process.kill(-pid, 'SIGKILL');
@@ -249,14 +269,12 @@ function holdfast(args: readonly string[], o: RunOptions): Promise<Run> {
     const killTimer = o.killAfterMs !== undefined ? setTimeout(killGroup, o.killAfterMs) : undefined;
     const timeout = setTimeout(() => {
       timedOut = true;
-      describeHang(pid).then(
-        (d) => {
-          hang = d;
-          killGroup();
-        },
-        () => killGroup(),
+      hang = describeHang(pid).then(
+        (d) => d,
+        (e: Error) => `(no diagnostics: ${e.message})`,
       );
-    }, o.timeoutMs ?? 180_000);
+      void hang.finally(killGroup);
+    }, o.timeoutMs ?? 120_000);
     child.on('error', (e) => {
       clearTimeout(killTimer);
       clearTimeout(timeout);
@@ -269,7 +287,9 @@ function holdfast(args: readonly string[], o: RunOptions): Promise<Run> {
       liveGroups.delete(pid);
       // runuser reports a child killed by a signal as 128 + the signal's number.
       const killed = signal === 'SIGKILL' || (asPg && code === 137);
-      resolve({ args, status: code, signal, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8'), ms: Date.now() - start, killed, timedOut, ...(hang !== undefined ? { hang } : {}) });
+      void (hang ?? Promise.resolve(undefined)).then((h) =>
+        resolve({ args, status: code, signal, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8'), ms: Date.now() - start, killed, timedOut, ...(h !== undefined ? { hang: h } : {}) }),
+      );
     });
   });
 }
