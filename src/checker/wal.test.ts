@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { type WalBackup, checkWalContinuity } from './wal.js';
+import { type WalBackup, checkWalContinuity, segSizeOfBackups } from './wal.js';
 import { type TimelineSwitch, parseTimelineHistory, segmentName } from '../wal/names.js';
 
 const SEG = 16 * 1024 * 1024;
@@ -69,6 +69,30 @@ test('a lost or unreadable history file of timeline 2 breaks the backups whose r
   const withH3 = new Map<number, readonly TimelineSwitch[] | Error>([[3, h3]]);
   const three = [...range(1, 5, 11), ...range(2, 12, 17), ...range(3, 18, 20), '00000003.history'];
   assert.deepEqual(run(three, [backup('b1', 1, 8, 9), backup('b4', 1, 11, 11)], withH3), [{ kind: 'wal-history-missing', object: 'wal/main/00000002.history', snapshots: ['b1', 'b4'] }]);
+});
+
+test('a damaged (unreadable) segment counts as missing, and a damaged newest segment still ends the archive: the backups reaching it are named', () => {
+  const names = range(1, 5, 20);
+  const backups = [backup('b1', 1, 8, 9), backup('b2', 1, 15, 15)];
+  const run2 = (damaged: string[]): Array<{ kind: string; object: string; snapshots: string[] }> =>
+    checkWalContinuity({ cluster: 'main', segSize: SEG, names, backups, history: new Map(), damaged: new Set(damaged) }).map((p) => ({ kind: p.kind, object: p.object, snapshots: p.snapshots.map((x) => x.slice(0, 2)) }));
+  assert.deepEqual(run2([seg(1, 12)]), [{ kind: 'wal-gap', object: `wal/main/${seg(1, 12)}`, snapshots: ['b1'] }]);
+  // Deleted, the newest segment cannot be missed offline; damaged, it is archived and unreadable.
+  assert.deepEqual(run(range(1, 5, 19), backups), []);
+  assert.deepEqual(run2([seg(1, 20)]), [{ kind: 'wal-gap', object: `wal/main/${seg(1, 20)}`, snapshots: ['b1', 'b2'] }]);
+});
+
+test('the segment size of a cluster whose record is lost, from its backups: the one size every start LSN and start segment agree on', () => {
+  const at = (size: number, tl: number, lsn: bigint): WalBackup => ({ id: 'b'.padEnd(64, '0'), timeline: tl, startLsn: `${(lsn >> 32n).toString(16).toUpperCase()}/${(lsn & 0xffffffffn).toString(16).toUpperCase()}`, startWal: segmentName(tl, lsn / BigInt(size), size), stopWal: segmentName(tl, lsn / BigInt(size), size) });
+  assert.equal(segSizeOfBackups([at(1 << 20, 1, 0xc00028n)]), 1 << 20);
+  assert.equal(segSizeOfBackups([at(SEG, 1, 0x5000028n)]), SEG);
+  assert.equal(segSizeOfBackups([at(64 << 20, 2, 0x1_2345_6789n)]), 64 << 20);
+  // The first segment of every size starts at 0/0: nothing to tell them apart, unless another backup does.
+  assert.equal(segSizeOfBackups([at(SEG, 1, 0x28n)]), undefined);
+  assert.equal(segSizeOfBackups([at(SEG, 1, 0x28n), at(SEG, 1, 0x5000028n)]), SEG);
+  assert.equal(segSizeOfBackups([at(SEG, 1, 0x5000028n), at(1 << 20, 1, 0xc00028n)]), undefined);
+  assert.equal(segSizeOfBackups([]), undefined);
+  assert.equal(segSizeOfBackups([{ ...at(SEG, 1, 0x5000028n), startLsn: 'nonsense' }]), undefined);
 });
 
 test('forged backup fields and huge ranges do not hang or throw', () => {

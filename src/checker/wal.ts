@@ -16,7 +16,7 @@
  * The newest archived segment of a timeline cannot be told apart, offline, from one not archived
  * yet: its deletion is noticed by `pg check`, which compares with the server's archiver.
  */
-import { type TimelineSwitch, parseWalName, segNoOfLsn, segmentName, parseLsn, formatLsn } from '../wal/names.js';
+import { type TimelineSwitch, WAL_SEG_SIZE_MAX, WAL_SEG_SIZE_MIN, parseWalName, segNoOfLsn, segmentName, parseLsn, formatLsn } from '../wal/names.js';
 
 export interface WalBackup {
   readonly id: string;
@@ -31,6 +31,11 @@ export interface WalContinuityInput {
   readonly segSize: number;
   /** Every name under `wal/<cluster>/`. */
   readonly names: readonly string[];
+  /**
+   * Names among `names` that are archived but do not read (`check --read-data`): missing for
+   * recovery, but archived, so a damaged newest segment still ends its timeline's archive.
+   */
+  readonly damaged?: ReadonlySet<string> | undefined;
   readonly backups: readonly WalBackup[];
   /** Parsed history files by their timeline; an Error for one that exists but cannot be read. */
   readonly history: ReadonlyMap<number, readonly TimelineSwitch[] | Error>;
@@ -52,10 +57,18 @@ const MAX_RANGE = 4_000_000n;
 export function checkWalContinuity(input: WalContinuityInput): WalProblem[] {
   const { cluster, segSize } = input;
   const obj = (file: string): string => `wal/${cluster}/${file}`;
-  const segs = new Map<number, Set<bigint>>();
+  const segs = new Map<number, Set<bigint>>(); // readable segments
+  const archived = new Map<number, { first: bigint; newest: bigint }>(); // readable or not
   for (const name of input.names) {
     const p = parseWalName(name, segSize);
     if (p?.kind !== 'segment') continue;
+    const a = archived.get(p.timeline);
+    if (!a) archived.set(p.timeline, { first: p.segNo, newest: p.segNo });
+    else {
+      if (p.segNo < a.first) a.first = p.segNo;
+      if (p.segNo > a.newest) a.newest = p.segNo;
+    }
+    if (input.damaged?.has(name)) continue;
     let s = segs.get(p.timeline);
     if (!s) segs.set(p.timeline, (s = new Set()));
     s.add(p.segNo);
@@ -68,7 +81,7 @@ export function checkWalContinuity(input: WalContinuityInput): WalProblem[] {
     const h = input.history.get(t);
     return h instanceof Error ? undefined : h;
   };
-  const timelines = new Set<number>([...segs.keys(), ...backups.map((b) => b.timeline)]);
+  const timelines = new Set<number>([...archived.keys(), ...backups.map((b) => b.timeline)]);
   /** Backups whose recovery reaches timeline t: on it, or branched off their timeline after their start. */
   const reaching = (t: number): Array<{ b: WalBackup; from: bigint }> => {
     const out: Array<{ b: WalBackup; from: bigint }> = [];
@@ -103,8 +116,7 @@ export function checkWalContinuity(input: WalContinuityInput): WalProblem[] {
       const ancestry = h.slice(0, i);
       return backups.filter((b) => ancestry.some((e) => e.timeline === b.timeline && e.switchLsn >= parseLsn(b.startLsn))).map((b) => b.id);
     }
-    let first: bigint | undefined;
-    for (const s of segs.get(t) ?? []) if (first === undefined || s < first) first = s;
+    const first = archived.get(t)?.first;
     return backups.filter((b) => b.timeline < t && (first === undefined || segNoOfLsn(parseLsn(b.startLsn), segSize) <= first)).map((b) => b.id);
   };
   for (const t of [...timelines].sort((a, b) => a - b)) {
@@ -142,12 +154,11 @@ export function checkWalContinuity(input: WalContinuityInput): WalProblem[] {
 
   // Continuity from each backup's start to the newest segment of every timeline its recovery follows.
   for (const t of [...timelines].sort((a, b) => a - b)) {
-    const have = segs.get(t);
-    if (!have || have.size === 0) continue;
+    const newest = archived.get(t)?.newest;
+    if (newest === undefined) continue;
+    const have = segs.get(t) ?? new Set<bigint>();
     const reach = reaching(t);
     if (reach.length === 0) continue;
-    let newest = -1n;
-    for (const s of have) if (s > newest) newest = s;
     const from = reach.reduce((m, r) => (r.from < m ? r.from : m), reach[0]!.from);
     for (const r of missingRanges(have, from, newest)) {
       const range = rangeText(t, r.from, r.to, segSize);
@@ -164,6 +175,30 @@ export function checkWalContinuity(input: WalContinuityInput): WalProblem[] {
     }
   }
   return problems;
+}
+
+/**
+ * The WAL segment size the backups' own fields agree on, for a cluster whose record (which holds
+ * it) is lost: each backup's start LSN lies in its start segment for exactly the right size. The
+ * one valid size that fits every backup, or undefined (none, several, or no backup to tell).
+ */
+export function segSizeOfBackups(backups: readonly WalBackup[]): number | undefined {
+  let fits: number[] = [];
+  for (let size = WAL_SEG_SIZE_MIN; size <= WAL_SEG_SIZE_MAX; size *= 2) fits.push(size);
+  if (backups.length === 0) return undefined;
+  for (const b of backups) {
+    let lsn: bigint;
+    try {
+      lsn = parseLsn(b.startLsn);
+    } catch {
+      return undefined;
+    }
+    fits = fits.filter((size) => {
+      const w = parseWalName(b.startWal, size);
+      return w?.kind === 'segment' && w.timeline === b.timeline && w.segNo === segNoOfLsn(lsn, size);
+    });
+  }
+  return fits.length === 1 ? fits[0] : undefined;
 }
 
 function validBackup(b: WalBackup, segSize: number): boolean {
