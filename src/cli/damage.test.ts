@@ -446,10 +446,10 @@ describe('damage: check detects it and names the affected backups; repair brings
       return 'known bug D1: a damaged index file makes every restore and pg restore fail (loading the index throws INTEGRITY), while check names only the snapshots whose blobs it alone listed';
     }
     if (plan.kind === 'wal' && plan.damage !== 'delete' && newestSegments().has(path.basename(object))) {
-      return 'known bug D2: a damaged newest WAL segment is reported as wal-corrupt naming no backup, though every backup whose recovery needs it is broken (it counts as missing, and a missing newest segment is no gap)';
+      return 'known bug D2: a damaged newest WAL segment is reported as wal-corrupt naming no backup, though every backup whose recovery needs it is broken (ops/check.ts drops it from the names, and a missing newest segment is no gap; checkWalContinuity takes it as `damaged`)';
     }
     if (plan.kind === 'cluster') {
-      return 'known bug D3: with the cluster record damaged or missing, check assumes 16 MiB WAL segments and reports a wal-gap over the whole archive of this 1 MiB-segment cluster, naming every backup';
+      return 'known bug D3: with the cluster record damaged or missing, check assumes 16 MiB WAL segments and reports a wal-gap over the whole archive of this 1 MiB-segment cluster, naming every backup (ops/check.ts could take segSizeOfBackups)';
     }
     return undefined;
   }
@@ -520,7 +520,7 @@ ${context}`);
       try {
         r = await openRepository(ref);
       } catch (err) {
-        for (const id of only) broken.set(id, `the repository does not open: ${(err as Error).message}`);
+        for (const id of only) broken.set(id, `restore would fail opening the repository and its index: ${(err as Error).message}`);
       }
       if (r) {
         try {
