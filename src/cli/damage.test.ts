@@ -41,7 +41,7 @@
  * Reproducible: HOLDFAST_DAMAGE_SEED seeds every choice, trial i with seed + i, so
  * HOLDFAST_DAMAGE_TRIAL=i[,j…] reruns single trials (HOLDFAST_DAMAGE_KEEP=1 keeps their
  * repositories; HOLDFAST_DAMAGE_FIXTURE=DIR builds the fixture there once and reuses it).
- * HOLDFAST_DAMAGE_TRIALS sets the count: the default 64 covers every kind × damage at least once
+ * HOLDFAST_DAMAGE_TRIALS sets the count: the default 60 covers every kind × damage at least once
  * (trial i: kind i mod 10, damage ⌊i/10⌋ mod 4).
  */
 import assert from 'node:assert/strict';
@@ -67,7 +67,7 @@ import type { Repository } from '../repository/repository.js';
 const P1 = 'damage first secret';
 const P2 = 'damage second secret';
 const SEED = Number(process.env['HOLDFAST_DAMAGE_SEED'] ?? 7_2026);
-const TRIALS = Number(process.env['HOLDFAST_DAMAGE_TRIALS'] ?? 64);
+const TRIALS = Number(process.env['HOLDFAST_DAMAGE_TRIALS'] ?? 60);
 if (!Number.isInteger(SEED) || !Number.isInteger(TRIALS) || TRIALS < 0) throw new Error('HOLDFAST_DAMAGE_SEED and HOLDFAST_DAMAGE_TRIALS must be integers');
 const ONLY = process.env['HOLDFAST_DAMAGE_TRIAL']?.split(',').map(Number);
 const RESTORE_ALL = process.env['HOLDFAST_DAMAGE_RESTORE'] === 'all';
