@@ -97,7 +97,12 @@ trainWalCodeCache();
 
 // Tests run the type-checked modules in build/; give them the same optional helpers.
 for (const [name] of natives) {
-  if (existsSync(`dist/${name}.node`) && existsSync('build')) copyFileSync(`dist/${name}.node`, `build/${name}.node`);
+  // To a temporary name, then renamed: a test process that has the old file mapped keeps it intact
+  // (copying over it in place crashed running tests inside the native helper).
+  if (existsSync(`dist/${name}.node`) && existsSync('build')) {
+    copyFileSync(`dist/${name}.node`, `build/.${name}.node.${process.pid}`);
+    renameSync(`build/.${name}.node.${process.pid}`, `build/${name}.node`);
+  }
 }
 
 /**

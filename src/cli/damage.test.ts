@@ -439,18 +439,11 @@ describe('damage: check detects it and names the affected backups; repair brings
   /**
    * Bugs these trials found, reported and not fixed yet: a trial that meets one runs in full and
    * reports everything it finds, marked TODO so the run passes (HOLDFAST_DAMAGE_STRICT=1 makes
-   * them fail). Remove an entry with its fix.
+   * them fail). Remove an entry with its fix. None now: D1 (restore refused every backup over one
+   * unreadable index file), D2 (a damaged newest segment named no backup) and D3 (a lost cluster
+   * record made check assume 16 MiB segments) are fixed.
    */
-  function knownBug(plan: Plan, object: string): string | undefined {
-    if (plan.kind === 'index' && plan.damage !== 'delete') {
-      return 'known bug D1: a damaged index file makes every restore and pg restore fail (loading the index throws INTEGRITY), while check names only the snapshots whose blobs it alone listed';
-    }
-    if (plan.kind === 'wal' && plan.damage !== 'delete' && newestSegments().has(path.basename(object))) {
-      return 'known bug D2: a damaged newest WAL segment is reported as wal-corrupt naming no backup, though every backup whose recovery needs it is broken (ops/check.ts drops it from the names, and a missing newest segment is no gap; checkWalContinuity takes it as `damaged`)';
-    }
-    if (plan.kind === 'cluster') {
-      return 'known bug D3: with the cluster record damaged or missing, check assumes 16 MiB WAL segments and reports a wal-gap over the whole archive of this 1 MiB-segment cluster, naming every backup (ops/check.ts could take segSizeOfBackups)';
-    }
+  function knownBug(_plan: Plan, _object: string): string | undefined {
     return undefined;
   }
 

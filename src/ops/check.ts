@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { type CheckReport, type Problem, checkRepository } from '../checker/check.js';
-import { checkWalContinuity } from '../checker/wal.js';
+import { checkWalContinuity, segSizeOfBackups } from '../checker/wal.js';
 import { HoldfastError } from '../errors/catalogue.js';
 import { listLocks } from '../locks/protocol.js';
 import { RepositoryLockStore } from '../locks/repository.js';
@@ -100,7 +100,9 @@ async function checkPostgres(
   for (const cluster of [...clusters].sort()) {
     const mine = backups.filter((b) => b.pg!.cluster === cluster);
     const ids = mine.map((b) => b.id);
-    let segSize = WAL_SEG_SIZE_DEFAULT;
+    const walBackups = mine.map((b) => ({ id: b.id, timeline: b.pg!.timeline, startLsn: b.pg!.startLsn, startWal: b.pg!.startWal, stopWal: b.pg!.stopWal }));
+    // Without a readable record, the segment size its backups agree on (names mean nothing without it).
+    let segSize: number | undefined;
     try {
       const rec = await readClusterRecord(repo, cluster);
       if (!rec) problems.push({ kind: 'cluster-record', object: `clusters/${cluster}`, message: `cluster "${cluster}" has ${mine.length ? 'backups' : 'WAL'} but no cluster record clusters/${cluster}: the binding to its system identifier is lost (the next archive-push re-creates it)`, snapshots: ids });
@@ -113,11 +115,12 @@ async function checkPostgres(
     } catch (err) {
       problems.push({ kind: 'cluster-record', object: `clusters/${cluster}`, message: `cluster record clusters/${cluster} cannot be read: ${(err as Error).message}`, snapshots: ids });
     }
+    segSize ??= mine.length > 0 ? segSizeOfBackups(walBackups) : WAL_SEG_SIZE_DEFAULT; // without backups no range depends on it
     const prefix = walObjectName(cluster, '');
-    let names = walNames.filter((n) => n.startsWith(`${cluster}/`)).map((n) => n.slice(cluster.length + 1));
+    const names = walNames.filter((n) => n.startsWith(`${cluster}/`)).map((n) => n.slice(cluster.length + 1));
     walFiles += names.length;
+    const bad = new Set<string>();
     if (p.readData) {
-      const bad = new Set<string>();
       let done = 0;
       for (const name of names) {
         progress(done++, names.length, `WAL of cluster ${cluster}`);
@@ -130,14 +133,17 @@ async function checkPostgres(
           problems.push({ kind: 'wal-corrupt', object: `${prefix}${name}`, message: `WAL file ${name} of cluster "${cluster}" cannot be read: ${(err as Error).message}`, snapshots: [] });
         }
       }
-      // A damaged file counts as missing below, which names the backups it breaks.
-      names = names.filter((n) => !bad.has(n));
+    }
+    if (segSize === undefined) {
+      if (names.length > 0) warnings.push(`cluster "${cluster}": its cluster record is lost and its backups do not tell its WAL segment size, so WAL continuity is not checked`);
+      continue;
     }
     const history = new Map<number, readonly TimelineSwitch[] | Error>();
     for (const name of names) {
       const w = parseWalName(name, segSize);
       if (w?.kind !== 'history') continue;
       try {
+        if (bad.has(name)) throw new Error('it is damaged (see wal-corrupt)');
         const data = await repo.getNamed(`${prefix}${name}`);
         if (!data) throw new Error('listed, but gone when read');
         history.set(w.timeline, parseTimelineHistory(data, w.timeline));
@@ -145,7 +151,8 @@ async function checkPostgres(
         history.set(w.timeline, err as Error);
       }
     }
-    for (const wp of checkWalContinuity({ cluster, segSize, names, history, backups: mine.map((b) => ({ id: b.id, timeline: b.pg!.timeline, startLsn: b.pg!.startLsn, startWal: b.pg!.startWal, stopWal: b.pg!.stopWal })) })) {
+    // A damaged file counts as missing (but archived: a damaged newest segment still ends its timeline), which names the backups it breaks.
+    for (const wp of checkWalContinuity({ cluster, segSize, names, damaged: bad, history, backups: walBackups })) {
       problems.push({ ...wp });
     }
   }

@@ -100,7 +100,13 @@ export async function withRepoLock<T>(repo: Repository, location: string, ctx: O
         throw storageToHoldfast(err, repo.backend);
       }
     }
-    if (opts.loadIndex && !repo.indexLoaded) await repo.loadIndex();
+    if (opts.loadIndex && !repo.indexLoaded) {
+      // An unreadable index file costs only the blobs it alone lists (a restore that needs one
+      // fails naming it; a backup stores it again): go on, and say how to mend it.
+      await repo.loadIndex((id, err) => {
+        ctx.log.warn(`index file ${id.slice(0, 12)} is unreadable and skipped (${err.message}); \`holdfast check\` names what it affects, \`holdfast repair index\` rebuilds the index from the packs`);
+      });
+    }
     return await fn({ ...ctx, signal: combined(ctx, held.signal) });
   } catch (err) {
     throw lostOr(err, held.signal);
