@@ -53,7 +53,11 @@ export interface Problem {
   /** Storage object or blob the problem is about. */
   object: string;
   message: string;
-  /** Snapshot ids that cannot be fully restored because of it. */
+  /**
+   * Snapshot (and backup) ids it affects: those that cannot be fully restored because of it, or,
+   * for a damaged record of one (its manifest or catalog copy, a cluster record), the ones that
+   * record is about (they still restore from the other copy, but have lost their redundancy).
+   */
   snapshots: string[];
 }
 
