@@ -392,6 +392,16 @@ const slots = new Slots(PARALLEL);
 interface Profile {
   readonly mutations: readonly string[];
   readonly ms: number;
+  /**
+   * How long the operation's uninterrupted runs took lately (the trials' next runs): time kill
+   * points are drawn over this when known, since the profile's own run met the preparation's load.
+   */
+  recentMs?: number;
+}
+
+/** Record the duration of an uninterrupted run of the profiled operation. */
+function observe(p: Profile, r: Run): void {
+  p.recentMs = p.recentMs === undefined ? r.ms : Math.round((p.recentMs + r.ms) / 2);
 }
 
 type Plan = { readonly how: 'mutation'; readonly n: number; readonly of: number; readonly what: string } | { readonly how: 'time'; readonly ms: number; readonly span: number };
@@ -402,7 +412,7 @@ function pickPlan(rng: Rng, p: Profile): Plan {
     const n = 1 + rng.int(p.mutations.length);
     return { how: 'mutation', n, of: p.mutations.length, what: p.mutations[n - 1]! };
   }
-  const span = Math.max(50, Math.round(p.ms));
+  const span = Math.max(50, Math.round(p.recentMs ?? p.ms));
   return { how: 'time', ms: rng.int(span), span };
 }
 
@@ -833,6 +843,7 @@ describe(`crash harness: seeded SIGKILL trials (seed ${SEED})`, { concurrency: t
       // A snapshot the killed backup committed is complete.
       if (added[0]) await expectRestore(t, added[0], v.path, v.tree, o);
       const again = await t.ok(v.args, o);
+      observe(p, again);
       const id = (JSON.parse(again.stdout) as { snapshot: string }).snapshot;
       await expectRestore(t, id, v.path, v.tree, o);
       const last = await expectCheck(t, o, 'after the next backup');
@@ -902,7 +913,7 @@ describe(`crash harness: seeded SIGKILL trials (seed ${SEED})`, { concurrency: t
         const id = leaving[t.rng.int(leaving.length)]!;
         await expectRestore(t, id, src, treeOf.get(id)!, o);
       }
-      await t.ok(v.args, o);
+      observe(profiles[k]!, await t.ok(v.args, o));
       assert.deepEqual(await snapshotIds(t, repo), kept, 'after the next run exactly the kept snapshots are left');
       if (v.prunes) {
         const id = kept[t.rng.int(kept.length)]!;
@@ -961,16 +972,16 @@ describe(`crash harness: seeded SIGKILL trials (seed ${SEED})`, { concurrency: t
       await expectRestore(t, snap, src, tree, as(pw));
       let finalPw = pw;
       if (v.name === 'key add') {
-        await t.ok(v.args, as(OLD));
+        observe(profiles[k]!, await t.ok(v.args, as(OLD)));
         assert.ok(await opensWith(NEW), 'the added password opens the repository');
       } else if (v.name === 'key passwd') {
-        if (oldOpens) await t.ok(v.args, as(OLD));
+        if (oldOpens) observe(profiles[k]!, await t.ok(v.args, as(OLD)));
         else statsOf('key').notes.push(`trial ${t.index}: key passwd had removed the old key before the kill; nothing to run again`);
         assert.equal(await opensWith(OLD), false, 'after key passwd the old password no longer opens the repository');
         assert.ok(await opensWith(NEW), 'after key passwd the new password opens the repository');
         finalPw = NEW;
       } else {
-        if ((await keyIds(OLD)).includes(spare)) await t.ok(v.args, as(OLD));
+        if ((await keyIds(OLD)).includes(spare)) observe(profiles[k]!, await t.ok(v.args, as(OLD)));
         assert.equal((await keyIds(OLD)).includes(spare), false, 'the removed key is gone');
         assert.equal(await opensWith(SPARE), false, 'the removed key\'s password no longer opens the repository');
       }
@@ -1124,7 +1135,8 @@ describe(`crash harness: seeded SIGKILL trials (seed ${SEED})`, { concurrency: t
       // PostgreSQL calls again for the killed segment (and goes on): each call must succeed.
       const rest = sequence.slice(j).filter((n) => !ackedHere.includes(n) || n === victim);
       for (const name of rest) {
-        await t.ok(pushArgs(seg(name)), o);
+        const r = await t.ok(pushArgs(seg(name)), o);
+        if (name === victim) observe(profiles[which], r);
         await expectWal(t, name, seg(name), o);
       }
       await expectCheck(t, o, 'after the next push');
@@ -1501,7 +1513,7 @@ describe(`crash harness: seeded SIGKILL trials (seed ${SEED})`, { concurrency: t
       const rec = baseBackups.find((b) => b.id === pick);
       assert.ok(rec, `unknown backup ${pick}`);
       await expectRestore(t, pick, f.pg.dataDir, rec.tree, o);
-      await t.ok(args, o);
+      observe(prof, await t.ok(args, o));
       assert.deepEqual(await snapshotIds(t, repo), keptIds, 'after the next run exactly the kept backups are left');
       assert.deepEqual(walOf(repo), keptWal, 'after the next run the WAL is what an uninterrupted expire leaves');
       const last = await expectCheck(t, o, 'after the next run');
