@@ -1174,27 +1174,24 @@ describe(`crash harness: seeded SIGKILL trials (seed ${SEED})`, { concurrency: t
       }
       return out;
     }
+    const signal = (pids: readonly number[], sig: NodeJS.Signals): void => {
+      for (const pid of pids) {
+        try {
+          process.kill(pid, sig);
+        } catch {
+          /* gone meanwhile */
+        }
+      }
+    };
     async function stopWorkers(sim: string): Promise<void> {
-      for (const pid of workers(sim)) {
-        try {
-          process.kill(pid, 'SIGTERM');
-        } catch {
-          /* gone */
-        }
-      }
+      signal(workers(sim), 'SIGTERM');
       for (let i = 0; i < 60 && workers(sim).length > 0; i++) await sleep(100);
-      for (const pid of workers(sim)) {
-        try {
-          process.kill(pid, 'SIGKILL');
-        } catch {
-          /* gone */
-        }
-      }
+      signal(workers(sim), 'SIGKILL');
       for (let i = 0; i < 50 && workers(sim).length > 0; i++) await sleep(100);
     }
     const sims = new Set<string>();
     onExitCleanup(() => {
-      for (const sim of sims) for (const pid of workers(sim)) process.kill(pid, 'SIGKILL');
+      for (const sim of sims) signal(workers(sim), 'SIGKILL');
     });
 
     const setup = async (dir: string, names: readonly string[]): Promise<{ sim: string; o: RunOptions; call: (name: string, extra?: Partial<RunOptions>) => Promise<Run>; repo: string }> => {
@@ -1241,8 +1238,7 @@ describe(`crash harness: seeded SIGKILL trials (seed ${SEED})`, { concurrency: t
       try {
         if (mode === 'worker-mutation') {
           // Every process of the burst (calls, and the workers they start) dies after its N-th mutation.
-          const plan = pickPlan(t.rng, { mutations: prof.mutations, ms: 0 });
-          const n = plan.how === 'mutation' ? plan.n : 1 + t.rng.int(Math.max(1, prof.mutations.length));
+          const n = 1 + t.rng.int(Math.max(1, prof.mutations.length));
           t.plan = { how: 'mutation', n, of: prof.mutations.length, what: `each async worker (and a call archiving itself) after its mutation ${n}` };
           t.variant = `${names.join(', ')}: every process killed after its mutation ${n}`;
           let killedSome = false;
@@ -1286,7 +1282,7 @@ describe(`crash harness: seeded SIGKILL trials (seed ${SEED})`, { concurrency: t
           let killedPids: number[] = [];
           const timer = setTimeout(() => {
             killedPids = workers(sim);
-            for (const pid of killedPids) process.kill(pid, 'SIGKILL');
+            signal(killedPids, 'SIGKILL');
           }, delay);
           try {
             for (const name of names) {
