@@ -511,7 +511,9 @@ ${context}`);
     if (mode === 'read') {
       let r: Repository | undefined;
       try {
-        r = await openRepository(ref);
+        // As restore loads it (ops/locking.ts): an unreadable index file is skipped with a warning.
+        r = await openRepository(ref, false);
+        await r.loadIndex(() => undefined);
       } catch (err) {
         for (const id of only) broken.set(id, `restore would fail opening the repository and its index: ${(err as Error).message}`);
       }
