@@ -54,7 +54,8 @@ describe('WAL archiving fails over to a secondary storage (real PostgreSQL 15, S
       HOLDFAST_STORAGE_PROBE_TIMEOUT: '1s',
       HOLDFAST_STORAGE_STATUS_TTL: '1h',
     };
-    const init = hf(['init', '--kdf-cost', TEST_KDF]);
+    // Generous timeouts where nothing hangs (a loaded machine is slow); the short ones above are for the hang.
+    const init = hf(['init', '--kdf-cost', TEST_KDF, '--storage-timeout', '20s', '--storage-probe-timeout', '20s']);
     assert.equal(init.status, 0, init.stderr);
     const archiveCommand = [...Object.entries(env).map(([k, v]) => `${k}=${v}`), process.execPath, CLI, 'pg', 'archive-push', '%p'].join(' ');
     pg = await startCluster({ conf: { wal_level: 'replica', archive_mode: 'on', archive_command: archiveCommand }, env: serverEnv });
@@ -105,7 +106,7 @@ describe('WAL archiving fails over to a secondary storage (real PostgreSQL 15, S
 
     // The primary answers again; a probe (here `storage status`, else the first process after the
     // status lifetime) revives it for every process on the host.
-    const status = hf(['storage', 'status', '--json']);
+    const status = hf(['storage', 'status', '--json', '--storage-probe-timeout', '20s']);
     assert.equal(status.status, 0, status.stderr);
     // PITR across both storages: the base backup and early WAL on S3, the rest on the secondary.
     const restored = await startCluster({ env: serverEnv });
