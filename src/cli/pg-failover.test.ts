@@ -55,7 +55,7 @@ describe('WAL archiving fails over to a secondary storage (real PostgreSQL 15, S
       HOLDFAST_STORAGE_STATUS_TTL: '1h',
     };
     // Generous timeouts where nothing hangs (a loaded machine is slow); the short ones above are for the hang.
-    const init = hf(['init', '--kdf-cost', TEST_KDF, '--storage-timeout', '20s', '--storage-probe-timeout', '20s']);
+    const init = hf(['init', '--kdf-cost', TEST_KDF, '--storage-timeout', '20s', '--storage-deadline', '60s', '--storage-probe-timeout', '20s']);
     assert.equal(init.status, 0, init.stderr);
     const archiveCommand = [...Object.entries(env).map(([k, v]) => `${k}=${v}`), process.execPath, CLI, 'pg', 'archive-push', '%p'].join(' ');
     pg = await startCluster({ conf: { wal_level: 'replica', archive_mode: 'on', archive_command: archiveCommand }, env: serverEnv });
