@@ -1276,14 +1276,16 @@ describe(`crash harness: seeded SIGKILL trials (seed ${SEED})`, { concurrency: t
           }
         } else {
           // The calls run one after another; the worker(s) get SIGKILL at a random moment.
-          const delay = t.rng.int(Math.max(100, Math.round(prof.ms)));
-          t.plan = { how: 'time', ms: delay, span: Math.round(prof.ms) };
+          const span = Math.max(100, Math.round(prof.recentMs ?? prof.ms));
+          const delay = t.rng.int(span);
+          t.plan = { how: 'time', ms: delay, span };
           t.variant = `${names.join(', ')}: the async worker killed at ${delay} ms`;
           let killedPids: number[] = [];
           const timer = setTimeout(() => {
             killedPids = workers(sim);
             signal(killedPids, 'SIGKILL');
           }, delay);
+          const burst = Date.now();
           try {
             for (const name of names) {
               t.step(`archive-push --async ${name}`);
@@ -1294,6 +1296,8 @@ describe(`crash harness: seeded SIGKILL trials (seed ${SEED})`, { concurrency: t
           } finally {
             clearTimeout(timer);
           }
+          // The next worker kill is drawn over how long such a burst takes now.
+          prof.recentMs = Math.round(((prof.recentMs ?? prof.ms) + (Date.now() - burst)) / 2);
           if (killedPids.length > 0) statsOf('archive-push-async').killedAtTime++;
           else statsOf('archive-push-async').finished++;
         }
