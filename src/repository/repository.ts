@@ -497,13 +497,7 @@ export class Repository {
   /** The stored bytes of `snapshots/<id>` (primary) or `catalog/<id>` (copy), verified and authenticated (repair). */
   async readSnapshotObject(which: 'primary' | 'copy', id: string): Promise<Buffer> {
     const name = `${which === 'copy' ? CATALOG_DIR : FILE_DIRS.snapshot}/${id}`;
-    let sealed: Buffer;
-    try {
-      sealed = await this.backend.get(name);
-    } catch (err) {
-      throw storageToHoldfast(err, this.backend, name);
-    }
-    if (sha256Hex(sealed) !== id) throw new HoldfastError('INTEGRITY', `${name}: content does not match its name (SHA-256 mismatch)`, { object: name });
+    const sealed = await this.getVerified(name, id);
     await this.unsealFile('snapshot', name, sealed);
     return sealed;
   }
@@ -538,14 +532,19 @@ export class Repository {
   }
 
   private async loadVerified(kind: Exclude<FileKind, 'config'>, name: string, id: string): Promise<Buffer> {
-    let sealed: Buffer;
+    return this.unsealFile(kind, name, await this.getVerified(name, id));
+  }
+
+  /** The stored bytes of `name`, which must hash to `id` (INTEGRITY otherwise). */
+  private async getVerified(name: string, id: string): Promise<Buffer> {
+    let bytes: Buffer;
     try {
-      sealed = await this.backend.get(name);
+      bytes = await this.backend.get(name);
     } catch (err) {
       throw storageToHoldfast(err, this.backend, name);
     }
-    if (sha256Hex(sealed) !== id) throw new HoldfastError('INTEGRITY', `${name}: content does not match its name (SHA-256 mismatch)`, { object: name });
-    return this.unsealFile(kind, name, sealed);
+    if (sha256Hex(bytes) !== id) throw new HoldfastError('INTEGRITY', `${name}: content does not match its name (SHA-256 mismatch)`, { object: name });
+    return bytes;
   }
 
   /** Ids of the files of one kind; for snapshots, those with a manifest or a copy (or both). */
@@ -1049,13 +1048,7 @@ export class Repository {
   async restoreKeyObject(which: 'primary' | 'copy', id: string): Promise<void> {
     const names = catalogNames(`key:${id}`);
     const [from, to] = which === 'copy' ? [names.name, names.copy] : [names.copy, names.name];
-    let bytes: Buffer;
-    try {
-      bytes = await this.backend.get(from);
-    } catch (err) {
-      throw storageToHoldfast(err, this.backend, from);
-    }
-    if (sha256Hex(bytes) !== id) throw new HoldfastError('INTEGRITY', `${from}: content does not match its name (SHA-256 mismatch)`, { object: from });
+    const bytes = await this.getVerified(from, id);
     parseKeyFile(bytes);
     await this.guard();
     try {
