@@ -17,7 +17,6 @@
 import { HoldfastError } from '../errors/catalogue.js';
 import { isNotFound } from '../storage/backend.js';
 import type { BlobLocation, Repository } from '../repository/repository.js';
-import { storageToHoldfast } from '../repository/repository.js';
 import { packName, parsePack, type PackEntry } from '../repository/pack.js';
 import { listSnapshotIds, loadSnapshot } from '../repository/snapshot.js';
 import { sha256Hex } from '../repository/crypto.js';
@@ -112,15 +111,7 @@ export async function checkRepository(repo: Repository, opts: CheckOptions): Pro
   }
 
   // 2. Packs in storage against the index.
-  const stored = new Map<string, number>();
-  try {
-    for await (const o of repo.backend.list('data/')) {
-      const id = o.name.split('/').pop()!;
-      if (/^[0-9a-f]{64}$/.test(id)) stored.set(id, o.size);
-    }
-  } catch (err) {
-    throw storageToHoldfast(err, repo.backend);
-  }
+  const stored = await repo.listPacks();
   const badPacks = new Set<string>();
   const badBlobs = new Map<string, string>(); // blob id -> problem key
   const indexed = [...repo.index.packs];

@@ -311,15 +311,7 @@ class Pruner {
 
   /** Plan, repack, commit the new index and write the mark; undefined when nothing is to be removed. */
   private async unlist(index: ReadIndex, marked: Set<string>): Promise<{ name: string; mark: Mark } | undefined> {
-    const stored = new Map<string, number>();
-    try {
-      for await (const o of this.repo.backend.list('data/')) {
-        const id = o.name.split('/').pop()!;
-        if (/^[0-9a-f]{64}$/.test(id)) stored.set(id, o.size);
-      }
-    } catch (err) {
-      throw storageToHoldfast(err, this.repo.backend);
-    }
+    const stored = await this.repo.listPacks();
     // The copy of each used blob that stays: the first stored pack (in id order) that has it.
     const owner = new Map<string, string>();
     const plan = [...index.packs.values()].sort((a, b) => (a.id < b.id ? -1 : 1));

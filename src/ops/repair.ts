@@ -20,7 +20,7 @@
 import { HoldfastError } from '../errors/catalogue.js';
 import type { IndexPack } from '../repository/index-file.js';
 import { type PackEntry, PackFormatError, packName, parsePack } from '../repository/pack.js';
-import { type Repository, storageToHoldfast } from '../repository/repository.js';
+import type { Repository } from '../repository/repository.js';
 import { sha256Hex } from '../repository/crypto.js';
 import { type Snapshot, type SnapshotWithId, loadSnapshot, saveSnapshot } from '../repository/snapshot.js';
 import { type Tree, type TreeNode, decodeTree, encodeTree } from '../files/tree.js';
@@ -85,15 +85,7 @@ async function rebuildIndex(repo: Repository, p: { dryRun: boolean; readAll: boo
     for (const pk of f.content.packs) if (!oldPacks.has(pk.id)) oldPacks.set(pk.id, pk);
   }
 
-  const stored = new Map<string, number>();
-  try {
-    for await (const o of repo.backend.list('data/')) {
-      const id = o.name.split('/').pop()!;
-      if (/^[0-9a-f]{64}$/.test(id)) stored.set(id, o.size);
-    }
-  } catch (err) {
-    throw storageToHoldfast(err, repo.backend);
-  }
+  const stored = await repo.listPacks();
 
   // Pass 1: which packs are healthy, with their own headers.
   const healthy: IndexPack[] = [];

@@ -496,7 +496,8 @@ export class Repository {
 
   /** The stored bytes of `snapshots/<id>` (primary) or `catalog/<id>` (copy), verified and authenticated (repair). */
   async readSnapshotObject(which: 'primary' | 'copy', id: string): Promise<Buffer> {
-    const name = `${which === 'copy' ? CATALOG_DIR : FILE_DIRS.snapshot}/${id}`;
+    const names = catalogNames(id);
+    const name = which === 'copy' ? names.copy : names.name;
     const sealed = await this.getVerified(name, id);
     await this.unsealFile('snapshot', name, sealed);
     return sealed;
@@ -507,7 +508,8 @@ export class Repository {
     if (sha256Hex(sealed) !== id) throw new HoldfastError('INTERNAL', `refusing to store bytes that do not match snapshot ${id}`);
     await this.guard();
     try {
-      await this.backend.put(`${which === 'copy' ? CATALOG_DIR : FILE_DIRS.snapshot}/${id}`, sealed);
+      const names = catalogNames(id);
+      await this.backend.put(which === 'copy' ? names.copy : names.name, sealed);
     } catch (err) {
       throw storageToHoldfast(err, this.backend);
     }
@@ -577,6 +579,20 @@ export class Repository {
     } catch (err) {
       throw storageToHoldfast(err, this.backend);
     }
+  }
+
+  /** Every pack in storage (`data/`), by id, with its size: check, prune, repair. */
+  async listPacks(): Promise<Map<string, number>> {
+    const stored = new Map<string, number>();
+    try {
+      for await (const o of this.backend.list('data/')) {
+        const id = o.name.split('/').pop()!;
+        if (/^[0-9a-f]{64}$/.test(id)) stored.set(id, o.size);
+      }
+    } catch (err) {
+      throw storageToHoldfast(err, this.backend);
+    }
+    return stored;
   }
 
   /** Remove a pack (prune); a missing one is not an error. */
