@@ -1,10 +1,11 @@
 import * as path from 'node:path';
 import type { Invocation } from './invocation.js';
-import { repoRef, storageFlags } from './invocation.js';
+import { repoRef } from './invocation.js';
+import { restoreCommand } from './self-command.js';
 import { pgBackup } from '../ops/pg-backup.js';
 import { pgRestore } from '../ops/pg-restore.js';
+import { patroniManaged, patroniRestoreWarning } from '../ops/pg-patroni.js';
 import { expireAfterBackup, expirePolicyAfterBackup } from './cmd-pg-expire.js';
-import { shellQuote } from '../postgres/recovery.js';
 import { CATALOGUE, HoldfastError } from '../errors/catalogue.js';
 import { formatBytes, formatDuration } from '../ui/output.js';
 
@@ -65,11 +66,15 @@ export async function run(inv: Invocation): Promise<number> {
       delta: o.bool('delta'),
       jobs: typeof o.get('jobs') === 'number' ? o.num('jobs') : undefined,
       tablespaceMap: tablespaceMap(o.list('tablespace-map')),
-      restoreCommand: restoreCommand(inv, ref.location, cluster),
+      restoreCommand: restoreCommand(inv, cluster),
     },
     inv.ctx,
   );
-  if (inv.json) inv.outJson(r);
+  // The restore_command trap (docs/patroni.md): Patroni started on this directory would drop the
+  // recovery settings just written.
+  const managed = await patroniManaged(r.targetDir);
+  if (managed) inv.log.warn(patroniRestoreWarning(r.targetDir, managed));
+  if (inv.json) inv.outJson({ ...r, ...(managed ? { patroni: managed } : {}) });
   else {
     inv.out(`restored backup ${r.snapshotId.slice(0, 8)} into ${r.targetDir}: ${r.files} files, ${formatBytes(r.bytes)}${o.bool('delta') ? ` (${r.kept} kept, ${r.files - r.kept} rewritten, ${r.removed} removed)` : ''}`);
     inv.out(`recovery settings: ${r.settings.map(([k, v]) => `${k} = '${v}'`).join('; ')}`);
@@ -78,7 +83,7 @@ export async function run(inv: Invocation): Promise<number> {
   return 0;
 }
 
-function tablespaceMap(items: readonly string[]): Map<string, string> {
+export function tablespaceMap(items: readonly string[]): Map<string, string> {
   const map = new Map<string, string>();
   for (const item of items) {
     const m = /^(\d+)=(.+)$/.exec(item);
@@ -86,20 +91,4 @@ function tablespaceMap(items: readonly string[]): Map<string, string> {
     map.set(m[1]!, path.resolve(m[2]!));
   }
   return map;
-}
-
-/** The restore_command that fetches WAL from this repository, as this holdfast was invoked. */
-function restoreCommand(inv: Invocation, repo: string, cluster: string): string {
-  const pwFile = inv.options.str('password-file');
-  if (!pwFile) {
-    throw new HoldfastError('CONFIG_INVALID', 'pg restore needs the password in a file (--password-file or HOLDFAST_PASSWORD_FILE): restore_command runs holdfast without your environment', {
-      hint: 'Put the password in a file readable by the postgres user, and pass --password-file.',
-    });
-  }
-  const args = [process.execPath, path.resolve(process.argv[1] ?? 'holdfast'), 'pg', 'archive-get', '--cluster', cluster, '--repo', path.isAbsolute(repo) || repo.includes('://') ? repo : path.resolve(repo), '--password-file', path.resolve(pwFile)];
-  const config = inv.options.str('config');
-  if (config) args.push('--config', path.resolve(config));
-  args.push(...storageFlags(inv));
-  // PostgreSQL expands %-escapes in restore_command: a literal % must be %%.
-  return `${args.map((a) => shellQuote(a).replace(/%/g, '%%')).join(' ')} %f %p`;
 }

@@ -321,6 +321,46 @@ export const COMMANDS: readonly CommandSpec[] = [
     load: () => import('./cmd-pg-backup.js'),
   },
   {
+    name: 'pg patroni-bootstrap',
+    streamsData: true,
+    summary: 'Patroni custom bootstrap: a new cluster from a backup, to a point in time',
+    usage: 'holdfast pg patroni-bootstrap [--cluster NAME] [--set ID] [--target-time T | --target-lsn L | --target-xid X | --target-name N | --target-immediate | --target-latest] [--recovery-settings holdfast|patroni] --datadir DIR',
+    description:
+      'The command of a Patroni custom bootstrap method (bootstrap.method in patroni.yml); Patroni appends --scope and --datadir. Restores the backup chosen like pg restore (--set, else the newest ending before a time or LSN target, else the latest) into the new data directory, so that its first start recovers to the target (none or --target-latest: the end of the archived WAL) and promotes; Patroni then finishes the bootstrap. ' +
+      'With --recovery-settings holdfast (default) holdfast writes restore_command and the target into postgresql.auto.conf and recovery.signal, and the method must say keep_existing_recovery_conf: true (or Patroni deletes them); with --recovery-settings patroni holdfast restores only the files, and the method\'s recovery_conf section must hold restore_command and the target. ' +
+      'Keys of the method section that Patroni passes as --key=value must be holdfast options (key_name or key-name); anything else is an error. `holdfast pg patroni-config` prints the YAML. Needs --password-file (restore_command reads it).',
+    examples: ['holdfast pg patroni-config --target-time "2026-11-21 10:15:00+00"   # prints the bootstrap method that runs it'],
+    minArgs: 0,
+    maxArgs: 0,
+    load: () => import('./cmd-pg-patroni.js'),
+  },
+  {
+    name: 'pg patroni-replica',
+    streamsData: true,
+    summary: 'Patroni replica method: a new member from the newest backup',
+    usage: 'holdfast pg patroni-replica [--cluster NAME] --datadir DIR [--scope S] [--role R] [--connstring DSN] [--keep-data]',
+    description:
+      'The command of a Patroni create_replica_methods entry; Patroni appends --scope, --datadir, --role, --connstring and the keys of the method section. Restores the newest backup of the cluster into DIR as a standby (standby.signal, restore_command fetching WAL from the repository); Patroni then adds primary_conninfo, so the member catches up from the archive and streams from the leader. ' +
+      'With keep_data (--keep-data) over a kept data directory only files whose content differs are rewritten. Exits non-zero at once, so that Patroni tries its next method (basebackup), when the repository has no backup of the cluster or the leader (asked with IDENTIFY_SYSTEM over --connstring) is another PostgreSQL system than the backups. Needs --password-file.',
+    examples: ['holdfast pg patroni-config   # prints create_replica_methods with holdfast first and basebackup as fallback'],
+    minArgs: 0,
+    maxArgs: 0,
+    load: () => import('./cmd-pg-patroni.js'),
+  },
+  {
+    name: 'pg patroni-config',
+    summary: 'Print the patroni.yml settings that run archiving, bootstrap and replicas through holdfast',
+    usage: 'holdfast pg patroni-config [--cluster NAME] [--recovery-settings holdfast|patroni] [--target-time T | …] [--holdfast-command CMD] [--json]',
+    description:
+      'Prints YAML to merge into every member\'s patroni.yml: bootstrap.dcs.postgresql with wal_level, archive_mode and archive_command (`holdfast pg archive-push`) in parameters and restore_command (`holdfast pg archive-get`) in recovery_conf, kept in the DCS so every member and every later restore has them; ' +
+      'bootstrap.method holdfast running `pg patroni-bootstrap` with the given target (keep_existing_recovery_conf: true, or with --recovery-settings patroni a recovery_conf section holding restore_command and the target); and postgresql.create_replica_methods with holdfast (`pg patroni-replica`, keep_data, no_leader) first and basebackup as the fallback. ' +
+      'Commands name this repository, --password-file, --config and storage options with absolute paths, and run this node and entry point unless --holdfast-command says otherwise; values are single-quoted. --json prints the same as JSON.',
+    examples: ['holdfast pg patroni-config --cluster main --password-file /etc/holdfast/password >> /etc/patroni/holdfast.yml'],
+    minArgs: 0,
+    maxArgs: 0,
+    load: () => import('./cmd-pg-patroni.js'),
+  },
+  {
     name: 'pg info',
     summary: 'Show the backups and the archived WAL of a PostgreSQL cluster',
     usage: 'holdfast pg info [--cluster NAME] [--json]',

@@ -150,7 +150,7 @@ function generalHelp(): string {
     '26 restore target write failed, 27 not a valid WAL file, 28 WAL of another cluster, 29 WAL archived with',
     'other content, 30 backup WAL not archived in time, 31 PostgreSQL error, 32 server running in the restore',
     'target, 33 pg check failed, 34 corrupt data pages (backup stored), 35 lock lost (nothing committed), 36 lock',
-    'directory unusable, 70 internal error, 130 interrupted.',
+    'directory unusable, 37 server is a standby (back up the primary), 70 internal error, 130 interrupted.',
     '',
   ].join('\n');
 }

@@ -28,9 +28,9 @@ export interface OptionSpec {
 }
 
 /** Commands that take local operation locks. */
-const LOCAL_LOCKING = ['backup', 'restore', 'pg backup', 'pg restore', 'pg archive-push', 'pg expire', 'pg pin', 'pg unpin', 'locks', 'unlock'];
+const LOCAL_LOCKING = ['backup', 'restore', 'pg backup', 'pg restore', 'pg patroni-bootstrap', 'pg patroni-replica', 'pg archive-push', 'pg expire', 'pg pin', 'pg unpin', 'locks', 'unlock'];
 /** Commands that take (or manage) repository locks. */
-const REPO_LOCKING = ['backup', 'restore', 'check', 'prune', 'storage sync', 'forget', 'key remove', 'key passwd', 'pg backup', 'pg restore', 'pg archive-push', 'pg expire', 'pg pin', 'pg unpin', 'locks', 'unlock'];
+const REPO_LOCKING = ['backup', 'restore', 'check', 'prune', 'storage sync', 'forget', 'key remove', 'key passwd', 'pg backup', 'pg restore', 'pg patroni-bootstrap', 'pg patroni-replica', 'pg archive-push', 'pg expire', 'pg pin', 'pg unpin', 'locks', 'unlock'];
 
 export const OPTIONS: readonly OptionSpec[] = [
   // --- everywhere
@@ -88,7 +88,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'host', type: 'string', commands: ['backup', 'snapshots', 'forget'], arg: 'NAME', help: 'backup: record NAME as the host (default: this machine\'s hostname). snapshots: list only this host. forget: consider only snapshots of this host.' },
   { name: 'parent', type: 'string', commands: ['backup'], arg: 'SNAPSHOT', help: 'Compare against SNAPSHOT to skip unchanged files (default: latest snapshot of the same host and paths).' },
   { name: 'time', type: 'string', commands: ['backup'], arg: 'TIMESTAMP', help: 'Record TIMESTAMP in the snapshot instead of the time the backup started: "2026-11-21 10:15:00" (local time), 2026-11-21T10:15:00Z or with an offset (+01:00). For importing older copies and for trying retention policies; `latest`, the default parent and forget all go by this time.' },
-  { name: 'jobs', type: 'int', short: 'j', min: 0, max: 64, env: true, config: true, commands: ['backup', 'restore', 'pg backup', 'pg archive-push', 'pg restore'], arg: 'N', help: 'backup: worker threads that read, chunk, compress and encrypt files (default: the number of CPUs; 0 does it all in the main thread). pg archive-push --async: files the background worker stores at once (default: the number of CPUs, at most 4). restore, pg restore: worker threads that read, decrypt and write files (default: the number of CPUs, at most 4; each adds about 45 MB of memory; 0 writes one file at a time in the main thread).' },
+  { name: 'jobs', type: 'int', short: 'j', min: 0, max: 64, env: true, config: true, commands: ['backup', 'restore', 'pg backup', 'pg archive-push', 'pg restore', 'pg patroni-bootstrap', 'pg patroni-replica'], arg: 'N', help: 'backup: worker threads that read, chunk, compress and encrypt files (default: the number of CPUs; 0 does it all in the main thread). pg archive-push --async: files the background worker stores at once (default: the number of CPUs, at most 4). restore, pg restore: worker threads that read, decrypt and write files (default: the number of CPUs, at most 4; each adds about 45 MB of memory; 0 writes one file at a time in the main thread).' },
   { name: 'read-all', type: 'bool', default: false, commands: ['backup'], help: 'Read every file even when the parent snapshot says it is unchanged.' },
 
   // --- retention and prune
@@ -99,7 +99,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'max-repack-size', type: 'size', min: 0, max: Number.MAX_SAFE_INTEGER, env: true, config: true, commands: ['prune', 'forget', 'pg expire'], arg: 'SIZE', help: 'Repack at most SIZE of packs in this run (default: no limit); a later prune continues. Repacking reads each pack once and writes its used part.' },
 
   // --- PostgreSQL
-  { name: 'cluster', type: 'string', default: 'main', env: true, config: true, commands: ['pg archive-push', 'pg archive-get', 'pg backup', 'pg restore', 'pg info', 'pg check', 'pg expire', 'pg pin', 'pg unpin'], arg: 'NAME', help: 'Which PostgreSQL cluster of the repository: bound to one system identifier and major version on first archive-push.' },
+  { name: 'cluster', type: 'string', default: 'main', env: true, config: true, commands: ['pg archive-push', 'pg archive-get', 'pg backup', 'pg restore', 'pg info', 'pg check', 'pg expire', 'pg pin', 'pg unpin', 'pg patroni-bootstrap', 'pg patroni-replica', 'pg patroni-config'], arg: 'NAME', help: 'Which PostgreSQL cluster of the repository: bound to one system identifier and major version on first archive-push.' },
 
   { name: 'async', type: 'bool', default: false, env: true, config: true, commands: ['pg archive-push'], help: 'Archive through a background worker: the call makes sure one runs for this repository and cluster (it starts it, detached, when none does), and the worker archives every file PostgreSQL has marked ready, oldest first and --jobs at a time, recording each one that is durable in a local spool. The call exits 0 as soon as the spool records its file with the same content, or with the worker\'s error code and message for that file; it archives the file itself when the worker cannot be used (no .ready marker, lock directory unusable). The worker exits after a few idle seconds. Its log is worker.log in the spool, under the state directory (HOLDFAST_STATE_DIR, else ~/.cache/holdfast).' },
   { name: 'async-batch', type: 'int', default: 16, min: 1, max: 1024, env: true, config: true, commands: ['pg archive-push'], arg: 'N', help: 'With --async: the worker archives at most N files ahead of PostgreSQL (records waiting in the spool for their archive_command call).' },
@@ -109,18 +109,31 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'pg-url', type: 'string', env: true, config: true, commands: ['pg backup', 'pg check'], arg: 'URL', help: 'Connection string (postgresql://user@host:port/db); default: the libpq environment PGHOST, PGPORT, PGUSER, PGDATABASE.' },
   { name: 'type', type: 'enum', values: ['full', 'incr'], default: 'incr', commands: ['pg backup'], help: 'incr reads only files changed since the previous backup of the cluster (a full backup when there is none).' },
   { name: 'archive-timeout', type: 'int', min: 1, max: 86400, default: 60, env: true, config: true, commands: ['pg backup', 'pg check'], arg: 'SECONDS', help: 'pg backup: how long to wait for the WAL that makes the backup consistent to reach the repository. pg check: how long to wait for the switched segment.' },
-  { name: 'set', type: 'string', commands: ['pg restore'], arg: 'BACKUP', help: 'The backup to restore: an id, a unique prefix, or latest (default: the newest that ends before a time or LSN target, else the latest).' },
+  { name: 'set', type: 'string', commands: ['pg restore', 'pg patroni-bootstrap', 'pg patroni-config'], arg: 'BACKUP', help: 'The backup to restore: an id, a unique prefix, or latest (default: the newest that ends before a time or LSN target, else the latest).' },
   { name: 'target-dir', type: 'path', commands: ['pg restore'], arg: 'DIR', help: 'The data directory to create (must be empty unless --force).' },
-  { name: 'target-time', type: 'string', commands: ['pg restore'], arg: 'TIMESTAMP', help: 'Recover up to this time (recovery_target_time), e.g. "2026-11-21 10:15:00+00".' },
-  { name: 'target-lsn', type: 'string', commands: ['pg restore'], arg: 'LSN', help: 'Recover up to this WAL location (recovery_target_lsn), e.g. 0/3000060.' },
-  { name: 'target-xid', type: 'string', commands: ['pg restore'], arg: 'XID', help: 'Recover up to this transaction id (recovery_target_xid).' },
-  { name: 'target-name', type: 'string', commands: ['pg restore'], arg: 'NAME', help: 'Recover up to this restore point, made with pg_create_restore_point (recovery_target_name).' },
-  { name: 'target-immediate', type: 'bool', default: false, commands: ['pg restore'], help: 'Stop as soon as the backup is consistent (recovery_target = immediate).' },
-  { name: 'target-action', type: 'enum', values: ['pause', 'promote', 'shutdown'], commands: ['pg restore'], help: 'What the server does at the target (recovery_target_action; PostgreSQL\'s default is pause).' },
-  { name: 'target-timeline', type: 'string', commands: ['pg restore'], arg: 'TLI', help: 'Timeline to recover along: a number, current or latest (recovery_target_timeline).' },
-  { name: 'tablespace-map', type: 'list', commands: ['pg restore'], arg: 'OID=DIR', help: 'Restore tablespace OID into DIR instead of its original directory (repeatable); `holdfast pg info` lists tablespaces.' },
+  { name: 'target-time', type: 'string', commands: ['pg restore', 'pg patroni-bootstrap', 'pg patroni-config'], arg: 'TIMESTAMP', help: 'Recover up to this time (recovery_target_time), e.g. "2026-11-21 10:15:00+00".' },
+  { name: 'target-lsn', type: 'string', commands: ['pg restore', 'pg patroni-bootstrap', 'pg patroni-config'], arg: 'LSN', help: 'Recover up to this WAL location (recovery_target_lsn), e.g. 0/3000060.' },
+  { name: 'target-xid', type: 'string', commands: ['pg restore', 'pg patroni-bootstrap', 'pg patroni-config'], arg: 'XID', help: 'Recover up to this transaction id (recovery_target_xid).' },
+  { name: 'target-name', type: 'string', commands: ['pg restore', 'pg patroni-bootstrap', 'pg patroni-config'], arg: 'NAME', help: 'Recover up to this restore point, made with pg_create_restore_point (recovery_target_name).' },
+  { name: 'target-immediate', type: 'bool', default: false, commands: ['pg restore', 'pg patroni-bootstrap', 'pg patroni-config'], help: 'Stop as soon as the backup is consistent (recovery_target = immediate).' },
+  { name: 'target-action', type: 'enum', values: ['pause', 'promote', 'shutdown'], commands: ['pg restore', 'pg patroni-bootstrap', 'pg patroni-config'], help: 'What the server does at the target (recovery_target_action; PostgreSQL\'s default is pause).' },
+  { name: 'target-timeline', type: 'string', commands: ['pg restore', 'pg patroni-bootstrap', 'pg patroni-config'], arg: 'TLI', help: 'Timeline to recover along: a number, current or latest (recovery_target_timeline).' },
+  { name: 'tablespace-map', type: 'list', commands: ['pg restore', 'pg patroni-bootstrap'], arg: 'OID=DIR', help: 'Restore tablespace OID into DIR instead of its original directory (repeatable); `holdfast pg info` lists tablespaces.' },
   { name: 'delta', type: 'bool', default: false, commands: ['pg restore'], help: 'Restore over an existing data directory, rewriting only files whose content differs from the backup and removing files the backup does not have. A file is kept when it is a regular file of the backup\'s size whose every byte range has the SHA-256 the backup recorded for it; the comparisons run in the restore workers (--jobs), large files in parallel ranges.' },
   { name: 'standby', type: 'bool', default: false, commands: ['pg restore'], help: 'Start as a standby (standby.signal) that keeps fetching WAL from the repository.' },
+
+  // --- Patroni (docs/patroni.md). Patroni appends --scope and --datadir (and for replica methods
+  // --role, --connstring and every key of the method's section as --key=value).
+  { name: 'scope', type: 'string', commands: ['pg patroni-bootstrap', 'pg patroni-replica'], arg: 'SCOPE', help: 'Patroni passes its cluster name (scope); holdfast logs it. The repository\'s cluster is --cluster.' },
+  { name: 'datadir', type: 'path', commands: ['pg patroni-bootstrap', 'pg patroni-replica'], arg: 'DIR', help: 'Patroni passes the data directory to create.' },
+  { name: 'role', type: 'string', commands: ['pg patroni-replica'], arg: 'ROLE', help: 'Patroni passes the role of the member being created (replica).' },
+  { name: 'connstring', type: 'string', commands: ['pg patroni-replica'], arg: 'DSN', help: 'Patroni passes the leader\'s replication connection string; holdfast uses it only to check that the leader is the cluster the backups are of (IDENTIFY_SYSTEM), and goes on when it cannot connect.' },
+  { name: 'keep-data', type: 'bool', default: false, commands: ['pg patroni-replica'], help: 'Patroni passes keep_data of the method\'s section: the data directory was left in place, so the restore is a delta restore (only files whose content differs are rewritten).' },
+  { name: 'no-master', type: 'bool', default: false, commands: ['pg patroni-replica'], help: 'Patroni passes no_master of the method\'s section (the method works without a leader); holdfast ignores it.' },
+  { name: 'no-leader', type: 'bool', default: false, commands: ['pg patroni-replica'], help: 'Patroni passes no_leader of the method\'s section (the method works without a leader); holdfast ignores it.' },
+  { name: 'target-latest', type: 'bool', default: false, commands: ['pg patroni-bootstrap', 'pg patroni-config'], help: 'Recover to the end of the archived WAL (the default when no other target is given), then promote.' },
+  { name: 'recovery-settings', type: 'enum', values: ['holdfast', 'patroni'], default: 'holdfast', commands: ['pg patroni-bootstrap', 'pg patroni-config'], arg: 'WHO', help: 'Who writes the recovery settings of a bootstrap: holdfast (restore_command and the target in postgresql.auto.conf and recovery.signal; the method needs keep_existing_recovery_conf: true) or patroni (holdfast restores only the files; the method\'s recovery_conf section holds restore_command and the target; a target given to holdfast then only chooses the backup).' },
+  { name: 'holdfast-command', type: 'string', commands: ['pg patroni-config'], arg: 'CMD', help: 'How the Patroni members run holdfast (default: this node and entry point, absolute), e.g. /usr/local/bin/holdfast.' },
 
   // --- pg expire (docs/design.md §17)
   { name: 'retain-full', type: 'int', min: 1, max: 1_000_000, env: true, config: true, commands: ['pg expire', 'pg backup'], arg: 'N', help: 'pg expire: keep the N newest full backups and the incremental backups taken after them. pg backup: the policy of --expire-after-backup.' },

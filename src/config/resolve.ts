@@ -28,6 +28,7 @@ const SHORT = new Map(OPTIONS.filter((o) => o.short).map((o) => [o.short!, o]));
 export function parseArgs(command: string, argv: readonly string[]): ParsedArgs {
   const flags = new Map<string, string[]>();
   const positionals: string[] = [];
+  const patroni = command.startsWith('pg patroni-');
   const push = (name: string, v: string): void => {
     const list = flags.get(name) ?? [];
     list.push(v);
@@ -44,8 +45,11 @@ export function parseArgs(command: string, argv: readonly string[]): ParsedArgs 
     let negated = false;
     if (arg.startsWith('--')) {
       const eq = arg.indexOf('=');
-      const name = eq === -1 ? arg.slice(2) : arg.slice(2, eq);
+      let name = eq === -1 ? arg.slice(2) : arg.slice(2, eq);
       inline = eq === -1 ? undefined : arg.slice(eq + 1);
+      // Patroni passes the keys of a method's YAML section as they are spelled there (keep_data,
+      // target_time): its commands take either spelling.
+      if (patroni) name = name.replace(/_/g, '-');
       spec = optionSpec(name);
       if (!spec && name.startsWith('no-')) {
         const base = optionSpec(name.slice(3));
@@ -54,7 +58,16 @@ export function parseArgs(command: string, argv: readonly string[]): ParsedArgs 
           negated = true;
         }
       }
-      if (!spec || spec.noFlag) throw usage(`unknown option --${name}${suggest(name)}`, command);
+      if (!spec || spec.noFlag) {
+        if (patroni) {
+          throw new HoldfastError('USAGE', `unknown option --${name}${suggest(name)}: Patroni passes every key of the method's section in patroni.yml as --key=value, and holdfast takes only its own options`, {
+            command,
+            option: name,
+            hint: `Remove "${name}" from the method's section (or put holdfast options into its command); \`holdfast ${command} --help\` lists what it takes.`,
+          });
+        }
+        throw usage(`unknown option --${name}${suggest(name)}`, command);
+      }
     } else if (arg.startsWith('-') && arg.length > 1) {
       spec = SHORT.get(arg.slice(1, 2));
       if (!spec) throw usage(`unknown option ${arg}`, command);
@@ -65,6 +78,8 @@ export function parseArgs(command: string, argv: readonly string[]): ParsedArgs 
     }
     if (!appliesTo(spec, command)) throw usage(`option --${spec.name} does not apply to "${command}"`, command);
     if (spec.type === 'bool') {
+      // Python writes booleans as True/False (Patroni's --keep_data=True).
+      if (inline !== undefined && patroni) inline = inline.toLowerCase();
       if (inline !== undefined && !['true', 'false', 'yes', 'no', '1', '0'].includes(inline)) throw usage(`--${spec.name} takes no value (or true/false)`, command);
       push(spec.name, negated ? 'false' : (inline ?? 'true'));
       continue;

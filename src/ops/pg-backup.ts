@@ -73,7 +73,12 @@ export async function pgBackup(ref: RepoRef, p: PgBackupParams, ctx: OpContext):
   const conn = await PgConnection.open(p.pgUrl);
   try {
     const info = await conn.info();
-    if (info.inRecovery) throw new HoldfastError('PG_ERROR', 'the server is a standby; back up the primary', { hint: 'Backups from standbys are not supported yet.' });
+    if (info.inRecovery) {
+      // A standby: refuse, naming where it replicates from (with Patroni, the leader).
+      const up = await conn.upstream();
+      const leader = up ? `${up.host}:${up.port}` : undefined;
+      throw new HoldfastError('PG_STANDBY', `the server is a standby (in recovery)${leader ? `, replicating from the primary at ${leader}` : ''}: back up the primary${leader ? ` (e.g. PGHOST=${up!.host} PGPORT=${up!.port})` : ''}`, { leader: leader ?? null });
+    }
     if (info.walLevel === 'minimal') throw new HoldfastError('PG_ERROR', 'wal_level is minimal: an online backup needs replica or logical', { hint: 'Set wal_level = replica and restart PostgreSQL.' });
     if (info.archiveMode === 'off') {
       throw new HoldfastError('PG_ERROR', 'archive_mode is off: the WAL that makes the backup consistent would never reach the repository', {

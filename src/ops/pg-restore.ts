@@ -48,6 +48,11 @@ export interface PgRestoreParams {
   readonly tablespaceMap?: ReadonlyMap<string, string>;
   /** The restore_command, built by the caller (it knows how holdfast was invoked). */
   readonly restoreCommand: string;
+  /**
+   * Write the recovery settings and the signal file (default). False: restore only the files and
+   * backup_label (Patroni's recovery_conf writes the settings; `pg patroni-bootstrap`).
+   */
+  readonly writeRecovery?: boolean;
 }
 
 export interface PgRestoreResult {
@@ -223,10 +228,10 @@ export async function pgRestore(ref: RepoRef, p: PgRestoreParams, ctx: OpContext
       await writeDurably(path.join(targetDir, 'backup_label'), sn.pg.labelFile, owner);
       if (mapLines.length > 0) await writeDurably(path.join(targetDir, 'tablespace_map'), mapLines.join('\n') + '\n', owner);
       else if (sn.pg.spcmapFile) await writeDurably(path.join(targetDir, 'tablespace_map'), sn.pg.spcmapFile, owner);
-      await writeRecoveryConfig(targetDir, settings, p.standby, owner);
+      if (p.writeRecovery !== false) await writeRecoveryConfig(targetDir, settings, p.standby, owner);
       await fsp.chmod(targetDir, 0o700);
       if (p.delta) ctx.log.info(`delta restore: ${progress.kept ?? 0} files already had the backup's content, ${progress.filesDone - (progress.kept ?? 0)} rewritten, ${progress.removed ?? 0} entries removed`);
-      return { snapshotId: sn.id, backup: sn.pg, targetDir, files: progress.filesDone, bytes: progress.bytesDone, settings, kept: progress.kept ?? 0, removed: progress.removed ?? 0 };
+      return { snapshotId: sn.id, backup: sn.pg, targetDir, files: progress.filesDone, bytes: progress.bytesDone, settings: p.writeRecovery !== false ? settings : [], kept: progress.kept ?? 0, removed: progress.removed ?? 0 };
     });
   } finally {
     await repo.close();

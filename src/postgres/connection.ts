@@ -108,6 +108,17 @@ export class PgConnection {
     return { lsn: String(r['lsn']), labelFile: String(r['labelfile'] ?? ''), spcmapFile: String(r['spcmapfile'] ?? ''), time: String(r['time']) };
   }
 
+  /**
+   * Where a standby streams from (pg_stat_wal_receiver: host and port of its upstream), when it
+   * streams; undefined on a primary or when nothing is received right now.
+   */
+  async upstream(): Promise<{ host: string; port: number; status: string } | undefined> {
+    const rows = await this.query('SELECT sender_host, sender_port, status FROM pg_stat_wal_receiver').catch(() => []);
+    const r = rows[0];
+    if (!r || r['sender_host'] === null || r['sender_host'] === undefined) return undefined;
+    return { host: String(r['sender_host']), port: Number(r['sender_port']), status: String(r['status']) };
+  }
+
   async close(): Promise<void> {
     await this.client.end().catch(() => undefined);
   }
