@@ -204,6 +204,38 @@ describe('holdfast with Patroni (real Patroni 3.0, etcd 3.4, PostgreSQL 15)', { 
     }
   });
 
+  test('4b. the old leader is rebuilt over its kept data directory by the replica method (delta) and rejoins; another system is refused', async () => {
+    const b1 = member['b1'];
+    const b2 = member['b2'];
+    assert.ok(b1 && b2 && !b1.isRunning(), 'test 4 ran');
+    // A leader of another PostgreSQL system: refused before anything is written.
+    const other = await startCluster();
+    try {
+      const marker = path.join(b1.dataDir, 'PG_VERSION');
+      const before = fs.statSync(marker).mtimeMs;
+      const r = hf(['pg', 'patroni-replica', `--scope=${SCOPE}`, `--datadir=${b1.dataDir}`, '--role=replica', `--connstring=postgresql://postgres@127.0.0.1:${other.port}/postgres`, '--keep_data=True', '--no_leader=True']);
+      assert.equal(r.status, 28, r.stderr);
+      assert.match(r.stderr, /the leader is PostgreSQL system \d+, but the backups of cluster "main" are of system \d+.*\[CLUSTER_MISMATCH\]/s);
+      assert.equal(fs.statSync(marker).mtimeMs, before, 'the data directory was not touched');
+    } finally {
+      await other.destroy();
+    }
+    // The same leader system: a delta restore over the stopped old leader's data directory.
+    const r = hf(['pg', 'patroni-replica', `--scope=${SCOPE}`, `--datadir=${b1.dataDir}`, '--role=replica', `--connstring=postgresql://postgres@127.0.0.1:${b2.pgPort}/postgres`, '--keep_data=True', '--no_leader=True', '--json']);
+    assert.equal(r.status, 0, r.stderr);
+    const res = JSON.parse(r.stdout) as { kept: number; files: number };
+    assert.ok(res.kept > 0 && res.kept < res.files, `some files kept, some rewritten: ${r.stdout.slice(0, 300)}`);
+    assert.doesNotMatch(r.stderr, /could not ask the leader/);
+    assert.ok(fs.existsSync(path.join(b1.dataDir, 'standby.signal')));
+    await b1.start();
+    await withLog(b1, async () => {
+      await b1.waitRole('replica', 120_000);
+      await b1.waitStreaming(120_000);
+      await b2.psql('INSERT INTO t (id) VALUES (400)');
+      await waitUntil('row 400 on the rebuilt member', async () => (await ids(b1)).endsWith(',300,400'), { timeoutMs: 60_000 });
+    });
+  });
+
   test('5. a new cluster bootstrapped to T with Patroni writing the recovery settings (recovery_conf) holds exactly the rows before T', async () => {
     assert.ok(T, 'test 1 ran');
     await removeCluster();
