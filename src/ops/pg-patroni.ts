@@ -135,7 +135,8 @@ export async function patroniReplica(ref: RepoRef, p: PatroniReplicaParams, ctx:
     } finally {
       await repo.close();
     }
-    const leader = await leaderSystemId(p.connstring, ctx);
+    // Nothing bound yet means no backup either: pgRestore below says so.
+    const leader = record ? await leaderSystemId(p.connstring, ctx) : undefined;
     if (record && leader !== undefined && leader !== record.systemId) {
       throw new HoldfastError('CLUSTER_MISMATCH', `the leader is PostgreSQL system ${leader}, but the backups of cluster "${p.cluster}" are of system ${record.systemId}: a replica built from them could not follow the leader`, {
         leader,
