@@ -3,7 +3,7 @@ import type { Invocation } from './invocation.js';
 import { repoRef } from './invocation.js';
 import { restoreCommand } from './self-command.js';
 import { pgBackup } from '../ops/pg-backup.js';
-import { pgRestore } from '../ops/pg-restore.js';
+import { type RecoveryTarget, pgRestore } from '../ops/pg-restore.js';
 import { patroniManaged, patroniRestoreWarning } from '../ops/pg-patroni.js';
 import { expireAfterBackup, expirePolicyAfterBackup } from './cmd-pg-expire.js';
 import { CATALOGUE, HoldfastError } from '../errors/catalogue.js';
@@ -52,15 +52,7 @@ export async function run(inv: Invocation): Promise<number> {
       cluster,
       set: o.str('set'),
       targetDir,
-      target: {
-        time: o.str('target-time'),
-        lsn: o.str('target-lsn'),
-        xid: o.str('target-xid'),
-        name: o.str('target-name'),
-        immediate: o.bool('target-immediate'),
-        action: o.str('target-action') as 'pause' | 'promote' | 'shutdown' | undefined,
-        timeline: o.str('target-timeline'),
-      },
+      target: recoveryTarget(inv),
       standby: o.bool('standby'),
       force: o.bool('force'),
       delta: o.bool('delta'),
@@ -81,6 +73,20 @@ export async function run(inv: Invocation): Promise<number> {
     inv.out(`start PostgreSQL on ${r.targetDir} to recover`);
   }
   return 0;
+}
+
+/** The recovery target of --target-time/-lsn/-xid/-name/-immediate, --target-action and --target-timeline. */
+export function recoveryTarget(inv: Invocation): RecoveryTarget {
+  const o = inv.options;
+  return {
+    time: o.str('target-time'),
+    lsn: o.str('target-lsn'),
+    xid: o.str('target-xid'),
+    name: o.str('target-name'),
+    immediate: o.bool('target-immediate'),
+    action: o.str('target-action') as RecoveryTarget['action'],
+    timeline: o.str('target-timeline'),
+  };
 }
 
 export function tablespaceMap(items: readonly string[]): Map<string, string> {

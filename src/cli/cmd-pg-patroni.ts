@@ -2,9 +2,9 @@ import * as path from 'node:path';
 import type { Invocation } from './invocation.js';
 import { repoRef } from './invocation.js';
 import { archiveCommand, commandLine, restoreCommand, selfArgs } from './self-command.js';
-import { tablespaceMap } from './cmd-pg-backup.js';
-import { patroniBootstrap, patroniReplica } from '../ops/pg-patroni.js';
-import type { PgRestoreResult, RecoveryTarget } from '../ops/pg-restore.js';
+import { recoveryTarget, tablespaceMap } from './cmd-pg-backup.js';
+import { checkBootstrapAction, patroniBootstrap, patroniReplica } from '../ops/pg-patroni.js';
+import type { PgRestoreResult } from '../ops/pg-restore.js';
 import { recoverySettings } from '../ops/pg-restore.js';
 import { HoldfastError } from '../errors/catalogue.js';
 import { formatBytes } from '../ui/output.js';
@@ -31,7 +31,7 @@ export async function run(inv: Invocation): Promise<number> {
         scope: o.str('scope'),
         dataDir: path.resolve(dataDir),
         set: o.str('set'),
-        target: target(inv),
+        target: recoveryTarget(inv),
         latest: o.bool('target-latest'),
         recoverySettings: o.str('recovery-settings') === 'patroni' ? 'patroni' : 'holdfast',
         jobs,
@@ -55,19 +55,6 @@ export async function run(inv: Invocation): Promise<number> {
   return 0;
 }
 
-function target(inv: Invocation): RecoveryTarget {
-  const o = inv.options;
-  return {
-    time: o.str('target-time'),
-    lsn: o.str('target-lsn'),
-    xid: o.str('target-xid'),
-    name: o.str('target-name'),
-    immediate: o.bool('target-immediate'),
-    action: o.str('target-action') as RecoveryTarget['action'],
-    timeline: o.str('target-timeline'),
-  };
-}
-
 type Yaml = string | boolean | readonly Yaml[] | { readonly [key: string]: Yaml };
 
 /**
@@ -84,9 +71,9 @@ type Yaml = string | boolean | readonly Yaml[] | { readonly [key: string]: Yaml 
 export function patroniConfig(inv: Invocation, cluster: string): { [key: string]: Yaml } {
   const o = inv.options;
   const restore = restoreCommand(inv, cluster);
-  const t = target(inv);
+  const t = recoveryTarget(inv);
   const mode = o.str('recovery-settings') === 'patroni' ? 'patroni' : 'holdfast';
-  if (t.action !== undefined && t.action !== 'promote') throw new HoldfastError('USAGE', `--target-action ${t.action} cannot finish a Patroni bootstrap: Patroni waits for the restored server to promote`, {});
+  checkBootstrapAction(t.action);
   recoverySettings(restore, t); // validates the target
   const given = [t.time, t.lsn, t.xid, t.name].some((v) => v !== undefined) || t.immediate === true;
   const bootArgs = selfArgs(inv, ['pg', 'patroni-bootstrap'], cluster, 'the bootstrap method');

@@ -76,6 +76,15 @@ function targetCount(t: RecoveryTarget): number {
   return [t.time, t.lsn, t.xid, t.name, t.immediate ? 'immediate' : undefined].filter((v) => v !== undefined).length;
 }
 
+/** Only promote finishes a Patroni bootstrap (see patroniBootstrap). */
+export function checkBootstrapAction(action: RecoveryTarget['action']): void {
+  if (action !== undefined && action !== 'promote') {
+    throw new HoldfastError('USAGE', `--target-action ${action} cannot finish a Patroni bootstrap: Patroni waits for the restored server to promote`, {
+      hint: 'Use --target-action promote (the default of pg patroni-bootstrap), or restore with `holdfast pg restore` to inspect a point in time first.',
+    });
+  }
+}
+
 /**
  * `pg patroni-bootstrap`: restore a backup into Patroni's new data directory so that the first
  * start recovers to the target and promotes (Patroni waits for the promotion to finish the
@@ -85,11 +94,7 @@ function targetCount(t: RecoveryTarget): number {
 export async function patroniBootstrap(ref: RepoRef, p: PatroniBootstrapParams, ctx: OpContext): Promise<PgRestoreResult> {
   const given = targetCount(p.target);
   if (p.latest && given > 0) throw new HoldfastError('USAGE', '--target-latest cannot be combined with another recovery target', { hint: 'Give one of --target-time, --target-lsn, --target-xid, --target-name, --target-immediate, --target-latest (or none: latest).' });
-  if (p.target.action !== undefined && p.target.action !== 'promote') {
-    throw new HoldfastError('USAGE', `--target-action ${p.target.action} cannot finish a Patroni bootstrap: Patroni waits for the restored server to promote`, {
-      hint: 'Use --target-action promote (the default of pg patroni-bootstrap), or restore with `holdfast pg restore` to inspect a point in time first.',
-    });
-  }
+  checkBootstrapAction(p.target.action);
   ctx.log.info(`Patroni bootstrap of scope ${p.scope ?? '(not given)'} into ${p.dataDir} from cluster "${p.cluster}" (${given > 0 ? 'to the recovery target' : 'to the end of the archived WAL'}; recovery settings written by ${p.recoverySettings})`);
   const params: PgRestoreParams = {
     cluster: p.cluster,
