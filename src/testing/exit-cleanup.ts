@@ -32,3 +32,24 @@ export function onExitCleanup(fn: () => void): void {
     process.on(sig, onSignal);
   }
 }
+
+const destroyedOnExit = new WeakSet<ReadonlySet<unknown>>();
+
+/**
+ * Once per `live` set (later calls with the same set do nothing): when the process ends, call
+ * `destroy` on every item still in it, each best effort, so one that fails does not keep the
+ * others alive. Cleanups run in the order they were registered.
+ */
+export function destroyOnExit<T>(live: ReadonlySet<T>, destroy: (item: T) => void): void {
+  if (destroyedOnExit.has(live)) return;
+  destroyedOnExit.add(live);
+  onExitCleanup(() => {
+    for (const item of [...live]) {
+      try {
+        destroy(item);
+      } catch {
+        /* best effort while exiting */
+      }
+    }
+  });
+}

@@ -73,7 +73,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { onExitCleanup } from './exit-cleanup.js';
+import { destroyOnExit } from './exit-cleanup.js';
 
 /** The system Python, which sees Debian's python3-fusepy (a pyenv or venv python3 may not). */
 const PYTHON = '/usr/bin/python3';
@@ -316,7 +316,8 @@ export interface DaemonMount extends FaultFs {
 export async function mountDaemon(opts: MountOptions, daemon: DaemonSpec): Promise<DaemonMount> {
   const reason = faultfsSkip();
   if (reason) throw new Error(reason);
-  installExitHandler();
+  // What a failed or interrupted test left behind is destroyed on exit (see ./exit-cleanup.ts).
+  destroyOnExit(live, (m) => m.destroySync());
   const root = fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), 'holdfast-faultfs-')));
   fs.chmodSync(root, 0o755); // other users (postgres) must reach the mountpoint
   let backing: string;
@@ -614,21 +615,4 @@ function validateRule(rule: FaultRule, i: number): void {
   if (rule.path !== undefined && typeof rule.path !== 'string') throw new Error(`faultfs: ${where}: path must be a string`);
   const known = new Set(['op', 'errno', 'path', 'count', 'skip']);
   for (const k of Object.keys(rule)) if (!known.has(k)) throw new Error(`faultfs: ${where}: unknown key ${JSON.stringify(k)}`);
-}
-
-let exitHandlerInstalled = false;
-
-/** Destroy what a failed or interrupted test left behind (see ./exit-cleanup.ts). */
-function installExitHandler(): void {
-  if (exitHandlerInstalled) return;
-  exitHandlerInstalled = true;
-  onExitCleanup(() => {
-    for (const m of [...live]) {
-      try {
-        m.destroySync();
-      } catch {
-        /* best effort while exiting */
-      }
-    }
-  });
 }

@@ -56,15 +56,20 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { onExitCleanup } from './exit-cleanup.js';
+import { destroyOnExit } from './exit-cleanup.js';
 import {
   PG_BIN,
   PG_OS_USER,
+  baseEnv,
   chownToPostgres,
   freePort,
+  libpqEnv,
+  makeRoot,
   pgBin,
   pgSkip,
   postgresIds,
+  postmasterPid,
+  psqlArgs,
   runAsPostgres,
   runAsPostgresAsync,
   type Env,
@@ -83,8 +88,6 @@ export function dcsPrefix(scope: string): string {
   return `${DCS_NAMESPACE}/${scope}/`;
 }
 
-/** Unix socket paths are limited to 107 bytes; `.s.PGSQL.NNNNN` is appended to the directory. */
-const MAX_SOCKET_DIR = 90;
 /** How often a wait asks the REST API (or psql) again. */
 const POLL_MS = 200;
 
@@ -257,6 +260,16 @@ function signal(child: ChildProcess, sig: NodeJS.Signals): void {
   }
 }
 
+/** If `child` runs: SIGTERM, and SIGKILL when it has not exited after `graceMs` (then wait 5 s more). */
+async function terminate(child: ChildProcess | undefined, graceMs: number): Promise<void> {
+  if (!running(child)) return;
+  signal(child, 'SIGTERM');
+  if (!(await waitExit(child, graceMs))) {
+    signal(child, 'SIGKILL');
+    await waitExit(child, 5_000);
+  }
+}
+
 /** Run a command (as this process's user) and collect its output; SIGKILL after `timeoutMs`. */
 function run(file: string, args: readonly string[], env: NodeJS.ProcessEnv, timeoutMs: number): Promise<RunResult> {
   return new Promise((resolve, reject) => {
@@ -284,6 +297,15 @@ function run(file: string, args: readonly string[], env: NodeJS.ProcessEnv, time
       });
     });
   });
+}
+
+/** The whole of a log file, or '' before it exists. */
+function readLog(file: string): string {
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch {
+    return '';
+  }
 }
 
 function readTail(file: string, lines: number): string {
@@ -431,23 +453,12 @@ class EtcdServer implements Etcd {
   }
 
   log(): string {
-    try {
-      return fs.readFileSync(this.logFile, 'utf8');
-    } catch {
-      return '';
-    }
+    return readLog(this.logFile);
   }
 
   stop(): Promise<void> {
     return (this.stopped ??= (async () => {
-      const child = this.child;
-      if (running(child)) {
-        signal(child, 'SIGTERM');
-        if (!(await waitExit(child, 5_000))) {
-          signal(child, 'SIGKILL');
-          await waitExit(child, 5_000);
-        }
-      }
+      await terminate(this.child, 5_000);
       liveEtcds.delete(this);
       fs.rmSync(this.dir, { recursive: true, force: true, maxRetries: 3 });
     })());
@@ -643,23 +654,6 @@ export async function stopAllPatroni(): Promise<void> {
   await Promise.all([...liveEtcds].map((e) => e.stop()));
 }
 
-/**
- * A fresh 0700 directory owned by postgres under os.tmpdir(), or under /tmp when postgres cannot
- * reach os.tmpdir() or the socket path would be too long (as pg.ts does for clusters).
- */
-function makeRoot(prefix: string): string {
-  const bases = [...new Set([os.tmpdir(), '/tmp'])];
-  for (const base of bases) {
-    const root = fs.mkdtempSync(path.join(base, prefix));
-    fs.chmodSync(root, 0o700);
-    chownToPostgres(root);
-    const socketOk = path.join(root, 'sock').length <= MAX_SOCKET_DIR;
-    if (socketOk && runAsPostgres('test', ['-w', root, '-a', '-x', root], {}, { timeoutMs: 10_000 }).status === 0) return root;
-    fs.rmSync(root, { recursive: true, force: true });
-  }
-  throw new Error(`the ${PG_OS_USER} user cannot use a temporary directory under ${bases.join(' or ')}`);
-}
-
 /** The harness's part of a member's configuration; the caller's `config` is merged over it. */
 function harnessConfig(m: { scope: string; name: string; etcd: string; apiPort: number; pgPort: number; root: string; dataDir: string; socketDir: string }): PatroniConfig {
   const api = `127.0.0.1:${m.apiPort}`;
@@ -700,20 +694,15 @@ function harnessConfig(m: { scope: string; name: string; etcd: string; apiPort: 
   };
 }
 
+/**
+ * Patroni's environment: a PostgreSQL server's (pg.ts's baseEnv) without PATRONI_* and ETCD*
+ * variables either, with the member's HOME, USER, LOGNAME and TMPDIR, then `extra`.
+ */
 function patroniEnv(root: string, extra: Env): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(process.env)) {
-    if (v === undefined || /^(HOLDFAST_|PATRONI_|ETCD)/.test(k) || /^PG[A-Z]/.test(k) || k === 'NODE_EXTRA_CA_CERTS') continue;
-    out[k] = v;
-  }
   // What runuser would set, but HOME is the member's root: see the module comment. Patroni's
   // initdb password file (tempfile.mkstemp) goes to TMPDIR, which must be writable by postgres.
-  Object.assign(out, { HOME: root, USER: PG_OS_USER, LOGNAME: PG_OS_USER, TMPDIR: root });
-  for (const [k, v] of Object.entries(extra)) {
-    if (v === undefined) delete out[k];
-    else out[k] = v;
-  }
-  return out;
+  const member = { HOME: root, USER: PG_OS_USER, LOGNAME: PG_OS_USER, TMPDIR: root };
+  return baseEnv({ ...member, ...extra }, true, /^(PATRONI_|ETCD)/);
 }
 
 function toState(raw: Record<string, unknown>): PatroniState {
@@ -743,13 +732,8 @@ function isPostgresProcess(pid: number): boolean {
 
 /** The postmaster's pid from postmaster.pid when that process is really a live postgres. */
 function livePostmaster(dataDir: string): number | undefined {
-  let pid: number;
-  try {
-    pid = Number(fs.readFileSync(path.join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
-  } catch {
-    return undefined;
-  }
-  return Number.isInteger(pid) && pid > 1 && isPostgresProcess(pid) ? pid : undefined;
+  const pid = postmasterPid(dataDir);
+  return pid !== undefined && isPostgresProcess(pid) ? pid : undefined;
 }
 
 class Member implements PatroniMember {
@@ -790,7 +774,7 @@ class Member implements PatroniMember {
   }
 
   get env(): Record<string, string> {
-    return { PGHOST: this.socketDir, PGPORT: String(this.pgPort), PGUSER: 'postgres', PGDATABASE: 'postgres' };
+    return libpqEnv(this.socketDir, this.pgPort);
   }
 
   /** (Re)write the configuration file for these ports. */
@@ -922,9 +906,7 @@ class Member implements PatroniMember {
 
   async psql(sql: string | readonly string[], opts: { database?: string; timeoutMs?: number } = {}): Promise<string> {
     const statements = typeof sql === 'string' ? [sql] : sql;
-    const args = ['-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-h', this.socketDir, '-p', String(this.pgPort), '-U', 'postgres', '-d', opts.database ?? 'postgres'];
-    for (const s of statements) args.push('-c', s);
-    const r = await runAsPostgresAsync(pgBin('psql'), args, {}, { cwd: this.root, timeoutMs: opts.timeoutMs ?? 60_000 });
+    const r = await runAsPostgresAsync(pgBin('psql'), psqlArgs(this.socketDir, this.pgPort, statements, opts.database), {}, { cwd: this.root, timeoutMs: opts.timeoutMs ?? 60_000 });
     if (r.status !== 0) {
       const how = r.timedOut ? 'timed out' : `exited ${r.status}`;
       throw new Error(`psql on ${this.name} -c ${JSON.stringify(statements.join('; ')).slice(0, 300)} ${how}: ${r.stderr.trim()}`);
@@ -933,11 +915,7 @@ class Member implements PatroniMember {
   }
 
   log(): string {
-    try {
-      return fs.readFileSync(this.logFile, 'utf8');
-    } catch {
-      return '';
-    }
+    return readLog(this.logFile);
   }
 
   logTail(lines = 40): string {
@@ -945,14 +923,7 @@ class Member implements PatroniMember {
   }
 
   async stop(timeoutMs = 60_000): Promise<void> {
-    const child = this.child;
-    if (running(child)) {
-      signal(child, 'SIGTERM');
-      if (!(await waitExit(child, timeoutMs))) {
-        signal(child, 'SIGKILL');
-        await waitExit(child, 5_000);
-      }
-    }
+    await terminate(this.child, timeoutMs);
     await this.stopPostgres();
   }
 
@@ -1004,26 +975,8 @@ class Member implements PatroniMember {
 // ---------------------------------------------------------------------------------------------
 // Exit cleanup
 
-let exitHandlerInstalled = false;
-
 /** Kill what a failed or interrupted test left behind (see ./exit-cleanup.ts): members, then etcds. */
 function installExitHandler(): void {
-  if (exitHandlerInstalled) return;
-  exitHandlerInstalled = true;
-  onExitCleanup(() => {
-    for (const m of [...liveMembers]) {
-      try {
-        m.destroySync();
-      } catch {
-        /* best effort while exiting */
-      }
-    }
-    for (const e of [...liveEtcds]) {
-      try {
-        e.stopSync();
-      } catch {
-        /* best effort while exiting */
-      }
-    }
-  });
+  destroyOnExit(liveMembers, (m) => m.destroySync());
+  destroyOnExit(liveEtcds, (e) => e.stopSync());
 }

@@ -50,7 +50,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { onExitCleanup } from './exit-cleanup.js';
+import { destroyOnExit } from './exit-cleanup.js';
 
 /** Where Debian's postgresql-15 puts the server binaries and tools. */
 export const PG_BIN = '/usr/lib/postgresql/15/bin';
@@ -164,12 +164,17 @@ export function chownToPostgres(p: string, recursive = false): void {
 // ---------------------------------------------------------------------------------------------
 // Running commands as postgres
 
-/** This process's environment for commands run as postgres (see the module comment). */
-function baseEnv(extra: Env, forServer = false): Record<string, string> {
+/**
+ * This process's environment for commands run as postgres (see the module comment): without
+ * HOLDFAST_* and PG* variables, for a server (`forServer`) also without NODE_EXTRA_CA_CERTS, and
+ * without those whose names match `drop`; then `extra` is added (`undefined` removes a variable).
+ */
+export function baseEnv(extra: Env, forServer = false, drop?: RegExp): Record<string, string> {
   const out: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) {
     if (v === undefined || k.startsWith('HOLDFAST_') || /^PG[A-Z]/.test(k)) continue;
     if (forServer && k === 'NODE_EXTRA_CA_CERTS') continue;
+    if (drop?.test(k)) continue;
     out[k] = v;
   }
   for (const [k, v] of Object.entries(extra)) {
@@ -401,7 +406,8 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<PgCluster
   const root = makeRoot(opts.prefix ?? 'holdfast-pg-');
   const c = new Cluster(root, opts.port ?? 0, baseEnv(opts.env ?? {}, true));
   live.add(c);
-  installExitHandler();
+  // What a failed or interrupted test left behind is destroyed on exit (see ./exit-cleanup.ts).
+  destroyOnExit(live, (cluster) => cluster.destroySync());
   try {
     await c.init(opts.initdbArgs ?? []);
     c.configure(opts.conf ?? {});
@@ -430,9 +436,10 @@ export async function destroyAllClusters(): Promise<void> {
 
 /**
  * A fresh 0700 directory owned by postgres under os.tmpdir(), or under /tmp when postgres cannot
- * reach os.tmpdir() or the socket path would be too long.
+ * reach os.tmpdir() or the socket path `<root>/sock` would be too long. Test clusters and Patroni
+ * members (./patroni.ts) live in one.
  */
-function makeRoot(prefix: string): string {
+export function makeRoot(prefix: string): string {
   const bases = [...new Set([os.tmpdir(), '/tmp'])];
   for (const base of bases) {
     const root = fs.mkdtempSync(path.join(base, prefix));
@@ -468,7 +475,7 @@ class Cluster implements PgCluster {
   }
 
   get env(): Record<string, string> {
-    return { PGHOST: this.socketDir, PGPORT: String(this.portNumber), PGUSER: 'postgres', PGDATABASE: 'postgres' };
+    return libpqEnv(this.socketDir, this.portNumber);
   }
 
   get url(): string {
@@ -536,8 +543,7 @@ class Cluster implements PgCluster {
 
   async psql(sql: string | readonly string[], opts: PsqlOptions = {}): Promise<string> {
     const statements = typeof sql === 'string' ? [sql] : sql;
-    const args = ['-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-h', this.socketDir, '-p', String(this.portNumber), '-U', 'postgres', '-d', opts.database ?? 'postgres'];
-    for (const s of statements) args.push('-c', s);
+    const args = psqlArgs(this.socketDir, this.portNumber, statements, opts.database);
     const r = await this.run('psql', args, { timeoutMs: opts.timeoutMs ?? 60_000 }, baseEnv(this.env));
     if (r.status !== 0) throw new Error(describeFailure(`psql -c ${JSON.stringify(statements.join('; ')).slice(0, 300)}`, r));
     return r.stdout.trim();
@@ -605,29 +611,42 @@ class Cluster implements PgCluster {
   }
 }
 
-/** Last resort when pg_ctl cannot stop a server: SIGKILL the postmaster named in postmaster.pid. */
-function killPostmaster(dataDir: string): void {
-  try {
-    const pid = Number(fs.readFileSync(path.join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
-    if (Number.isInteger(pid) && pid > 1) process.kill(pid, 'SIGKILL');
-  } catch {
-    /* no pid file or no such process */
-  }
+/**
+ * libpq environment that reaches a server on `socketDir` and `port` as postgres, database postgres:
+ * PGHOST, PGPORT, PGUSER, PGDATABASE.
+ */
+export function libpqEnv(socketDir: string, port: number): Record<string, string> {
+  return { PGHOST: socketDir, PGPORT: String(port), PGUSER: 'postgres', PGDATABASE: 'postgres' };
 }
 
-let exitHandlerInstalled = false;
+/**
+ * psql's arguments for running `statements` (one `-c` each) as postgres over the socket in
+ * `socketDir`: `-X -q -A -t -v ON_ERROR_STOP=1`, so output is rows one per line, columns by `|`.
+ */
+export function psqlArgs(socketDir: string, port: number, statements: readonly string[], database = 'postgres'): string[] {
+  const args = ['-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-h', socketDir, '-p', String(port), '-U', 'postgres', '-d', database];
+  for (const s of statements) args.push('-c', s);
+  return args;
+}
 
-/** Destroy what a failed or interrupted test left behind (see ./exit-cleanup.ts). */
-function installExitHandler(): void {
-  if (exitHandlerInstalled) return;
-  exitHandlerInstalled = true;
-  onExitCleanup(() => {
-    for (const c of [...live]) {
-      try {
-        c.destroySync();
-      } catch {
-        /* best effort while exiting */
-      }
-    }
-  });
+/** The pid in the first line of `dataDir`/postmaster.pid, or undefined without a usable one. */
+export function postmasterPid(dataDir: string): number | undefined {
+  let pid: number;
+  try {
+    pid = Number(fs.readFileSync(path.join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+  } catch {
+    return undefined;
+  }
+  return Number.isInteger(pid) && pid > 1 ? pid : undefined;
+}
+
+/** Last resort when pg_ctl cannot stop a server: SIGKILL the postmaster named in postmaster.pid. */
+function killPostmaster(dataDir: string): void {
+  const pid = postmasterPid(dataDir);
+  if (pid === undefined) return;
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    /* no such process */
+  }
 }
