@@ -22,7 +22,6 @@
  * local driver's ensureDir, then a backup, then the power loss (it found a durability bug, fixed).
  */
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -31,7 +30,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { listFiles, restoredPath, within } from './e2e.js';
 import { hasErrno } from './faultfs.js';
 import { CLI, Rng, TEST_KDF, cliSpawn, describeTree, generateTree, type TreeEntry } from './helpers.js';
-import { type DurableImage, type MaterialiseReport, type PowerLossFs, type PowerLossMode, type PowerLossOp, mountPowerLoss, powerlossSkip, treeDiff } from './powerloss.js';
+import { type DurableImage, type MaterialiseReport, type PowerLossFs, type PowerLossMode, type PowerLossOp, fileSignature, listTree, mountPowerLoss, powerlossSkip, treeDiff } from './powerloss.js';
 
 const SKIP = powerlossSkip();
 
@@ -66,29 +65,6 @@ function read(p: string): string | undefined {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw e;
   }
-}
-
-/** Every entry of a plain directory: relative path → 'dir', 'symlink:<target>' or 'file:<sha256 prefix>:<size>'. */
-function snapshotTree(root: string): Map<string, string> {
-  const out = new Map<string, string>();
-  const stack = [''];
-  for (let guard = 0; stack.length > 0 && guard < 100_000; guard++) {
-    const rel = stack.pop()!;
-    for (const e of fs.readdirSync(path.join(root, rel), { withFileTypes: true })) {
-      const r = rel ? `${rel}/${e.name}` : e.name;
-      const p = path.join(root, r);
-      if (e.isDirectory()) {
-        out.set(r, 'dir');
-        stack.push(r);
-      } else if (e.isSymbolicLink()) out.set(r, `symlink:${fs.readlinkSync(p)}`);
-      else out.set(r, fileSig(fs.readFileSync(p)));
-    }
-  }
-  return out;
-}
-
-function fileSig(data: Buffer): string {
-  return `file:${createHash('sha256').update(data).digest('hex').slice(0, 16)}:${data.length}`;
 }
 
 function sorted(m: Map<string, string>): Array<[string, string]> {
@@ -148,7 +124,7 @@ describe('power-loss model', { skip: SKIP, timeout: 120_000 }, () => {
         [3, 'fsyncdir', 'd', null],
       ],
     );
-    assert.deepEqual(sorted(snapshotTree(image)), [['d', 'dir']]);
+    assert.deepEqual(sorted(listTree(image)), [['d', 'dir']]);
   });
 
   it('loses a write without fsync; a durable name whose data never was fsynced is an empty file', async () => {
@@ -180,8 +156,8 @@ describe('power-loss model', { skip: SKIP, timeout: 120_000 }, () => {
         writeFile(path.join(m, 'late'), 'after the last root fsync', { fsync: true });
       },
     });
-    assert.deepEqual(sorted(snapshotTree(image)), [
-      ['f', fileSig(Buffer.from('fsynced data'))],
+    assert.deepEqual(sorted(listTree(image)), [
+      ['f', fileSignature(Buffer.from('fsynced data'))],
       ['sub', 'dir'],
     ]);
   });
@@ -201,10 +177,10 @@ describe('power-loss model', { skip: SKIP, timeout: 120_000 }, () => {
         fsyncPath(path.join(m, 'data'));
       },
     });
-    assert.deepEqual(sorted(snapshotTree(image)), [
+    assert.deepEqual(sorted(listTree(image)), [
       ['data', 'dir'],
-      ['data/obj', fileSig(Buffer.from('object bytes'))],
-      ['data/once', fileSig(Buffer.from('created once'))],
+      ['data/obj', fileSignature(Buffer.from('object bytes'))],
+      ['data/once', fileSignature(Buffer.from('created once'))],
     ]);
   });
 
@@ -227,14 +203,14 @@ describe('power-loss model', { skip: SKIP, timeout: 120_000 }, () => {
         fsyncPath(path.join(m, 'to'));
       },
     });
-    assert.deepEqual(sorted(snapshotTree(image)), [
-      ['a', fileSig(Buffer.from('A'))],
+    assert.deepEqual(sorted(listTree(image)), [
+      ['a', fileSignature(Buffer.from('A'))],
       ['from', 'dir'],
-      ['from/moved', fileSig(Buffer.from('M'))],
+      ['from/moved', fileSignature(Buffer.from('M'))],
       ['to', 'dir'],
-      ['to/moved', fileSig(Buffer.from('M'))],
-      ['x', fileSig(Buffer.from('X'))],
-      ['y', fileSig(Buffer.from('Y'))],
+      ['to/moved', fileSignature(Buffer.from('M'))],
+      ['x', fileSignature(Buffer.from('X'))],
+      ['y', fileSignature(Buffer.from('Y'))],
     ]);
     assert.equal(fs.statSync(path.join(image, 'to', 'moved')).ino, fs.statSync(path.join(image, 'from', 'moved')).ino, 'one inode, two names');
     assert.deepEqual(report.skipped, []);
@@ -260,11 +236,11 @@ describe('power-loss model', { skip: SKIP, timeout: 120_000 }, () => {
         fsyncPath(path.join(m, 'other')); // not the root
       },
     });
-    assert.deepEqual(sorted(snapshotTree(image)), [
+    assert.deepEqual(sorted(listTree(image)), [
       ['d', 'dir'],
-      ['d/inner', fileSig(Buffer.from('I'))],
-      ['gone', fileSig(Buffer.from('G'))],
-      ['kept', fileSig(Buffer.from('K'))],
+      ['d/inner', fileSignature(Buffer.from('I'))],
+      ['gone', fileSignature(Buffer.from('G'))],
+      ['kept', fileSignature(Buffer.from('K'))],
     ]);
   });
 
@@ -624,12 +600,12 @@ async function randomTrial(work: string, mode: PowerLossMode, seed: number): Pro
       } else {
         let content = c.durable;
         if (c === torn && img.tear) content = patch(c.durable, img.tear.offset, torn.last!.data.subarray(0, img.tear.cut - img.tear.offset));
-        expected.set(r, fileSig(content));
+        expected.set(r, fileSignature(content));
       }
     }
   };
   describe(root, '');
-  assert.deepEqual(sorted(snapshotTree(image)), sorted(expected), ctx);
+  assert.deepEqual(sorted(listTree(image)), sorted(expected), ctx);
   return img.tear !== null;
 }
 

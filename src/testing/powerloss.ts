@@ -396,33 +396,41 @@ function materialiseImage(image: DurableImage, backing: string, state: string, t
   return report;
 }
 
+/** A file's signature in listTree(): size and a SHA-256 prefix. */
+export function fileSignature(data: Buffer): string {
+  return `file ${data.length} B sha256 ${createHash('sha256').update(data).digest('hex').slice(0, 12)}`;
+}
+
+/**
+ * Every entry of a plain directory, iteratively and bounded: relative path → 'dir',
+ * 'symlink → <target>', fileSignature() of a file's content, or 'special'.
+ */
+export function listTree(root: string): Map<string, string> {
+  const out = new Map<string, string>();
+  const stack = [''];
+  for (let guard = 0; stack.length > 0 && guard < 1_000_000; guard++) {
+    const rel = stack.pop()!;
+    for (const e of fs.readdirSync(path.join(root, rel), { withFileTypes: true })) {
+      const r = rel ? `${rel}/${e.name}` : e.name;
+      const p = path.join(root, r);
+      if (e.isDirectory()) {
+        out.set(r, 'dir');
+        stack.push(r);
+      } else if (e.isSymbolicLink()) out.set(r, `symlink → ${fs.readlinkSync(p)}`);
+      else if (e.isFile()) out.set(r, fileSignature(fs.readFileSync(p)));
+      else out.set(r, 'special');
+    }
+  }
+  return out;
+}
+
 /**
  * How two trees differ, for assertion messages ("what the power loss took"): paths only in one of
  * them, and files whose content or size differs. Bounded to `limit` lines.
  */
 export function treeDiff(before: string, after: string, limit = 40): string[] {
-  const list = (root: string): Map<string, string> => {
-    const out = new Map<string, string>();
-    const stack = [''];
-    for (let guard = 0; stack.length > 0 && guard < 1_000_000; guard++) {
-      const rel = stack.pop()!;
-      for (const e of fs.readdirSync(path.join(root, rel), { withFileTypes: true })) {
-        const r = rel ? `${rel}/${e.name}` : e.name;
-        const p = path.join(root, r);
-        if (e.isDirectory()) {
-          out.set(r, 'dir');
-          stack.push(r);
-        } else if (e.isSymbolicLink()) out.set(r, `symlink → ${fs.readlinkSync(p)}`);
-        else if (e.isFile()) {
-          const data = fs.readFileSync(p);
-          out.set(r, `file ${data.length} B sha256 ${createHash('sha256').update(data).digest('hex').slice(0, 12)}`);
-        } else out.set(r, 'special');
-      }
-    }
-    return out;
-  };
-  const a = list(before);
-  const b = list(after);
+  const a = listTree(before);
+  const b = listTree(after);
   const lines: string[] = [];
   for (const k of [...new Set([...a.keys(), ...b.keys()])].sort()) {
     const x = a.get(k);
