@@ -53,6 +53,11 @@ export interface PgRestoreParams {
    * backup_label (Patroni's recovery_conf writes the settings; `pg patroni-bootstrap`).
    */
   readonly writeRecovery?: boolean;
+  /**
+   * Called with the chosen backup before the target is touched; throwing refuses the restore
+   * (`pg patroni-replica`: the leader must be the backup's PostgreSQL system).
+   */
+  readonly accept?: (backup: PgBackupInfo) => Promise<void>;
 }
 
 export interface PgRestoreResult {
@@ -177,6 +182,7 @@ export async function pgRestore(ref: RepoRef, p: PgRestoreParams, ctx: OpContext
     return await withOperationLocks(repo, ref.location, ctx, { local: restoreTargetLock(targetDir, ref.location, 'pg restore'), kind: 'shared', operation: 'pg restore', loadIndex: true }, async (ctx) => {
       const backups = await listPgBackups(repo, p.cluster);
       const sn = await chooseBackup(backups, p, (r) => findSnapshot(repo, r));
+      await p.accept?.(sn.pg);
       ctx.log.info(`restoring backup ${sn.id.slice(0, 8)} (${sn.pg.type}, ${sn.pg.startTime} .. ${sn.pg.stopTime}, LSN ${sn.pg.startLsn} .. ${sn.pg.stopLsn})`);
       await prepareTarget(targetDir, p.force, p.delta === true);
       const progress = newRestoreProgress();
