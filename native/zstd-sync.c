@@ -10,6 +10,12 @@
  * Exposes compress(buffer, level) -> Buffer (exactly sized) and decompress(buffer, size) -> Buffer:
  * restore knows each blob's raw size, and a synchronous decode of a chunk beats a thread-pool
  * round trip per blob.
+ *
+ * And compressAsync(buffer, level) -> Promise<Buffer>: the same compression on libuv's thread pool,
+ * each pool thread with its own reused context. A WAL segment cut into 1 MiB pieces is compressed
+ * as independent frames on every core at once (archive-push's latency; the async worker's several
+ * files at a time), without the async binding's new context per call. The caller must not modify
+ * the input until the promise settles.
  */
 #include <stdlib.h>
 #include <node_api.h>
@@ -59,6 +65,101 @@ static napi_value compress(napi_env env, napi_callback_info info) {
   return out;
 }
 
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  napi_ref input; /* keeps the input buffer alive while a pool thread reads it */
+  const void *src;
+  size_t len;
+  int level;
+  char *out;
+  size_t out_len;
+  const char *error;
+} compress_job;
+
+/* On a pool thread: no napi calls here. */
+static void compress_execute(napi_env env, void *data) {
+  compress_job *job = data;
+  (void)env;
+  if (!cctx && !(cctx = ZSTD_createCCtx())) {
+    job->error = "ZSTD_createCCtx failed";
+    return;
+  }
+  size_t bound = ZSTD_compressBound(job->len);
+  job->out = malloc(bound ? bound : 1); /* untouched pages cost nothing: only what is written */
+  if (!job->out) {
+    job->error = "out of memory";
+    return;
+  }
+  size_t n = ZSTD_compressCCtx(cctx, job->out, bound, job->src, job->len, job->level);
+  if (ZSTD_isError(n)) {
+    job->error = ZSTD_getErrorName(n);
+    return;
+  }
+  char *shrunk = realloc(job->out, n ? n : 1);
+  if (shrunk) job->out = shrunk;
+  job->out_len = n;
+}
+
+static void free_output(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  free(data);
+}
+
+static void compress_complete(napi_env env, napi_status status, void *data) {
+  compress_job *job = data;
+  napi_value result;
+  void *copy;
+  if (status != napi_ok && !job->error) job->error = "compression was cancelled";
+  if (job->error) {
+    napi_value msg;
+    napi_create_string_utf8(env, job->error, NAPI_AUTO_LENGTH, &msg);
+    napi_create_error(env, NULL, msg, &result);
+    napi_reject_deferred(env, job->deferred, result);
+    free(job->out);
+  } else if (napi_create_external_buffer(env, job->out_len, job->out, free_output, NULL, &result) == napi_ok) {
+    napi_resolve_deferred(env, job->deferred, result); /* the buffer owns job->out now */
+  } else if (napi_create_buffer_copy(env, job->out_len, job->out, &copy, &result) == napi_ok) {
+    napi_resolve_deferred(env, job->deferred, result); /* external buffers not allowed here */
+    free(job->out);
+  } else {
+    napi_value msg;
+    napi_create_string_utf8(env, "cannot allocate the output buffer", NAPI_AUTO_LENGTH, &msg);
+    napi_create_error(env, NULL, msg, &result);
+    napi_reject_deferred(env, job->deferred, result);
+    free(job->out);
+  }
+  napi_delete_reference(env, job->input);
+  napi_delete_async_work(env, job->work);
+  free(job);
+}
+
+static napi_value compress_async(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_value promise;
+  napi_value name;
+  void *src;
+  size_t len;
+  int32_t level = 3;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1) return fail(env, "compressAsync(buffer, level) needs a buffer");
+  if (napi_get_buffer_info(env, argv[0], &src, &len) != napi_ok) return fail(env, "compressAsync: first argument must be a Buffer");
+  if (argc >= 2) napi_get_value_int32(env, argv[1], &level);
+  compress_job *job = calloc(1, sizeof *job);
+  if (!job) return fail(env, "out of memory");
+  job->src = src;
+  job->len = len;
+  job->level = level;
+  if (napi_create_reference(env, argv[0], 1, &job->input) != napi_ok || napi_create_promise(env, &job->deferred, &promise) != napi_ok ||
+      napi_create_string_utf8(env, "holdfast:zstd", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_async_work(env, NULL, name, compress_execute, compress_complete, job, &job->work) != napi_ok || napi_queue_async_work(env, job->work) != napi_ok) {
+    free(job);
+    return fail(env, "cannot queue the compression");
+  }
+  return promise;
+}
+
 /* decompress(buffer, size) -> Buffer of exactly `size` bytes (the caller knows the raw length);
  * a frame sequence that does not decode to exactly that many bytes is an error. */
 static napi_value decompress(napi_env env, napi_callback_info info) {
@@ -86,5 +187,7 @@ NAPI_MODULE_INIT() {
   if (napi_set_named_property(env, exports, "compress", fn) != napi_ok) return NULL;
   if (napi_create_function(env, "decompress", NAPI_AUTO_LENGTH, decompress, NULL, &fn) != napi_ok) return NULL;
   if (napi_set_named_property(env, exports, "decompress", fn) != napi_ok) return NULL;
+  if (napi_create_function(env, "compressAsync", NAPI_AUTO_LENGTH, compress_async, NULL, &fn) != napi_ok) return NULL;
+  if (napi_set_named_property(env, exports, "compressAsync", fn) != napi_ok) return NULL;
   return exports;
 }

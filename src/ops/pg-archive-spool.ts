@@ -32,7 +32,7 @@
  * Records are written to a temporary name and renamed, so a reader never sees half a record.
  * Losing records (a crash, a cleaned cache) costs only a normal push, never data.
  */
-import { createCipheriv, createHash, randomBytes } from 'node:crypto';
+import { type CipherGCM, createCipheriv, createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { CATALOGUE, type ErrorCode, HoldfastError, fsError, systemCode } from '../errors/catalogue.js';
@@ -174,10 +174,20 @@ export class Spool {
     throw new HoldfastError('STORAGE_IO', `cannot establish the spool key ${file}`, { path: file });
   }
 
-  /** A new fingerprint of `data` (the worker, after storing it). */
-  fingerprint(file: string, data: Buffer): string {
-    const nonce = randomBytes(12);
-    return `${FP_PREFIX} ${nonce.toString('hex')} ${gmac(this.key(), nonce, file, [data]).toString('hex')}`;
+  /**
+   * A new fingerprint of the content of `file` as the worker reads it to store it: a tap for
+   * storeWal that restarts with each read (with a fresh nonce) and gives the fingerprint of the
+   * last one, i.e. of exactly the content stored or found archived.
+   */
+  fingerprinter(file: string): Fingerprinter {
+    return new Fingerprinter(this.key(), file);
+  }
+
+  /** A new fingerprint of the content of `walPath` now (an error record's). */
+  fingerprintFile(file: string, walPath: string): string {
+    const f = this.fingerprinter(file);
+    readPieces(walPath, f);
+    return f.value();
   }
 
   /**
@@ -187,30 +197,9 @@ export class Spool {
   matches(file: string, walPath: string, fingerprint: string): boolean {
     const m = FP_RE.exec(fingerprint);
     if (!m) return false;
-    const key = this.key();
-    const nonce = Buffer.from(m[1]!, 'hex');
-    let fd: number;
-    try {
-      fd = fs.openSync(walPath, 'r');
-    } catch (err) {
-      throw fsError(err, 'read WAL file', walPath);
-    }
-    const g = createCipheriv('aes-256-gcm', key, nonce);
-    g.setAAD(header(file));
-    const buf = Buffer.allocUnsafe(1 << 20);
-    try {
-      for (;;) {
-        const n = fs.readSync(fd, buf, 0, buf.length, null);
-        if (n === 0) break;
-        g.setAAD(buf.subarray(0, n));
-      }
-    } catch (err) {
-      throw fsError(err, 'read WAL file', walPath);
-    } finally {
-      fs.closeSync(fd);
-    }
-    g.final();
-    return g.getAuthTag().toString('hex') === m[2];
+    const f = new Fingerprinter(this.key(), file, Buffer.from(m[1]!, 'hex'));
+    readPieces(walPath, f);
+    return f.value() === fingerprint;
   }
 
   readRecord(file: string): SpoolRecord | undefined {
@@ -303,12 +292,59 @@ function header(file: string): Buffer {
   return Buffer.from(`holdfast-spool-v1\0${file}\0`, 'utf8');
 }
 
-function gmac(key: Buffer, nonce: Buffer, file: string, data: readonly Buffer[]): Buffer {
-  const g = createCipheriv('aes-256-gcm', key, nonce);
-  g.setAAD(header(file));
-  for (const d of data) g.setAAD(d);
-  g.final();
-  return g.getAuthTag();
+/** The GMAC fingerprint of one read of a file's content, given piece by piece after `begin`. */
+export class Fingerprinter {
+  private gmac: CipherGCM | undefined;
+  private nonce: Buffer = Buffer.alloc(0);
+
+  /** `nonce`: recompute a fingerprint made with it; else each read gets a fresh one. */
+  constructor(
+    private readonly key: Buffer,
+    private readonly file: string,
+    private readonly fixedNonce?: Buffer,
+  ) {}
+
+  begin(): void {
+    this.nonce = this.fixedNonce ?? randomBytes(12);
+    this.gmac = createCipheriv('aes-256-gcm', this.key, this.nonce);
+    this.gmac.setAAD(header(this.file));
+  }
+
+  update(piece: Buffer): void {
+    this.gmac!.setAAD(piece);
+  }
+
+  /** The fingerprint of the last read (once it is complete). */
+  value(): string {
+    if (!this.gmac) throw new Error('Fingerprinter.value() before any read');
+    this.gmac.final();
+    const tag = this.gmac.getAuthTag();
+    this.gmac = undefined;
+    return `${FP_PREFIX} ${this.nonce.toString('hex')} ${tag.toString('hex')}`;
+  }
+}
+
+/** Feed the content of `walPath` to `f` in 1 MiB pieces through one buffer; read errors are the caller's (as prepareWal reports them). */
+function readPieces(walPath: string, f: Fingerprinter): void {
+  let fd: number;
+  try {
+    fd = fs.openSync(walPath, 'r');
+  } catch (err) {
+    throw fsError(err, 'read WAL file', walPath);
+  }
+  f.begin();
+  const buf = Buffer.allocUnsafe(1 << 20);
+  try {
+    for (;;) {
+      const n = fs.readSync(fd, buf, 0, buf.length, null);
+      if (n === 0) break;
+      f.update(buf.subarray(0, n));
+    }
+  } catch (err) {
+    throw fsError(err, 'read WAL file', walPath);
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
 /** Identifies a repository instance without its key: the SHA-256 of its stored (encrypted) config object. */

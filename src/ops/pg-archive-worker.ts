@@ -25,7 +25,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { HoldfastError } from '../errors/catalogue.js';
 import type { LocalLock } from '../locks/local.js';
-import { useSyncCompression } from '../repository/compress.js';
+import { nativeCompression } from '../repository/compress.js';
 import type { Repository } from '../repository/repository.js';
 import { parseWalName } from '../wal/names.js';
 import type { OpContext, RepoRef } from './context.js';
@@ -94,10 +94,9 @@ export async function runArchiveWorker(ref: RepoRef, cluster: string, o: WorkerO
   const walDir = path.resolve(o.walDir);
   const spool = new Spool(o.spoolDir).open();
   const log = ctx.log;
-  // This process only archives: compressing on the main thread with the native helper's reused
-  // zstd context costs ~25% less CPU than the thread-pool binding, and the CPU is shared with
-  // PostgreSQL and the archive_command calls. Reads, writes and fsyncs of `jobs` files overlap.
-  const syncCompression = useSyncCompression();
+  // Segments are compressed in 1 MiB pieces on the thread pool (storeWal), so `jobs` files and
+  // the pieces of each use every core; reads, writes and fsyncs overlap.
+  const nativeZstd = nativeCompression();
   let repo: Repository;
   let instance: string;
   try {
@@ -112,7 +111,7 @@ export async function runArchiveWorker(ref: RepoRef, cluster: string, o: WorkerO
     return await withLocalLock(ctx, asyncWorkerLock(repo.config.id, cluster, ref.location, walDir), async (lock) => {
       at.phase = 'repository lock';
       spool.bind(instance, repo.config.id);
-      log.info(`async worker for cluster ${cluster} started (PID ${process.pid}): ${walDir} -> ${ref.location}, ${o.jobs} at a time${syncCompression ? '' : ' (native zstd helper missing: thread-pool compression)'}`);
+      log.info(`async worker for cluster ${cluster} started (PID ${process.pid}): ${walDir} -> ${ref.location}, ${o.jobs} at a time${nativeZstd ? '' : ' (native zstd helper missing: the zstd binding compresses)'}`);
       return withRepoLock(repo, ref.location, ctx, 'shared', 'pg archive-push --async (worker)', (ctx) => {
         at.phase = 'work';
         return work(repo, ref.location, cluster, walDir, spool, instance, lock, o, ctx, ref.storage);
@@ -158,14 +157,15 @@ async function work(repo: Repository, location: string, cluster: string, walDir:
   let fatal: unknown;
 
   const push = async (file: string): Promise<void> => {
-    let fingerprint: string | undefined;
+    const walPath = path.join(walDir, file);
     try {
-      const w = prepareWal(path.join(walDir, file));
-      fingerprint = spool.fingerprint(file, w.data);
-      const r = await storeWal(repo, cluster, w, ctx, { quietDuplicate: true });
+      const w = prepareWal(walPath);
+      // The record's fingerprint is of exactly the content stored (or found archived).
+      const tap = spool.fingerprinter(file);
+      const r = await storeWal(repo, cluster, w, ctx, { quietDuplicate: true, tap });
       // The records speak of this repository instance only (it may have been re-created).
       if ((await repositoryInstance(location, storage)) !== instance) throw new HoldfastError('REPO_NOT_FOUND', `the repository at ${location} was replaced while the async worker ran`, { location });
-      spool.writeOk(file, fingerprint);
+      spool.writeOk(file, tap.value());
       archived++;
       log.debug(r.stored ? `archived ${file}: ${r.bytes} bytes, ${r.storedBytes} stored` : `${file} was already archived`);
     } catch (err) {
@@ -178,6 +178,13 @@ async function work(repo: Repository, location: string, cluster: string, walDir:
       failed.add(file);
       log.warn(`${file}: ${e.message} [${e.code}]`);
       try {
+        // Tied to the content it failed for (none when the file cannot be read).
+        let fingerprint: string | undefined;
+        try {
+          fingerprint = spool.fingerprintFile(file, walPath);
+        } catch {
+          fingerprint = undefined;
+        }
         spool.writeError(file, e, fingerprint);
       } catch (again) {
         log.warn(`cannot record the failure of ${file}: ${(again as Error).message}`);

@@ -8,11 +8,11 @@
  * `--async` runs the same prepareWal/storeWal in a background worker (pg-archive-worker.ts) and
  * answers calls from its spool (pg-archive-spool.ts, pg-archive-async.ts).
  */
-import { readFileSync, openSync, writeSync, fsyncSync, closeSync, renameSync, unlinkSync } from 'node:fs';
+import { readFileSync, readSync, fstatSync, openSync, writeSync, fsyncSync, closeSync, renameSync, unlinkSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import * as path from 'node:path';
 import { HoldfastError, fsError } from '../errors/catalogue.js';
-import type { Repository } from '../repository/repository.js';
+import type { PieceReader, Repository } from '../repository/repository.js';
 import { checkSegment, parseWalHeader } from '../wal/header.js';
 import { WalFormatError, WalMismatchError } from '../wal/errors.js';
 import { parseTimelineHistory, parseWalName } from '../wal/names.js';
@@ -20,7 +20,6 @@ import type { OpContext, RepoRef } from './context.js';
 import { openRepository } from './repo.js';
 import { withRepoLock } from './locking.js';
 import { isUncertainAbsence } from '../storage/backend.js';
-import { useSyncCompression } from '../repository/compress.js';
 import { checkClusterName } from './pg-archive-spool.js';
 
 export interface ClusterRecord {
@@ -105,11 +104,20 @@ export interface PushResult {
 
 export interface PreparedWal {
   file: string;
-  data: Buffer;
+  path: string;
+  /** Its size when validated. */
+  size: number;
+  /** The whole content of a history or backup history file; undefined for a segment or `.partial`, read in pieces when stored. */
+  data: Buffer | undefined;
+  /** A segment's first page (what validation reads). */
+  head: Buffer | undefined;
   header: ReturnType<typeof parseWalHeader> | undefined;
 }
 
-/** Read a WAL-archive file and validate what needs no repository: a bad file fails fast. */
+/**
+ * Read a WAL-archive file's name and what validation needs (a segment's first page and size, a
+ * small file whole), and validate what needs no repository: a bad file fails fast.
+ */
 export function prepareWal(walPath: string): PreparedWal {
   const file = path.basename(walPath);
   const name = parseWalName(file);
@@ -119,40 +127,139 @@ export function prepareWal(walPath: string): PreparedWal {
       hint: 'archive_command must pass %p of a file PostgreSQL archives. Nothing was stored.',
     });
   }
-  let data: Buffer;
+  const segment = name.kind === 'segment' || name.kind === 'partial';
+  let data: Buffer | undefined;
+  let head: Buffer | undefined;
+  let size: number;
   try {
-    data = readFileSync(walPath);
+    if (segment) {
+      const fd = openSync(walPath, 'r');
+      try {
+        size = fstatSync(fd).size;
+        head = Buffer.allocUnsafe(Math.min(size, 8192));
+        head = head.subarray(0, readFull(fd, head));
+      } finally {
+        closeSync(fd);
+      }
+    } else {
+      data = readFileSync(walPath);
+      size = data.length;
+    }
   } catch (err) {
     throw fsError(err, 'read WAL file', walPath);
   }
   let header: ReturnType<typeof parseWalHeader> | undefined;
   try {
-    if (name.kind === 'segment' || name.kind === 'partial') header = checkSegment(data, { segmentName: file.replace(/\.partial$/, '') });
-    else if (name.kind === 'history') parseTimelineHistory(data, name.timeline);
-    else if (!data.toString('latin1', 0, 64).startsWith('START WAL LOCATION:')) throw new WalFormatError('invalid-name', 'a backup history file starts with "START WAL LOCATION:"');
+    if (head) header = checkSegment(head, { segmentName: file.replace(/\.partial$/, ''), fileSize: size });
+    else if (name.kind === 'history') parseTimelineHistory(data!, name.timeline);
+    else if (!data!.toString('latin1', 0, 64).startsWith('START WAL LOCATION:')) throw new WalFormatError('invalid-name', 'a backup history file starts with "START WAL LOCATION:"');
   } catch (err) {
     walError(err, file);
   }
-  return { file, data, header };
+  return { file, path: walPath, size, data, head, header };
+}
+
+/** Fill `buf` from the current position of `fd`; the count read (less at the end of the file). */
+function readFull(fd: number, buf: Buffer): number {
+  let n = 0;
+  while (n < buf.length) {
+    const r = readSync(fd, buf, n, buf.length - n, null);
+    if (r === 0) break;
+    n += r;
+  }
+  return n;
+}
+
+/** Sees every read of a file's content: `begin` at the start of each, then its pieces in order. */
+export interface ContentTap {
+  begin(): void;
+  update(piece: Buffer): void;
+}
+
+function changedError(w: PreparedWal, detail: string): HoldfastError {
+  return new HoldfastError('WAL_INVALID', `${w.file} changed while it was being archived (${detail})`, {
+    file: w.file,
+    hint: 'PostgreSQL does not modify a file it archives: something else is writing to it. Nothing was stored.',
+  });
+}
+
+/**
+ * Reads a prepared segment for putNamedPieces: a file that is no longer what was validated (size,
+ * first page) is WAL_INVALID; read errors are reported as prepareWal's.
+ */
+class SegmentReader implements PieceReader {
+  private readonly fd: number;
+  private total = 0;
+
+  constructor(
+    private readonly w: PreparedWal,
+    private readonly tap: ContentTap | undefined,
+  ) {
+    try {
+      this.fd = openSync(w.path, 'r');
+    } catch (err) {
+      throw fsError(err, 'read WAL file', w.path);
+    }
+    tap?.begin();
+  }
+
+  fill(buf: Buffer): number {
+    const { w } = this;
+    let n: number;
+    try {
+      n = readFull(this.fd, buf);
+    } catch (err) {
+      throw fsError(err, 'read WAL file', w.path);
+    }
+    if (this.total === 0 && w.head && !buf.subarray(0, w.head.length).equals(w.head)) throw changedError(w, 'its first page differs');
+    this.total += n;
+    if (this.total > w.size) throw changedError(w, `more than the ${w.size} bytes validated`);
+    if (n < buf.length && this.total !== w.size) throw changedError(w, `${this.total} bytes instead of ${w.size}`);
+    this.tap?.update(buf.subarray(0, n));
+    return n;
+  }
+
+  close(): void {
+    closeSync(this.fd);
+  }
+}
+
+/** The whole content of a prepared file (small files as read; a segment read again). */
+function wholeContent(w: PreparedWal, tap: ContentTap | undefined): Buffer {
+  let data = w.data;
+  if (!data) {
+    try {
+      data = readFileSync(w.path);
+    } catch (err) {
+      throw fsError(err, 'read WAL file', w.path);
+    }
+    if (data.length !== w.size) throw changedError(w, `${data.length} bytes instead of ${w.size}`);
+  }
+  tap?.begin();
+  tap?.update(data);
+  return data;
 }
 
 export interface StoreOptions {
   /** Log "already archived with identical content" at debug level instead of as a warning. */
   readonly quietDuplicate?: boolean;
+  /** Sees the content as it is stored or compared (the async worker's spool fingerprint). */
+  readonly tap?: ContentTap;
 }
 
 /**
  * Check a prepared file against the cluster (binding it on first use) and store it durably: the
  * one code path of archive-push, synchronous or through the async worker. Resolves only once the
- * object is durable (or already was, with identical content).
+ * object is durable (or already was, with identical content). A segment is read, compressed and
+ * encrypted in 1 MiB pieces, never held whole (unless it is already archived and must be compared).
  */
 export async function storeWal(repo: Repository, cluster: string, w: PreparedWal, ctx: OpContext, opts: StoreOptions = {}): Promise<PushResult> {
-  const { file, data, header } = w;
+  const { file, header } = w;
   let record = await readClusterRecord(repo, cluster);
   if (header) {
     if (!record) record = await bindCluster(repo, cluster, { systemId: header.systemId.toString(), pgVersion: header.pgVersion, segSize: header.segSize }, ctx.log);
     try {
-      checkSegment(data, { segmentName: file.replace(/\.partial$/, ''), systemId: BigInt(record.systemId), pgVersion: record.pgVersion, segSize: record.segSize, fileSize: data.length });
+      checkSegment(w.head!, { segmentName: file.replace(/\.partial$/, ''), systemId: BigInt(record.systemId), pgVersion: record.pgVersion, segSize: record.segSize, fileSize: w.size });
     } catch (err) {
       walError(err, file);
     }
@@ -168,13 +275,13 @@ export async function storeWal(repo: Repository, cluster: string, w: PreparedWal
     if (!isUncertainAbsence(err)) throw err;
     ctx.log.debug(`${file}: not on the usable storages, and another storage cannot be asked; storing it on the usable one`);
   }
-  if (existing) return sameOrConflict(existing, data, file, object, ctx, opts);
-  const { created, size } = await repo.putNamed(object, data, { createOnly: true });
+  if (existing) return sameOrConflict(existing, wholeContent(w, opts.tap), file, object, ctx, opts);
+  const { created, size } = w.data ? await repo.putNamed(object, wholeContent(w, opts.tap), { createOnly: true }) : await repo.putNamedPieces(object, () => new SegmentReader(w, opts.tap), { createOnly: true });
   if (!created) {
     // Another process archived it between our look and our write.
-    return sameOrConflict((await repo.getNamed(object))!, data, file, object, ctx, opts);
+    return sameOrConflict((await repo.getNamed(object))!, wholeContent(w, opts.tap), file, object, ctx, opts);
   }
-  return { file, stored: true, duplicate: false, bytes: data.length, storedBytes: size };
+  return { file, stored: true, duplicate: false, bytes: w.size, storedBytes: size };
 }
 
 /**
@@ -185,9 +292,6 @@ export async function storeWal(repo: Repository, cluster: string, w: PreparedWal
  */
 export async function archivePush(ref: RepoRef, cluster: string, walPath: string, ctx: OpContext, opts: StoreOptions = {}): Promise<PushResult> {
   checkClusterName(cluster);
-  // One file, then exit: compressing it on this thread with the native helper's zstd context
-  // costs ~30% less CPU than the thread-pool binding, and not loading that binding saves ~10 ms.
-  useSyncCompression();
   const own = prepareWal(walPath);
   const repo = await openRepository(ref, false);
   try {

@@ -36,16 +36,23 @@ export function formatCompression(c: Compression): string {
 type SyncCompress = (data: Buffer, level: number) => Buffer;
 let syncCompress: SyncCompress | undefined;
 
-/** The native helper's functions, loaded once (null: not built here). */
-let helper: { compress?: SyncCompress; decompress?: SyncDecompress } | null | undefined;
+type AsyncCompress = (data: Buffer, level: number) => Promise<Buffer>;
+interface Helper {
+  compress?: SyncCompress;
+  decompress?: SyncDecompress;
+  compressAsync?: AsyncCompress;
+}
 
-function loadHelper(): { compress?: SyncCompress; decompress?: SyncDecompress } | undefined {
+/** The native helper's functions, loaded once (null: not built here). */
+let helper: Helper | null | undefined;
+
+function loadHelper(): Helper | undefined {
   if (helper === undefined) {
     helper = null;
     const require = createRequire(import.meta.url);
     for (const candidate of ['./zstd-sync.node', '../zstd-sync.node']) {
       try {
-        helper = require(candidate) as { compress?: SyncCompress; decompress?: SyncDecompress };
+        helper = require(candidate) as Helper;
         break;
       } catch {
         // try the next location
@@ -93,6 +100,54 @@ export async function compress(data: Buffer, c: Compression): Promise<[number, B
     z = Buffer.concat(await Promise.all(parts));
   } else z = await (await zstd()).compress(data, c.level);
   return z.length < data.length ? [MODE_ZSTD, z] : [MODE_NONE, data];
+}
+
+/** Whether the native helper (native/zstd-sync.c) compresses compressPieces' pieces, with reused contexts. */
+export function nativeCompression(): boolean {
+  return loadHelper()?.compressAsync !== undefined;
+}
+
+/** Pieces compressed at once by compressPieces (libuv's thread pool has 4 threads by default). */
+const PIECES_AT_ONCE = 4;
+
+/**
+ * Fills `buf` from its start with the next bytes of a plaintext and returns how many: fewer than
+ * `buf.length` only at its end.
+ */
+export type Fill = (buf: Buffer) => number;
+
+/**
+ * Compress a plaintext read piece by piece (`fill`, `pieceSize` bytes at a time) into one zstd
+ * frame per piece, several pieces at once on the thread pool, yielding `[piece length, frame]` in
+ * order. Concatenated, the frames are one zstd payload (every decoder reads concatenated frames as
+ * one stream). Only the pieces in flight are in memory, in a few buffers reused piece after piece:
+ * a 16 MiB WAL segment touches ~5 MiB instead of three copies of itself (fresh memory is a page
+ * fault and a zeroing per 4 KiB, much of a short process's cost), and is compressed on every core.
+ * 1 MiB frames compress WAL as well as one 16 MiB frame (measured: 0.5% smaller at level 3).
+ */
+export async function* compressPieces(fill: Fill, level: number, pieceSize: number): AsyncGenerator<[number, Buffer]> {
+  const native = loadHelper()?.compressAsync;
+  const run: AsyncCompress = native ?? (async (data, lvl) => (await zstd()).compress(data, lvl));
+  const free: Buffer[] = [];
+  const inFlight: Array<{ readonly buf: Buffer; readonly n: number; readonly frame: Promise<Buffer> }> = [];
+  for (let end = false; !end; ) {
+    const buf = free.pop() ?? Buffer.allocUnsafe(pieceSize);
+    const n = fill(buf);
+    end = n < pieceSize;
+    if (n > 0) {
+      const frame = run(buf.subarray(0, n), level);
+      // Awaited in order below; a later piece failing while an earlier one is awaited is no
+      // unhandled rejection (nor is one left behind when the consumer stops early).
+      frame.catch(() => undefined);
+      inFlight.push({ buf, n, frame });
+    }
+    while (inFlight.length >= PIECES_AT_ONCE || (end && inFlight.length > 0)) {
+      const done = inFlight.shift()!;
+      const frame = await done.frame;
+      free.push(done.buf); // compressed: its buffer takes a later piece
+      yield [done.n, frame];
+    }
+  }
 }
 
 type SyncDecompress = (data: Buffer, size: number) => Buffer;

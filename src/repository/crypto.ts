@@ -19,25 +19,42 @@ export class DecryptError extends Error {
 }
 
 /**
- * Encrypt the concatenation of `parts` under `key`, returning the sealed object as a list of
- * buffers (nonce, ciphertext pieces, tag) so large objects need not be copied into one buffer.
+ * Encrypts a plaintext given piece by piece (a WAL segment compressed 1 MiB at a time), so that
+ * no piece has to be kept once it is encrypted. `finish` returns the sealed object as a list of
+ * buffers (nonce, ciphertext pieces, tag), so large objects need not be copied into one buffer.
  */
-export function sealParts(key: Buffer, aad: Buffer, parts: readonly Uint8Array[]): { parts: Buffer[]; length: number } {
-  const nonce = randomBytes(NONCE_LEN);
-  const cipher = createCipheriv('aes-256-gcm', key, nonce);
-  cipher.setAAD(aad);
-  const out: Buffer[] = [nonce];
-  let length = NONCE_LEN + TAG_LEN;
-  for (const p of parts) {
-    const c = cipher.update(p);
-    out.push(c);
-    length += c.length;
+export class Sealer {
+  private readonly cipher;
+  private readonly out: Buffer[];
+  private length = NONCE_LEN + TAG_LEN;
+
+  constructor(key: Buffer, aad: Buffer) {
+    const nonce = randomBytes(NONCE_LEN);
+    this.cipher = createCipheriv('aes-256-gcm', key, nonce);
+    this.cipher.setAAD(aad);
+    this.out = [nonce];
   }
-  const fin = cipher.final();
-  if (fin.length > 0) out.push(fin);
-  length += fin.length;
-  out.push(cipher.getAuthTag());
-  return { parts: out, length };
+
+  update(piece: Uint8Array): void {
+    const c = this.cipher.update(piece);
+    this.out.push(c);
+    this.length += c.length;
+  }
+
+  finish(): { parts: Buffer[]; length: number } {
+    const fin = this.cipher.final();
+    if (fin.length > 0) this.out.push(fin);
+    this.length += fin.length;
+    this.out.push(this.cipher.getAuthTag());
+    return { parts: this.out, length: this.length };
+  }
+}
+
+/** Encrypt the concatenation of `parts` under `key`, as a list of buffers (see Sealer). */
+export function sealParts(key: Buffer, aad: Buffer, parts: readonly Uint8Array[]): { parts: Buffer[]; length: number } {
+  const s = new Sealer(key, aad);
+  for (const p of parts) s.update(p);
+  return s.finish();
 }
 
 /** Encrypt the concatenation of `parts` under `key` into one buffer. */

@@ -18,9 +18,9 @@ import { randomBytes } from 'node:crypto';
 import { type Backend, type ObjectWriter, StorageError, isNotFound } from '../storage/backend.js';
 import { HoldfastError } from '../errors/catalogue.js';
 import { Semaphore } from '../util/semaphore.js';
-import { DecryptError, KEY_LEN, type ScryptParams, seal, sha256, sha256Hex, unseal } from './crypto.js';
+import { DecryptError, KEY_LEN, type ScryptParams, Sealer, seal, sealParts, sha256, sha256Hex, unseal } from './crypto.js';
 import { type SealedBlob, sealBlob } from './seal-blob.js';
-import { type Compression, compress, decompress } from './compress.js';
+import { type Compression, MODE_NONE, MODE_ZSTD, compress, compressPieces, decompress } from './compress.js';
 import { type KeyFile, KeyFormatError, createKeyFile, deriveKek, parseKeyFile, unwrapWithKek } from './keys.js';
 import type { KeyCache } from '../state/key-cache.js';
 import { type BlobType, PACK_MAGIC, PackBuilder, type PackEntry, PackFormatError, TRAILER_LEN, blobAad, decodeHeader, headerLocation, packName } from './pack.js';
@@ -214,6 +214,23 @@ interface OpenPack {
   /** Parts waiting for the next write, and whether a write loop is running. */
   queue: Buffer[];
   draining: boolean;
+}
+
+/** A plaintext read piece by piece for putNamedPieces. */
+export interface PieceReader {
+  /** Fill `buf` from its start with the next bytes; fewer than `buf.length` only at the end. */
+  fill(buf: Buffer): number;
+  close(): void;
+}
+
+/** putNamedPieces reads, compresses and encrypts this many bytes at a time. */
+const PIECE_SIZE = 1 << 20;
+
+export interface NamedPutOptions {
+  /** Fail (created: false) rather than replace an existing object. */
+  readonly createOnly?: boolean;
+  /** false: atomic and visible, but not made durable (see the storage contract). */
+  readonly durable?: boolean;
 }
 
 export class Repository {
@@ -613,12 +630,56 @@ export class Repository {
    * another name undetected. `createOnly` makes the put fail with REPO_EXISTS-free semantics:
    * returns false when the name exists. Returns the bytes stored.
    */
-  async putNamed(name: string, plain: Buffer, options: { createOnly?: boolean; durable?: boolean } = {}): Promise<{ created: boolean; size: number }> {
+  async putNamed(name: string, plain: Buffer, options: NamedPutOptions = {}): Promise<{ created: boolean; size: number }> {
     const [mode, payload] = await compress(plain, this.writeOptions.compression);
-    const sealed = seal(this.masterKey, namedAad(name), [Buffer.of(mode), payload]);
+    return this.putSealed(name, sealParts(this.masterKey, namedAad(name), [Buffer.of(mode), payload]), options);
+  }
+
+  /**
+   * `putNamed` of a plaintext read piece by piece (a WAL segment, 1 MiB at a time), never held
+   * whole: each piece is compressed as its own zstd frame, several at once (compressPieces), and
+   * encrypted as soon as its frame is ready. The object is the same as putNamed's (mode byte and
+   * payload under one seal). `open` gives a reader of the plaintext from its start; it is opened
+   * again, and the plaintext stored as is, when the frames are not smaller than the plaintext.
+   */
+  async putNamedPieces(name: string, open: () => PieceReader, options: NamedPutOptions = {}): Promise<{ created: boolean; size: number }> {
+    const c = this.writeOptions.compression;
+    if (c.algo === 'zstd') {
+      const s = new Sealer(this.masterKey, namedAad(name));
+      s.update(Buffer.of(MODE_ZSTD));
+      let raw = 0;
+      let packed = 0;
+      const reader = open();
+      try {
+        for await (const [n, frame] of compressPieces((buf) => reader.fill(buf), c.level, PIECE_SIZE)) {
+          raw += n;
+          packed += frame.length;
+          s.update(frame);
+        }
+      } finally {
+        reader.close();
+      }
+      if (packed < raw && raw >= 64) return this.putSealed(name, s.finish(), options);
+    }
+    const s = new Sealer(this.masterKey, namedAad(name));
+    s.update(Buffer.of(MODE_NONE));
+    const reader = open();
+    try {
+      const buf = Buffer.allocUnsafe(PIECE_SIZE); // reused: the cipher's output is a copy
+      for (let n = PIECE_SIZE; n === PIECE_SIZE; ) {
+        n = reader.fill(buf);
+        s.update(buf.subarray(0, n));
+      }
+    } finally {
+      reader.close();
+    }
+    return this.putSealed(name, s.finish(), options);
+  }
+
+  private async putSealed(name: string, sealed: { parts: Buffer[]; length: number }, options: NamedPutOptions): Promise<{ created: boolean; size: number }> {
     if (!name.startsWith('locks/')) await this.guard();
     try {
-      await this.backend.put(name, sealed, { ...(options.createOnly ? { createOnly: true } : {}), ...(options.durable === false ? { durable: false } : {}) });
+      await this.backend.put(name, sealed.parts, { ...(options.createOnly ? { createOnly: true } : {}), ...(options.durable === false ? { durable: false } : {}) });
     } catch (err) {
       if (err instanceof StorageError && err.kind === 'exists') return { created: false, size: 0 };
       throw storageToHoldfast(err, this.backend, name);

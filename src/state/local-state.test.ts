@@ -98,7 +98,7 @@ describe('local state files under damage', () => {
       const instance = 'a'.repeat(64);
       spool.bind(instance, 'repoid');
       const name = path.basename(wal);
-      spool.writeOk(name, spool.fingerprint(name, fs.readFileSync(wal)));
+      spool.writeOk(name, spool.fingerprintFile(name, wal));
       const rec = spool.readRecord(name);
       assert.equal(rec?.kind, 'ok');
       assert.equal(spool.matches(name, wal, (rec as { fingerprint: string }).fingerprint), true);
@@ -109,7 +109,7 @@ describe('local state files under damage', () => {
       assert.ok(after === undefined || (after.kind === 'ok' && !new Spool(spool.dir).open().matches(name, wal, after.fingerprint)), `${kind}: a damaged .ok must not acknowledge`);
 
       // The MAC key: damaged, records made with it stop matching (or it is replaced).
-      spool.writeOk(name, spool.fingerprint(name, fs.readFileSync(wal)));
+      spool.writeOk(name, spool.fingerprintFile(name, wal));
       const fp = (spool.readRecord(name) as { fingerprint: string }).fingerprint;
       damage(spool.path('key'), kind, rng);
       const reopened = new Spool(spool.dir).open();
@@ -124,7 +124,7 @@ describe('local state files under damage', () => {
       assert.ok(er === undefined || er.kind === 'error', kind);
 
       // The binding: damaged, it reads as unbound, and binding again clears every record.
-      spool.writeOk(name, spool.fingerprint(name, fs.readFileSync(wal)));
+      spool.writeOk(name, spool.fingerprintFile(name, wal));
       damage(spool.path('repository'), kind, rng);
       const rb = new Spool(spool.dir).open();
       const b = rb.binding();
