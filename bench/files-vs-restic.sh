@@ -95,7 +95,7 @@ build_holdfast() {
 
 HFBUILD="$BENCH_DIR/holdfast-build"
 BUILD_NOTE=""
-HF=(node "$HFBUILD/bin/holdfast.mjs")
+HF=(node "$HFBUILD/bin/holdfast.cjs")
 
 # ---------------------------------------------------------------- helpers
 gb_to_bytes() { awk -v g="$1" 'BEGIN { printf "%.0f", g * 1e9 }'; }

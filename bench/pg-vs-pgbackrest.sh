@@ -106,7 +106,7 @@ mkdir -p "$LOGS"
 W="$BENCH_DIR/work"
 BASE="$BENCH_DIR/base-s$SCALE"
 HFBUILD="$BENCH_DIR/holdfast-build"
-HF_BIN="$HFBUILD/bin/holdfast.mjs"
+HF_BIN="$HFBUILD/bin/holdfast.cjs"
 NODE=$(command -v node || true)
 [[ -n $NODE ]] || die "node is not installed"
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)

@@ -28,7 +28,7 @@ await build({
 });
 
 // pg archive-push and archive-get run once per WAL file (archive_command, restore_command), so a
-// call's start-up is most of its cost: bin/holdfast.mjs runs them from dist/holdfast-wal.cjs, the
+// call's start-up is most of its cost: bin/holdfast.cjs runs them from dist/holdfast-wal.cjs, the
 // same CLI as one CommonJS file with every module it may need inlined (no chunk to resolve, one
 // instance of each module) and the other commands left out, compiled from a V8 code cache
 // (trainWalCodeCache below). Dynamic imports of packages become require() (all of them ship
@@ -40,7 +40,7 @@ const walOnly = {
       a.importer.endsWith('/src/cli/commands.ts') && !a.path.startsWith('./cmd-pg-archive.') ? { path: a.path, namespace: 'wal-stub' } : undefined,
     );
     b.onLoad({ filter: /.*/, namespace: 'wal-stub' }, (a) => ({
-      contents: `export async function run() { throw new Error(${JSON.stringify(`${a.path} is not part of dist/holdfast-wal.cjs (bin/holdfast.mjs sends only pg archive-push and archive-get there)`)}); }`,
+      contents: `export async function run() { throw new Error(${JSON.stringify(`${a.path} is not part of dist/holdfast-wal.cjs (bin/holdfast.cjs sends only pg archive-push and archive-get there)`)}); }`,
       loader: 'js',
     }));
   },
@@ -106,7 +106,7 @@ for (const [name] of natives) {
 }
 
 /**
- * The V8 code cache of dist/holdfast-wal.cjs: bin/holdfast.mjs runs an `archive-push --async` (its
+ * The V8 code cache of dist/holdfast-wal.cjs: bin/holdfast.cjs runs an `archive-push --async` (its
  * spool is empty and the file has no .ready marker, so the call checks the spool and then archives
  * the file itself, the synchronous path) and an `archive-get` of a small synthetic segment into a
  * throw-away repository, and keeps the bytecode of every function those runs compiled (the second
@@ -119,7 +119,7 @@ function trainWalCodeCache() {
   const env = { ...process.env, HOLDFAST_CONFIG: '/dev/null', HOLDFAST_REPO: join(tmp, 'repo'), HOLDFAST_PASSWORD_FILE: join(tmp, 'password'), HOLDFAST_STATE_DIR: join(tmp, 'state'), HOLDFAST_LOCK_DIR: join(tmp, 'locks'), HOLDFAST_LOG_LEVEL: 'warn' };
   // V8 accepts a cache only under the flags it was made with: train with node's defaults.
   delete env.NODE_OPTIONS;
-  const cli = (args, extra = {}) => execFileSync(process.execPath, ['bin/holdfast.mjs', ...args], { env: { ...env, ...extra }, stdio: ['ignore', 'ignore', 'pipe'] });
+  const cli = (args, extra = {}) => execFileSync(process.execPath, ['bin/holdfast.cjs', ...args], { env: { ...env, ...extra }, stdio: ['ignore', 'ignore', 'pipe'] });
   try {
     rmSync(cache, { force: true });
     writeFileSync(join(tmp, 'password'), 'holdfast build\n', { mode: 0o600 });

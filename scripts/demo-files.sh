@@ -12,7 +12,7 @@ npm run --silent build
 
 work=$(mktemp -d /tmp/holdfast-demo.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-hf() { HOLDFAST_CONFIG=/dev/null node bin/holdfast.mjs "$@"; }
+hf() { HOLDFAST_CONFIG=/dev/null node bin/holdfast.cjs "$@"; }
 export HOLDFAST_REPO="$work/repo" HOLDFAST_PASSWORD="demo password, not for production"
 
 say "Creating sample data in $work/data (the project's own sources, a 64 MiB file, a symlink)"

@@ -30,7 +30,7 @@ mkdir -p "$work/repo" "$work/sock" "$work/sock2"
 echo "demo password, not for production" > "$work/password"
 chown -R postgres: "$work/repo" "$work/sock" "$work/sock2" "$work/password"
 chmod 600 "$work/password"
-hf="$(command -v node) $PWD/bin/holdfast.mjs"
+hf="$(command -v node) $PWD/bin/holdfast.cjs"
 export HOLDFAST_REPO="$work/repo" HOLDFAST_PASSWORD_FILE="$work/password" HOLDFAST_CONFIG=/dev/null
 export PGHOST="$work/sock" PGPORT="$port" PGUSER=postgres PGDATABASE=postgres
 hfpg() { aspg HOLDFAST_REPO="$HOLDFAST_REPO" HOLDFAST_PASSWORD_FILE="$HOLDFAST_PASSWORD_FILE" HOLDFAST_CONFIG=/dev/null PGHOST="$PGHOST" PGPORT="$PGPORT" PGUSER=postgres $hf "$@"; }

@@ -14,7 +14,7 @@ import { DEFAULT_LOCK_SETTINGS, type LockSettings } from '../ops/context.js';
 
 export async function main(argv: readonly string[]): Promise<number> {
   if (argv[0] === '--version' || argv[0] === '-V' || argv[0] === 'version') {
-    process.stdout.write(`holdfast ${VERSION}\n`);
+    writeOut(`holdfast ${VERSION}\n`);
     return 0;
   }
   const wantsJson = argv.includes('--json');
@@ -22,10 +22,10 @@ export async function main(argv: readonly string[]): Promise<number> {
   try {
     if (argv.length === 0 || argv[0] === '--help' || argv[0] === '-h' || argv[0] === 'help') {
       const topic = argv[0] === 'help' ? argv.slice(1) : [];
-      if (topic[0] === 'config') process.stdout.write(configHelp());
+      if (topic[0] === 'config') writeOut(configHelp());
       else {
         const found = topic.length > 0 ? findCommand(topic) : undefined;
-        process.stdout.write(found ? commandHelp(found.spec) : generalHelp());
+        writeOut(found ? commandHelp(found.spec) : generalHelp());
       }
       return argv.length === 0 ? CATALOGUE.USAGE.exit : 0;
     }
@@ -37,7 +37,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     }
     const { spec, rest } = found;
     if (rest.includes('--help') || rest.includes('-h')) {
-      process.stdout.write(commandHelp(spec));
+      writeOut(commandHelp(spec));
       return 0;
     }
     const parsed = parseArgs(spec.name, rest);
@@ -49,7 +49,9 @@ export async function main(argv: readonly string[]): Promise<number> {
     const quiet = options.bool('quiet');
     log = new Logger(quiet ? 'warn' : (options.str('log-level') as LogLevel));
     const mode = options.str('progress');
-    const progress = !json && !quiet && (mode === 'always' || (mode === 'auto' && process.stderr.isTTY === true));
+    // Looked up when a command asks (creating the stderr stream costs archive-push a few ms).
+    let tty: boolean | undefined;
+    const progress = (): boolean => !json && !quiet && (mode === 'always' || (mode === 'auto' && (tty ??= process.stderr.isTTY === true)));
     const abort = new AbortController();
     let interrupts = 0;
     const onSignal = (sig: NodeJS.Signals): void => {
@@ -66,9 +68,16 @@ export async function main(argv: readonly string[]): Promise<number> {
       options,
       log,
       json,
-      ctx: { log, progress, signal: abort.signal, locks: lockSettingsFrom(options) },
-      out: (line) => void process.stdout.write(line + '\n'),
-      outJson: (value) => void process.stdout.write(JSON.stringify(value, null, 2) + '\n'),
+      ctx: {
+        log,
+        get progress() {
+          return progress();
+        },
+        signal: abort.signal,
+        locks: lockSettingsFrom(options),
+      },
+      out: (line) => void writeOut(line + '\n'),
+      outJson: (value) => void writeOut(JSON.stringify(value, null, 2) + '\n'),
     };
     if (spec.streamsData) log.debug(startHeapTrimmer());
     const mod = await spec.load();
@@ -76,6 +85,25 @@ export async function main(argv: readonly string[]): Promise<number> {
   } catch (err) {
     return report(err, log, wantsJson);
   }
+}
+
+let stdoutGuarded = false;
+
+/**
+ * Write to stdout. The first write attaches the EPIPE handler: a reader that goes away
+ * (`holdfast ls latest | head`) ends the command quietly, with the status a shell reports for a
+ * process stopped by SIGPIPE, instead of an unhandled EPIPE stack trace. Not before: creating the
+ * stdout stream costs a command that prints nothing (archive-push) a few ms.
+ */
+function writeOut(text: string): void {
+  if (!stdoutGuarded) {
+    stdoutGuarded = true;
+    process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EPIPE') process.exit(141);
+      throw err;
+    });
+  }
+  process.stdout.write(text);
 }
 
 function report(err: unknown, log: Logger, json: boolean): number {
@@ -87,7 +115,7 @@ function report(err: unknown, log: Logger, json: boolean): number {
     e = new HoldfastError('INTERNAL', `internal error: ${err instanceof Error ? err.message : String(err)}`, {}, { cause: err });
     if (err instanceof Error && err.stack) log.debug(err.stack);
   }
-  if (json) process.stdout.write(JSON.stringify({ error: e.toJSON() }, null, 2) + '\n');
+  if (json) writeOut(JSON.stringify({ error: e.toJSON() }, null, 2) + '\n');
   if (e.code === 'WAL_NOT_FOUND') {
     // restore_command asks for files that do not exist as a matter of course: stay quiet.
     log.debug(`${e.message} [${e.code}]`);

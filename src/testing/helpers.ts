@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-export const CLI = path.join(ROOT, 'bin', 'holdfast.mjs');
+export const CLI = path.join(ROOT, 'bin', 'holdfast.cjs');
 /** Cheap scrypt for tests that open repositories many times; one test uses the default. */
 export const TEST_KDF = '10';
 

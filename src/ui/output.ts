@@ -8,10 +8,15 @@ const LEVELS: Record<LogLevel, number> = { error: 0, warn: 1, info: 2, debug: 3 
 
 export class Logger {
   private statusShown = false;
+  /** `stream`: stderr unless given. Looked up only when something is written: creating a stdio stream costs a short-lived command (archive-push, exit 0 in silence) a few ms. */
   constructor(
     private readonly level: LogLevel,
-    private readonly stream: NodeJS.WriteStream = process.stderr,
+    private readonly given?: NodeJS.WriteStream,
   ) {}
+
+  private get stream(): NodeJS.WriteStream {
+    return this.given ?? process.stderr;
+  }
 
   enabled(level: LogLevel): boolean {
     return LEVELS[level] <= LEVELS[this.level];
