@@ -1,5 +1,5 @@
 import { statSync } from 'node:fs';
-import * as os from 'node:os';
+import { availableParallelism } from 'node:os';
 import * as path from 'node:path';
 import type { Invocation } from './invocation.js';
 import { repoRef, storageFlags } from './invocation.js';
@@ -30,9 +30,8 @@ async function push(inv: Invocation, cluster: string): Promise<number> {
   const o = inv.options;
   const ref = repoRef(inv);
   const walPath = inv.args[0]!;
-  const jobs = typeof o.get('jobs') === 'number' ? Math.max(1, o.num('jobs')) : Math.min(4, os.availableParallelism());
+  const jobs = typeof o.get('jobs') === 'number' ? Math.max(1, o.num('jobs')) : Math.min(4, availableParallelism());
   if (o.bool('async-worker')) {
-    lowerPriority(o.num('async-nice'), inv);
     const { runArchiveWorker } = await import('../ops/pg-archive-worker.js');
     const spoolDir = spoolDirFor(defaultStateDir(), ref.location, cluster);
     const log = new StampedLogger((o.str('log-level') ?? 'info') as LogLevel);
@@ -68,7 +67,7 @@ async function push(inv: Invocation, cluster: string): Promise<number> {
 function workerCommand(inv: Invocation, ref: RepoRef, cluster: string, walPath: string, jobs: number): WorkerCommand {
   const o = inv.options;
   const env: NodeJS.ProcessEnv = { ...process.env };
-  const args = [...process.execArgv, process.argv[1]!, 'pg', 'archive-push', '--async-worker', '--cluster', cluster, '--repo', ref.location, '--jobs', String(jobs), '--async-batch', String(o.num('async-batch')), '--async-nice', String(o.num('async-nice')), '--log-level', o.str('log-level') ?? 'info'];
+  const args = [...process.execArgv, process.argv[1]!, 'pg', 'archive-push', '--async-worker', '--cluster', cluster, '--repo', ref.location, '--jobs', String(jobs), '--async-batch', String(o.num('async-batch')), '--log-level', o.str('log-level') ?? 'info'];
   const config = o.str('config');
   if (config !== undefined) args.push('--config', path.resolve(config));
   const pwFile = o.str('password-file');
@@ -91,18 +90,5 @@ function workerCommand(inv: Invocation, ref: RepoRef, cluster: string, walPath: 
 class StampedLogger extends Logger {
   override log(level: LogLevel, message: string): void {
     super.log(level, `${new Date().toISOString()} [${process.pid}] ${message}`);
-  }
-}
-
-/**
- * The async worker: `steps` nicer than it started. First thing, before libuv's thread pool (where
- * segments are compressed) starts: Linux niceness is per thread, and new threads inherit it.
- */
-function lowerPriority(steps: number, inv: Invocation): void {
-  if (steps <= 0) return;
-  try {
-    os.setPriority(Math.min(19, os.getPriority() + steps));
-  } catch (err) {
-    inv.log.debug(`cannot lower the async worker's priority: ${(err as Error).message}`);
   }
 }
