@@ -59,6 +59,7 @@ export async function run(inv: Invocation): Promise<number> {
       jobs: typeof o.get('jobs') === 'number' ? o.num('jobs') : undefined,
       tablespaceMap: tablespaceMap(o.list('tablespace-map')),
       restoreCommand: restoreCommand(inv, cluster),
+      sync: o.bool('sync'),
     },
     inv.ctx,
   );

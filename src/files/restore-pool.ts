@@ -40,7 +40,7 @@
  * walk goes on queueing small files while the workers write large ones.
  */
 import { Worker } from 'node:worker_threads';
-import { closeSync, constants as fsc, existsSync, fchmodSync, fchownSync, fstatSync, ftruncateSync, futimesSync, lstatSync, openSync, readSync, unlinkSync } from 'node:fs';
+import { closeSync, constants as fsc, existsSync, fchmodSync, fchownSync, fstatSync, fsync, fsyncSync, ftruncateSync, futimesSync, lstatSync, openSync, readSync, unlinkSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { CATALOGUE, type ErrorCode, HoldfastError, fsError, systemCode } from '../errors/catalogue.js';
 import { sha256 } from '../repository/crypto.js';
@@ -79,7 +79,7 @@ export interface SerializedError {
   readonly data: Record<string, unknown>;
 }
 
-export type MainToWorker = { t: 'init'; key: Uint8Array; root: string; location: string; stop: SharedArrayBuffer } | { t: 'work'; batch: number; items: WorkItem[] };
+export type MainToWorker = { t: 'init'; key: Uint8Array; root: string; location: string; stop: SharedArrayBuffer; sync: boolean } | { t: 'work'; batch: number; items: WorkItem[] };
 
 export type WorkerToMain = { t: 'results'; batch: number; results: Array<Outcome | SerializedError> };
 
@@ -222,7 +222,7 @@ export class RestorePool {
    * Start `count` workers reading packs below `root` (a local repository directory, reported as
    * `location` in messages). Undefined when worker threads cannot be used here (no worker script).
    */
-  static start(key: Buffer, root: string, location: string, count: number): RestorePool | undefined {
+  static start(key: Buffer, root: string, location: string, count: number, sync: boolean): RestorePool | undefined {
     const script = workerScript();
     if (!script || count < 1) return undefined;
     const pool = new RestorePool();
@@ -243,7 +243,7 @@ export class RestorePool {
         slot.batches.clear();
         pool.wakeIdleWaiters();
       });
-      worker.postMessage({ t: 'init', key: Uint8Array.from(key), root, location, stop: pool.stopFlag.buffer as SharedArrayBuffer } satisfies MainToWorker);
+      worker.postMessage({ t: 'init', key: Uint8Array.from(key), root, location, stop: pool.stopFlag.buffer as SharedArrayBuffer, sync } satisfies MainToWorker);
       pool.slots.push(slot);
     }
     return pool;
@@ -442,27 +442,48 @@ export function sameContent(dest: string, size: number, pos: number, blobs: read
 
 /**
  * Size a written file (unless `size` is undefined: a kept file) and set its owner, mode and times
- * (chown before chmod: it clears setuid).
+ * (chown before chmod: it clears setuid); with `sync`, then fsync it (content and metadata: a
+ * restore that reports success must survive a power loss).
  */
-export function finishTargetFile(fd: number, size: number | undefined, meta: FileMeta, dest: string): void {
+export function finishTargetFile(fd: number, size: number | undefined, meta: FileMeta, dest: string, sync = false): void {
   try {
     if (size !== undefined) ftruncateSync(fd, size);
     if (meta.chown) fchownSync(fd, meta.uid, meta.gid);
     fchmodSync(fd, meta.mode);
     futimesSync(fd, meta.atime, meta.mtime);
+    if (sync) fsyncSync(fd);
   } catch (err) {
     throw fsError(err, 'write', dest, 'TARGET_IO');
   }
 }
 
 /** finishTargetFile, then close (TARGET_IO on failure); the descriptor is closed either way. */
-export function finishAndClose(fd: number, size: number | undefined, meta: FileMeta, dest: string): void {
+export function finishAndClose(fd: number, size: number | undefined, meta: FileMeta, dest: string, sync = false): void {
   try {
-    finishTargetFile(fd, size, meta, dest);
+    finishTargetFile(fd, size, meta, dest, sync);
   } catch (err) {
     closeQuietly(fd);
     throw err;
   }
+  closeTarget(fd, dest);
+}
+
+/**
+ * finishAndClose for the main thread: the fsync (seconds for a large file) runs on the thread
+ * pool, so the main thread goes on feeding the workers meanwhile.
+ */
+export async function finishAndCloseAsync(fd: number, size: number, meta: FileMeta, dest: string, sync: boolean): Promise<void> {
+  try {
+    finishTargetFile(fd, size, meta, dest);
+    if (sync) await new Promise<void>((resolve, reject) => fsync(fd, (err) => (err ? reject(fsError(err, 'write', dest, 'TARGET_IO')) : resolve())));
+  } catch (err) {
+    closeQuietly(fd);
+    throw err;
+  }
+  closeTarget(fd, dest);
+}
+
+function closeTarget(fd: number, dest: string): void {
   try {
     closeSync(fd);
   } catch (err) {

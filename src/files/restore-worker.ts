@@ -23,6 +23,8 @@ let root = '';
 let location = '';
 /** Set by the main thread when the restore stops: what is not written yet is cancelled. */
 let stop: Int32Array | undefined;
+/** fsync each file before reporting it (RestoreOptions.sync). */
+let sync = true;
 
 /** Open pack files, least recently used first. */
 const PACK_FDS = 16;
@@ -186,7 +188,7 @@ async function doItem(item: WorkItem): Promise<Outcome> {
     const kept = sameContent(item.dest, size, 0, item.blobs, true);
     if (typeof kept === 'number') {
       try {
-        finishTargetFile(kept, undefined, item.meta, item.dest);
+        finishTargetFile(kept, undefined, item.meta, item.dest, sync);
       } finally {
         closeQuietly(kept);
       }
@@ -201,7 +203,7 @@ async function doItem(item: WorkItem): Promise<Outcome> {
     closeQuietly(fd);
     throw err;
   }
-  finishAndClose(fd, size, item.meta, item.dest);
+  finishAndClose(fd, size, item.meta, item.dest, sync);
   return 'written';
 }
 
@@ -234,6 +236,7 @@ port.on('message', (msg: MainToWorker) => {
       root = msg.root;
       location = msg.location;
       stop = new Int32Array(msg.stop);
+      sync = msg.sync;
       return;
     case 'work':
       work.push(msg);

@@ -26,7 +26,8 @@ import { HoldfastError, fsError as anyFsError, systemCode } from '../errors/cata
 import { Semaphore } from '../util/semaphore.js';
 import { PathSelector, type WalkEntry, walkTree } from './walk.js';
 import { type TreeNode, nsToSeconds } from './tree.js';
-import { type BlobRef, type FileMeta, RANGE, RestorePool, closeQuietly, createTargetFile, finishAndClose, finishTargetFile, sameContent } from './restore-pool.js';
+import { type BlobRef, type FileMeta, RANGE, RestorePool, closeQuietly, createTargetFile, finishAndCloseAsync, finishTargetFile, sameContent } from './restore-pool.js';
+import { fsyncDir } from '../util/fsync.js';
 
 export interface RestoreProgress {
   /** Delta restore: files kept because they already had the right content. */
@@ -76,6 +77,13 @@ export interface RestoreOptions {
    * 'always' whenever the storage allows; 'never' writes in the main thread.
    */
   readonly workers?: 'auto' | 'always' | 'never' | undefined;
+  /**
+   * Make the restored tree durable before returning (default true): every file written or kept
+   * is fsynced (by the thread that finished it), then every directory of the tree, deepest
+   * first, and the target's parent. false: faster, but a power loss soon after may leave empty
+   * or missing files although the restore reported success.
+   */
+  readonly sync?: boolean | undefined;
 }
 
 /** Below both of these, starting worker threads costs more than it saves. */
@@ -133,7 +141,7 @@ export async function restoreTree(repo: Repository, rootTree: string, opts: Rest
   }
 
   const target = path.resolve(opts.target);
-  await prepareTarget(target, opts.force);
+  const created = await prepareTarget(target, opts.force);
 
   const pool = await startPool(repo, opts);
   if (pool) p.workers = pool.size;
@@ -142,6 +150,8 @@ export async function restoreTree(repo: Repository, rootTree: string, opts: Rest
   } finally {
     await pool?.stop();
   }
+  // The target's own entry, and those of the ancestors created for it (innermost first).
+  if (opts.sync !== false) await syncDirectories([...created.reverse().map((d) => path.dirname(d)), path.dirname(target)]);
 }
 
 interface Selection {
@@ -163,7 +173,7 @@ async function startPool(repo: Repository, opts: RestoreOptions): Promise<Restor
   const wanted = Math.min(MAX_WORKERS, opts.parallel ?? Math.min(MAX_DEFAULT_WORKERS, availableParallelism()));
   // No more workers than there are items to give them.
   const count = Math.max(1, Math.min(wanted, p.filesTotal + Math.ceil(p.bytesTotal / RANGE)));
-  return RestorePool.start(repo.packKey(), root, repo.backend.location, count);
+  return RestorePool.start(repo.packKey(), root, repo.backend.location, count, opts.sync !== false);
 }
 
 /**
@@ -228,6 +238,7 @@ async function writeSelection(repo: Repository, rootTree: string, opts: RestoreO
     const { dest, node } = dirs[i]!;
     await applyMeta(dest, node, false);
   }
+  if (opts.sync !== false) await syncDirectories([...dirs.map((d) => d.dest).reverse(), target]);
 
   async function walkAndCreate(): Promise<void> {
     for await (const e of walkTree(repo, rootTree, descend)) {
@@ -365,7 +376,7 @@ async function writeWithPool(w: PoolWriter, dest: string, node: TreeNode, keep =
     const checks = splitRanges(blobs).map((r) => pool.submit({ t: 'check', dest, size, pos: r.pos, blobs: r.blobs }, r.bytes));
     const outcomes = await Promise.all(checks);
     // The ranges were compared; what is left is checking it is still the same single-link file.
-    if (outcomes.every((o) => o === 'same') && keepIfSame(dest, node, refs, true)) {
+    if (outcomes.every((o) => o === 'same') && keepIfSame(dest, node, refs, opts.sync !== false, true)) {
       countKept(node, opts);
       return;
     }
@@ -389,7 +400,7 @@ async function writeWithPool(w: PoolWriter, dest: string, node: TreeNode, keep =
     closeQuietly(fd);
     throw failed.reason;
   }
-  finishAndClose(fd, size, fileMeta(node), dest);
+  await finishAndCloseAsync(fd, size, fileMeta(node), dest, opts.sync !== false);
   if (size !== node.size) opts.onWarning(`${dest}: restored ${size} bytes but the snapshot recorded ${node.size}`);
   p.filesDone++;
 }
@@ -405,11 +416,11 @@ function countKept(node: TreeNode, opts: RestoreOptions): void {
  * checked already, only check it is still a single-link regular file of that size), setting its
  * metadata through the descriptor that checked it.
  */
-function keepIfSame(dest: string, node: TreeNode, { blobs, size }: { blobs: readonly BlobRef[]; size: number }, compared = false): boolean {
+function keepIfSame(dest: string, node: TreeNode, { blobs, size }: { blobs: readonly BlobRef[]; size: number }, sync: boolean, compared = false): boolean {
   const fd = sameContent(dest, size, 0, compared ? [] : blobs, true);
   if (typeof fd !== 'number') return false;
   try {
-    finishTargetFile(fd, undefined, fileMeta(node), dest);
+    finishTargetFile(fd, undefined, fileMeta(node), dest, sync);
   } finally {
     closeQuietly(fd);
   }
@@ -433,6 +444,27 @@ function splitRanges(blobs: readonly BlobRef[]): Array<{ pos: number; bytes: num
   return out;
 }
 
+/**
+ * fsync each directory once, in the order given (deepest first), several at once: their entries
+ * (files, links, removals) are then durable. The files themselves were fsynced when finished.
+ */
+async function syncDirectories(dirs: readonly string[]): Promise<void> {
+  const unique = [...new Set(dirs)];
+  const slots = new Semaphore(8);
+  await Promise.all(
+    unique.map(async (dir) => {
+      await slots.acquire();
+      try {
+        await fsyncDir(dir);
+      } catch (err) {
+        throw fsError(err, 'make durable', dir);
+      } finally {
+        slots.release();
+      }
+    }),
+  );
+}
+
 /** Delta restore: remove what is below `target` but not in `keep` (iteratively, no symlink followed). */
 async function removeExtras(target: string, keep: Set<string>): Promise<number> {
   let removed = 0;
@@ -450,19 +482,25 @@ async function removeExtras(target: string, keep: Set<string>): Promise<number> 
   return removed;
 }
 
-async function prepareTarget(target: string, force: boolean): Promise<void> {
+/** Check or create the restore target; returns the directories it created (the target and new ancestors), outermost first. */
+async function prepareTarget(target: string, force: boolean): Promise<string[]> {
   try {
     const st = await fsp.lstat(target);
     if (!st.isDirectory()) throw new HoldfastError('TARGET_NOT_EMPTY', `restore target ${target} exists and is not a directory`, { target });
     const entries = await fsp.readdir(target);
     if (entries.length > 0 && !force) throw new HoldfastError('TARGET_NOT_EMPTY', `restore target ${target} is not empty (${entries.length} entries)`, { target });
+    return [];
   } catch (err) {
     if (systemCode(err) !== 'ENOENT') throw fsError(err, 'use restore target', target);
+    let first: string | undefined;
     try {
-      await fsp.mkdir(target, { recursive: true, mode: 0o700 });
+      first = await fsp.mkdir(target, { recursive: true, mode: 0o700 });
     } catch (e) {
       throw fsError(e, 'create restore target', target);
     }
+    const created: string[] = [];
+    for (let d = target; first !== undefined && d.length >= first.length && d !== path.dirname(d); d = path.dirname(d)) created.unshift(d);
+    return created;
   }
 }
 
@@ -493,7 +531,7 @@ async function clearForReplace(dest: string, force: boolean, err: unknown): Prom
 
 async function restoreFile(repo: Repository, dest: string, node: TreeNode, opts: RestoreOptions): Promise<void> {
   if (opts.deltaByContent) {
-    if (keepIfSame(dest, node, blobRefs(repo, node))) {
+    if (keepIfSame(dest, node, blobRefs(repo, node), opts.sync !== false)) {
       countKept(node, opts);
       return;
     }
@@ -536,6 +574,7 @@ async function restoreFile(repo: Repository, dest: string, node: TreeNode, opts:
     await fh.truncate(pos);
     if (pos !== node.size) opts.onWarning(`${dest}: restored ${pos} bytes but the snapshot recorded ${node.size}`);
     await applyMetaFh(fh, node);
+    if (opts.sync !== false) await fh.sync();
   } catch (err) {
     throw err instanceof HoldfastError ? err : fsError(err, 'write', dest);
   } finally {

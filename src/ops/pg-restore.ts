@@ -22,6 +22,7 @@ import { checkClusterName } from './pg-archive.js';
 import { listPgBackups } from './pg-backup.js';
 import { openRepository } from './repo.js';
 import { restoreTargetLock, withOperationLocks } from './locking.js';
+import { fsyncDir } from '../util/fsync.js';
 
 export interface RecoveryTarget {
   readonly time?: string | undefined;
@@ -58,6 +59,8 @@ export interface PgRestoreParams {
    * (`pg patroni-replica`: the leader must be the backup's PostgreSQL system).
    */
   readonly accept?: (backup: PgBackupInfo) => Promise<void>;
+  /** fsync what was restored before returning (default true; --no-sync). */
+  readonly sync?: boolean;
 }
 
 export interface PgRestoreResult {
@@ -203,6 +206,7 @@ export async function pgRestore(ref: RepoRef, p: PgRestoreParams, ctx: OpContext
           signal: ctx.signal,
           onWarning: (m) => ctx.log.warn(m),
           deltaByContent: p.delta === true,
+          sync: p.sync !== false,
         });
       const spaces = sn.pg.tablespaces ?? [];
       for (const oid of p.tablespaceMap?.keys() ?? []) {
@@ -228,6 +232,7 @@ export async function pgRestore(ref: RepoRef, p: PgRestoreParams, ctx: OpContext
           mapLines.push(`${t.oid} ${dest}`);
           ctx.log.info(`tablespace ${t.oid} restored to ${dest}`);
         }
+        if (spaces.length > 0 && p.sync !== false) await fsyncDir(path.join(targetDir, 'pg_tblspc')); // the links
       } finally {
         ticker.stop();
       }

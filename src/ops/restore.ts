@@ -12,6 +12,8 @@ export interface RestoreParams {
   readonly force: boolean;
   /** Worker threads (undefined: the restorer's default; 0: one file at a time in the main thread). */
   readonly jobs?: number | undefined;
+  /** fsync what was restored before returning (default true; --no-sync). */
+  readonly sync?: boolean | undefined;
 }
 
 export interface RestoreResult {
@@ -41,6 +43,7 @@ export async function restore(ref: RepoRef, p: RestoreParams, ctx: OpContext): P
           force: p.force,
           progress,
           parallel: p.jobs,
+          sync: p.sync !== false,
           signal: ctx.signal,
           onWarning: (m) => {
             warnings.push(m);

@@ -7,6 +7,7 @@
  */
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
+import { fsyncDir } from '../util/fsync.js';
 
 export const BEGIN = '# holdfast recovery settings begin: written by `holdfast pg restore`, replaced by the next restore';
 export const END = '# holdfast recovery settings end';
@@ -69,4 +70,5 @@ export async function writeDurably(file: string, content: string, owner?: { uid:
     await fh.close();
   }
   await fsp.rename(tmp, file);
+  await fsyncDir(path.dirname(file)); // the new name, not only the content
 }

@@ -12,6 +12,7 @@ import { randomBytes } from 'node:crypto';
 import * as path from 'node:path';
 import { type Backend, type ByteRange, type Capabilities, type ObjectInfo, type ObjectWriter, type PutData, type PutOptions, RESERVED_PREFIX, StorageError, type StorageErrorKind, checkName, putParts, type DeleteOptions } from './backend.js';
 import { systemCode } from '../errors/catalogue.js';
+import { fsyncDir } from '../util/fsync.js';
 
 const TMP_PREFIX = RESERVED_PREFIX;
 /** Open handles kept for range reads. */
@@ -340,11 +341,3 @@ async function writeAllAt(fh: fsp.FileHandle, parts: readonly Uint8Array[], pos:
   return at;
 }
 
-export async function fsyncDir(dir: string): Promise<void> {
-  const fh = await fsp.open(dir, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
