@@ -27,7 +27,7 @@ import { Semaphore } from '../util/semaphore.js';
 import { PathSelector, type WalkEntry, walkTree } from './walk.js';
 import { type TreeNode, nsToSeconds } from './tree.js';
 import { type BlobRef, type FileMeta, RANGE, RestorePool, closeQuietly, createTargetFile, finishAndCloseAsync, finishTargetFile, sameContent } from './restore-pool.js';
-import { fsyncDir } from '../util/fsync.js';
+import { fsyncDir, syncTree, syncfsCovers } from '../util/fsync.js';
 
 export interface RestoreProgress {
   /** Delta restore: files kept because they already had the right content. */
@@ -78,10 +78,12 @@ export interface RestoreOptions {
    */
   readonly workers?: 'auto' | 'always' | 'never' | undefined;
   /**
-   * Make the restored tree durable before returning (default true): every file written or kept
-   * is fsynced (by the thread that finished it), then every directory of the tree, deepest
-   * first, and the target's parent. false: faster, but a power loss soon after may leave empty
-   * or missing files although the restore reported success.
+   * Make the restored tree durable before returning (default true). On ext4, XFS, Btrfs or F2FS:
+   * one syncfs of the target's file system at the end. Elsewhere (FUSE, NFS, …): every file
+   * written or kept is fsynced by the thread that finished it, then every directory of the tree,
+   * deepest first. Either way then the entries of the target and of the ancestors created for
+   * it. false: faster, but a power loss soon after may leave empty or missing files although the
+   * restore reported success.
    */
   readonly sync?: boolean | undefined;
 }
@@ -142,6 +144,10 @@ export async function restoreTree(repo: Repository, rootTree: string, opts: Rest
 
   const target = path.resolve(opts.target);
   const created = await prepareTarget(target, opts.force);
+  // Durability (RestoreOptions.sync): on a local block file system one syncfs at the end; else an
+  // fsync of each file as it is finished and of each directory at the end.
+  const durability = opts.sync === false ? 'none' : (await syncfsCovers(target)) ? 'filesystem' : 'files';
+  opts = { ...opts, sync: durability === 'files' };
 
   const pool = await startPool(repo, opts);
   if (pool) p.workers = pool.size;
@@ -150,8 +156,15 @@ export async function restoreTree(repo: Repository, rootTree: string, opts: Rest
   } finally {
     await pool?.stop();
   }
+  if (durability === 'filesystem') {
+    try {
+      await syncTree(target);
+    } catch (err) {
+      throw fsError(err, 'make durable', target);
+    }
+  }
   // The target's own entry, and those of the ancestors created for it (innermost first).
-  if (opts.sync !== false) await syncDirectories([...created.reverse().map((d) => path.dirname(d)), path.dirname(target)]);
+  if (durability !== 'none') await syncDirectories([...created.reverse().map((d) => path.dirname(d)), path.dirname(target)]);
 }
 
 interface Selection {

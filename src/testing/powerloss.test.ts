@@ -22,6 +22,7 @@
  * local driver's ensureDir, then a backup, then the power loss (it found a durability bug, fixed).
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -30,6 +31,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { listFiles, restoredPath, within } from './e2e.js';
 import { hasErrno } from './faultfs.js';
 import { CLI, Rng, TEST_KDF, cliSpawn, describeTree, generateTree, type TreeEntry } from './helpers.js';
+import { syncTree, syncfsCovers } from '../util/fsync.js';
 import { type DurableImage, type MaterialiseReport, type PowerLossFs, type PowerLossMode, type PowerLossOp, fileSignature, listTree, mountPowerLoss, powerlossSkip, treeDiff } from './powerloss.js';
 
 const SKIP = powerlossSkip();
@@ -784,6 +786,12 @@ function snapshotOf(seq: Sequence, step: Step): string | undefined {
   return run?.status === 0 ? (JSON.parse(run.stdout) as { snapshot: string }).snapshot : undefined;
 }
 
+/** The file system type of `p` as `stat -f` names it (an independent look at what syncfsCovers decides). */
+function fsTypeName(p: string): string {
+  const t = spawnSync('stat', ['-f', '-c', '%T', p], { encoding: 'utf8' }).stdout.trim();
+  return t === 'ext2/ext3' ? 'ext2/3/4' : t;
+}
+
 function compareTrees(expected: Map<string, TreeEntry>, actual: Map<string, TreeEntry>): string[] {
   const diffs: string[] = [];
   for (const k of [...new Set([...expected.keys(), ...actual.keys()])].sort()) {
@@ -1072,6 +1080,32 @@ describe('the local driver after a killed writer, then a power loss', { skip: SK
       assert.deepEqual(compareTrees(await describeTree(src), await describeTree(restoredPath(target, src))), []);
     },
   );
+
+  it('syncTree without the sync command fsyncs every file and directory below its directory; syncfs is not trusted on FUSE', async () => {
+    const pl = await mountPowerLoss({ mode: 'discard', seed: 4 });
+    const image = path.join(work, 'image-synctree');
+    const dir = path.join(pl.mountpoint, 'a');
+    const savedPath = process.env['PATH'];
+    try {
+      assert.equal(await syncfsCovers(pl.mountpoint), false, 'FUSE: fsync file by file');
+      fs.mkdirSync(path.join(dir, 'b', 'c'), { recursive: true });
+      fs.writeFileSync(path.join(dir, 'one'), 'one');
+      fs.writeFileSync(path.join(dir, 'b', 'c', 'two'), 'two');
+      fsyncPath(pl.mountpoint); // the entry of a/ itself is the caller's business
+      process.env['PATH'] = '/nonexistent'; // no `sync` command: the walk
+      await syncTree(dir);
+    } finally {
+      process.env['PATH'] = savedPath;
+      try {
+        pl.materialise(image);
+      } finally {
+        await pl.unmount();
+      }
+    }
+    assert.equal(fs.readFileSync(path.join(image, 'a', 'one'), 'utf8'), 'one');
+    assert.equal(fs.readFileSync(path.join(image, 'a', 'b', 'c', 'two'), 'utf8'), 'two');
+    assert.equal(await syncfsCovers(os.tmpdir()), ['ext2/3/4', 'xfs', 'btrfs', 'f2fs'].includes(fsTypeName(os.tmpdir())), 'a local block file system: one syncfs');
+  });
 
   it('a restore that reported success survives a power loss (main thread and worker threads); with --no-sync it may not', async () => {
     const ws = path.join(work, 'ws-restore');
