@@ -16,8 +16,14 @@
  * as independent frames on every core at once (archive-push's latency; the async worker's several
  * files at a time), without the async binding's new context per call. The caller must not modify
  * the input until the promise settles.
+ *
+ * And openBlob(...): opens one sealed blob (AES-256-GCM, then zstd or stored, then SHA-256 of the
+ * plaintext against its id) in one call, for the restore workers; see open_blob below.
  */
+#define _GNU_SOURCE
+#include <dlfcn.h>
 #include <stdlib.h>
+#include <string.h>
 #include <node_api.h>
 
 typedef struct ZSTD_CCtx_s ZSTD_CCtx;
@@ -181,6 +187,217 @@ static napi_value decompress(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/*
+ * openBlob: the checks of a sealed blob (docs/design.md §4-§6) in one call, with no allocation
+ * per blob on either side: a reused cipher context keyed once per key, a reused digest context, a
+ * reused zstd context, and the caller's buffers.
+ *
+ * The OpenSSL functions are Node's own (it exports its OpenSSL symbols to addons); they are looked
+ * up with dlsym when first needed instead of being linked, and declared here rather than taken
+ * from headers: no OpenSSL headers are needed to build, and a Node that does not export them
+ * (built against a shared libcrypto that is not loaded globally, say) gets openBlob == undefined
+ * and the JS path, instead of a process killed by an unresolved symbol at the first call.
+ */
+typedef struct evp_cipher_ctx_st EVP_CIPHER_CTX;
+typedef struct evp_cipher_st EVP_CIPHER;
+typedef struct evp_md_ctx_st EVP_MD_CTX;
+typedef struct evp_md_st EVP_MD;
+typedef struct engine_st ENGINE;
+#define EVP_CTRL_GCM_SET_TAG 0x11 /* <openssl/evp.h>: EVP_CTRL_AEAD_SET_TAG, stable ABI */
+
+static struct {
+  int tried, ok;
+  EVP_CIPHER_CTX *(*cipher_ctx_new)(void);
+  const EVP_CIPHER *(*aes_256_gcm)(void);
+  EVP_CIPHER *(*cipher_fetch)(void *libctx, const char *algorithm, const char *properties); /* OpenSSL 3 only */
+  int (*decrypt_init)(EVP_CIPHER_CTX *ctx, const EVP_CIPHER *type, ENGINE *impl, const unsigned char *key, const unsigned char *iv);
+  int (*decrypt_update)(EVP_CIPHER_CTX *ctx, unsigned char *out, int *outl, const unsigned char *in, int inl);
+  int (*decrypt_final)(EVP_CIPHER_CTX *ctx, unsigned char *outm, int *outl);
+  int (*cipher_ctrl)(EVP_CIPHER_CTX *ctx, int type, int arg, void *ptr);
+  EVP_MD_CTX *(*md_ctx_new)(void);
+  const EVP_MD *(*sha256)(void);
+  EVP_MD *(*md_fetch)(void *libctx, const char *algorithm, const char *properties); /* OpenSSL 3 only */
+  int (*digest_init)(EVP_MD_CTX *ctx, const EVP_MD *type, ENGINE *impl);
+  int (*digest_update)(EVP_MD_CTX *ctx, const void *d, size_t cnt);
+  int (*digest_final)(EVP_MD_CTX *ctx, unsigned char *md, unsigned int *s);
+} ossl;
+
+/* Called from NAPI_MODULE_INIT, which Node runs for one environment at a time per thread; a race
+ * between two threads' first loads would only look the same symbols up twice. */
+static int ossl_load(void) {
+  if (ossl.tried) return ossl.ok;
+#define SYM(field, name) ((*(void **)&ossl.field = dlsym(RTLD_DEFAULT, name)) != NULL)
+  ossl.ok = SYM(cipher_ctx_new, "EVP_CIPHER_CTX_new") && SYM(aes_256_gcm, "EVP_aes_256_gcm") && SYM(decrypt_init, "EVP_DecryptInit_ex") &&
+            SYM(decrypt_update, "EVP_DecryptUpdate") && SYM(decrypt_final, "EVP_DecryptFinal_ex") && SYM(cipher_ctrl, "EVP_CIPHER_CTX_ctrl") &&
+            SYM(md_ctx_new, "EVP_MD_CTX_new") && SYM(sha256, "EVP_sha256") && SYM(digest_init, "EVP_DigestInit_ex") &&
+            SYM(digest_update, "EVP_DigestUpdate") && SYM(digest_final, "EVP_DigestFinal_ex");
+  (void)SYM(cipher_fetch, "EVP_CIPHER_fetch");
+  (void)SYM(md_fetch, "EVP_MD_fetch");
+#undef SYM
+  ossl.tried = 1;
+  return ossl.ok;
+}
+
+/* Per thread: the cipher context keeps its key schedule between blobs of the same key. */
+static __thread EVP_CIPHER_CTX *gcm;
+static __thread unsigned char gcm_key[32];
+static __thread int gcm_keyed;
+static __thread const EVP_CIPHER *gcm_cipher;
+static __thread EVP_MD_CTX *md;
+static __thread const EVP_MD *md_sha256;
+
+/* Results of openBlob (mirrored in src/repository/open-blob.ts). */
+#define OPEN_OK 0           /* plaintext in out[0, rawLength) */
+#define OPEN_OK_STORED 1    /* stored uncompressed: plaintext in src[srcOff + 13, + rawLength) */
+#define OPEN_ZERO 2         /* or-ed in: the plaintext is all zeros */
+#define OPEN_TAG (-1)       /* authentication failed; src's bytes are garbage now */
+#define OPEN_UNDECODED (-2) /* authenticated, but not decodable here: plaintext in src[srcOff + 12, srcOff + srcLen - 16) */
+#define OPEN_MISMATCH (-3)  /* decoded, but not rawLength bytes or not the id's SHA-256 */
+#define OPEN_BAD_ID (-4)    /* the id is not 64 lower-case hex digits; nothing was done */
+
+static int unhex(const char *hex, unsigned char *out) {
+  for (int i = 0; i < 32; i++) {
+    int v = 0;
+    for (int j = 0; j < 2; j++) {
+      char c = hex[2 * i + j];
+      int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+      if (d < 0) return 0;
+      v = v << 4 | d;
+    }
+    out[i] = (unsigned char)v;
+  }
+  return 1;
+}
+
+static int all_zero(const unsigned char *p, size_t n) {
+  return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
+}
+
+/* SHA-256 of p[0, n) equals id. */
+static int sha256_is(const unsigned char *p, size_t n, const unsigned char *id, const char **error) {
+  unsigned char digest[32];
+  unsigned int len = 0;
+  if (!md && !(md = ossl.md_ctx_new())) {
+    *error = "EVP_MD_CTX_new failed";
+    return 0;
+  }
+  if (!md_sha256) md_sha256 = ossl.md_fetch ? ossl.md_fetch(NULL, "SHA256", NULL) : NULL; /* no implicit fetch per blob */
+  if (!md_sha256) md_sha256 = ossl.sha256();
+  if (ossl.digest_init(md, md_sha256, NULL) != 1 || ossl.digest_update(md, p, n) != 1 || ossl.digest_final(md, digest, &len) != 1 || len != 32) {
+    *error = "SHA-256 failed";
+    return 0;
+  }
+  return memcmp(digest, id, 32) == 0;
+}
+
+/*
+ * openBlob(key, type, idHex, src, srcOff, srcLen, out, rawLength) -> number (OPEN_*).
+ *
+ * src[srcOff, srcOff + srcLen) is a sealed blob: nonce (12) || ciphertext || tag (16), AAD = type
+ * byte || id. It is authenticated and decrypted in place (so src's bytes there are overwritten);
+ * only after the tag has been checked is the plaintext looked at: its mode byte 0 means stored
+ * (the plaintext stays in src), 1 a zstd payload, decompressed into out (capacity at least
+ * rawLength). Then the plaintext must be exactly rawLength bytes with SHA-256 equal to the id.
+ * A zstd payload that does not start with a frame, or that libzstd does not decode to exactly
+ * rawLength bytes, and any other mode byte, is OPEN_UNDECODED: the caller, which has the
+ * authenticated plaintext in src, decides (and words) that with the JS path.
+ * The caller checks srcLen >= 28, rawLength <= out's length, and that the ranges lie within the
+ * buffers; they are checked here again, as a TypeError.
+ */
+static napi_value open_blob(napi_env env, napi_callback_info info) {
+  size_t argc = 8;
+  napi_value argv[8];
+  void *key, *src, *out;
+  size_t key_len, src_size, out_size, id_len = 0;
+  char hex[66];
+  int32_t type;
+  int64_t src_off, src_len, raw;
+  unsigned char id[32], aad[33], tag[16], fin[16];
+  napi_value result;
+  const char *error = NULL;
+  int status;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 8 || napi_get_buffer_info(env, argv[0], &key, &key_len) != napi_ok ||
+      key_len != 32 || napi_get_value_int32(env, argv[1], &type) != napi_ok || type < 0 || type > 255 ||
+      napi_get_buffer_info(env, argv[3], &src, &src_size) != napi_ok || napi_get_value_int64(env, argv[4], &src_off) != napi_ok ||
+      napi_get_value_int64(env, argv[5], &src_len) != napi_ok || napi_get_buffer_info(env, argv[6], &out, &out_size) != napi_ok ||
+      napi_get_value_int64(env, argv[7], &raw) != napi_ok || src_off < 0 || src_len < 28 || (uint64_t)src_off + (uint64_t)src_len > src_size || raw < 0 ||
+      (uint64_t)raw > out_size || src_len > 0x7fffffff) {
+    napi_throw_type_error(env, "ZSTD_SYNC", "openBlob(key, type, idHex, src, srcOff, srcLen, out, rawLength): bad arguments");
+    return NULL;
+  }
+  if (napi_get_value_string_latin1(env, argv[2], hex, sizeof hex, &id_len) != napi_ok || id_len != 64 || !unhex(hex, id)) {
+    status = OPEN_BAD_ID;
+    goto done;
+  }
+  unsigned char *sealed = (unsigned char *)src + src_off;
+  unsigned char *body = sealed + 12;
+  int body_len = (int)src_len - 28, n = 0;
+  memcpy(tag, body + body_len, 16);
+  aad[0] = (unsigned char)type;
+  memcpy(aad + 1, id, 32);
+  if (!gcm) {
+    if (!(gcm = ossl.cipher_ctx_new())) return fail(env, "EVP_CIPHER_CTX_new failed");
+    gcm_cipher = ossl.cipher_fetch ? ossl.cipher_fetch(NULL, "AES-256-GCM", NULL) : NULL;
+    if (!gcm_cipher) gcm_cipher = ossl.aes_256_gcm();
+  }
+  if (!gcm_keyed || memcmp(gcm_key, key, 32) != 0) {
+    gcm_keyed = 0;
+    if (ossl.decrypt_init(gcm, gcm_cipher, NULL, key, NULL) != 1) return fail(env, "EVP_DecryptInit_ex failed");
+    memcpy(gcm_key, key, 32);
+    gcm_keyed = 1;
+  }
+  /* The default GCM nonce length is 12; a new nonce re-initialises everything but the key. */
+  if (ossl.decrypt_init(gcm, NULL, NULL, NULL, sealed) != 1 || ossl.decrypt_update(gcm, NULL, &n, aad, 33) != 1 ||
+      (body_len > 0 && ossl.decrypt_update(gcm, body, &n, body, body_len) != 1) || ossl.cipher_ctrl(gcm, EVP_CTRL_GCM_SET_TAG, 16, tag) != 1) {
+    status = OPEN_TAG;
+    goto done;
+  }
+  if (ossl.decrypt_final(gcm, fin, &n) != 1) {
+    status = OPEN_TAG;
+    goto done;
+  }
+  /* Authenticated: now the plaintext may be interpreted. */
+  const unsigned char *payload = body + 1;
+  size_t payload_len = body_len > 0 ? (size_t)body_len - 1 : 0;
+  const unsigned char *plain;
+  if (body_len == 0) {
+    status = OPEN_UNDECODED;
+    goto done;
+  } else if (body[0] == 0) {
+    if (payload_len != (size_t)raw) {
+      status = OPEN_MISMATCH;
+      goto done;
+    }
+    plain = payload;
+    status = OPEN_OK_STORED;
+  } else if (body[0] == 1) {
+    if (payload_len < 4 || payload[0] != 0x28 || payload[1] != 0xb5 || payload[2] != 0x2f || payload[3] != 0xfd) {
+      status = OPEN_UNDECODED;
+      goto done;
+    }
+    if (!dctx && !(dctx = ZSTD_createDCtx())) return fail(env, "ZSTD_createDCtx failed");
+    size_t got = ZSTD_decompressDCtx(dctx, out, (size_t)raw, payload, payload_len);
+    if (ZSTD_isError(got) || got != (size_t)raw) {
+      status = OPEN_UNDECODED;
+      goto done;
+    }
+    plain = out;
+    status = OPEN_OK;
+  } else {
+    status = OPEN_UNDECODED;
+    goto done;
+  }
+  if (!sha256_is(plain, (size_t)raw, id, &error)) {
+    if (error) return fail(env, error);
+    status = OPEN_MISMATCH;
+    goto done;
+  }
+  if (all_zero(plain, (size_t)raw)) status |= OPEN_ZERO;
+done:
+  if (napi_create_int32(env, status, &result) != napi_ok) return NULL;
+  return result;
+}
+
 NAPI_MODULE_INIT() {
   napi_value fn;
   if (napi_create_function(env, "compress", NAPI_AUTO_LENGTH, compress, NULL, &fn) != napi_ok) return NULL;
@@ -189,5 +406,9 @@ NAPI_MODULE_INIT() {
   if (napi_set_named_property(env, exports, "decompress", fn) != napi_ok) return NULL;
   if (napi_create_function(env, "compressAsync", NAPI_AUTO_LENGTH, compress_async, NULL, &fn) != napi_ok) return NULL;
   if (napi_set_named_property(env, exports, "compressAsync", fn) != napi_ok) return NULL;
+  if (ossl_load()) {
+    if (napi_create_function(env, "openBlob", NAPI_AUTO_LENGTH, open_blob, NULL, &fn) != napi_ok) return NULL;
+    if (napi_set_named_property(env, exports, "openBlob", fn) != napi_ok) return NULL;
+  }
   return exports;
 }

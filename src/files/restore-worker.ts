@@ -1,8 +1,10 @@
 /**
  * Restore worker thread: writes files (or ranges of large files) from a local repository's pack
  * files. Each blob is read with one positional read (adjacent blobs of one pack together),
- * authenticated and decrypted, decompressed and checked against its id (SHA-256), exactly as
- * Repository.openBlob does, and written at its position; all-zero chunks are skipped (holes).
+ * authenticated and decrypted, decompressed and checked against its id (SHA-256) with the checks
+ * and errors of Repository.openBlob (open-blob.ts's BlobOpener: one native call per blob when the
+ * helper is built, into a reused buffer), and written at its position; all-zero chunks are skipped
+ * (holes).
  * Synchronous I/O: this thread does nothing else, and a sync call costs a few microseconds
  * against ~70 µs of event-loop time for the promise API. See restore-pool.ts for the protocol.
  */
@@ -10,15 +12,14 @@ import { parentPort } from 'node:worker_threads';
 import { openSync, readSync, writeSync } from 'node:fs';
 import * as path from 'node:path';
 import { HoldfastError, fsError, systemCode } from '../errors/catalogue.js';
-import { DecryptError, sha256, unseal } from '../repository/crypto.js';
-import { decompress } from '../repository/compress.js';
-import { blobAad, packName } from '../repository/pack.js';
+import { BlobOpener } from '../repository/open-blob.js';
+import { packName } from '../repository/pack.js';
 import { type BlobRef, type MainToWorker, type Outcome, type WorkItem, type WorkerToMain, CANCELLED, closeQuietly, createTargetFile, finishAndClose, finishTargetFile, sameContent, serializeError } from './restore-pool.js';
 
 const port = parentPort;
 if (!port) throw new Error('restore-worker must run in a worker thread');
 
-let key: Buffer | undefined;
+let opener: BlobOpener | undefined;
 let root = '';
 let location = '';
 /** Set by the main thread when the restore stops: what is not written yet is cancelled. */
@@ -33,15 +34,6 @@ const packFds = new Map<string, number>();
 const zeroIds = new Set<string>();
 /** Adjacent blobs of one pack are read together, up to this many bytes. */
 const READ_MAX = 1 << 20;
-const ZERO = Buffer.alloc(1 << 20);
-
-function isZero(buf: Buffer): boolean {
-  for (let off = 0; off < buf.length; off += ZERO.length) {
-    const part = buf.subarray(off, off + ZERO.length);
-    if (!part.equals(ZERO.subarray(0, part.length))) return false;
-  }
-  return true;
-}
 
 function packFd(pack: string, blob: string): number {
   let fd = packFds.get(pack);
@@ -74,17 +66,20 @@ function storageError(err: unknown, name: string, blob: string, what: string): H
   return new HoldfastError('STORAGE_IO', `${what} ${name} in ${location}: ${code ?? String(err)}`, data);
 }
 
-/** Reused for every read: a blob is decrypted (into a new buffer) before the next read. */
+/**
+ * Reused for every read. Its blobs are decrypted in place (BlobOpener), each written out before
+ * the next is opened, and all of them before the next read.
+ */
 let readBuf = Buffer.allocUnsafe(READ_MAX);
 
 /**
- * Read `length` bytes at `offset` of a pack, into the shared read buffer (valid until the next
- * call); a short read is a truncated pack.
+ * Read `length` bytes at `offset` of a pack into the shared read buffer, from its start (valid
+ * until the next call); a short read is a truncated pack.
  */
 function readPack(pack: string, blob: string, offset: number, length: number): Buffer {
   const fd = packFd(pack, blob);
   if (readBuf.length < length) readBuf = Buffer.allocUnsafe(length);
-  const buf = readBuf.subarray(0, length);
+  const buf = readBuf;
   let got = 0;
   try {
     while (got < length) {
@@ -102,33 +97,10 @@ function readPack(pack: string, blob: string, offset: number, length: number): B
   return buf;
 }
 
-/** Decrypt, decompress and verify one sealed data blob (the checks of Repository.openBlob). */
-async function openBlob(b: BlobRef, sealed: Buffer): Promise<Buffer> {
-  const where = packName(b.pack);
-  const id = Buffer.from(b.id, 'hex');
-  let plain: Buffer;
-  try {
-    plain = unseal(key!, blobAad('data', id), sealed);
-  } catch (err) {
-    if (err instanceof DecryptError) throw new HoldfastError('INTEGRITY', `blob ${b.id} in ${where}: ${err.message}`, { blob: b.id, object: where });
-    throw err;
-  }
-  let data: Buffer;
-  try {
-    data = await decompress(plain[0]!, plain.subarray(1), b.rawLength);
-  } catch (err) {
-    throw new HoldfastError('INTEGRITY', `blob ${b.id} in ${where}: cannot decompress: ${(err as Error).message}`, { blob: b.id, object: where });
-  }
-  if (data.length !== b.rawLength || !sha256(data).equals(id)) {
-    throw new HoldfastError('INTEGRITY', `blob ${b.id} in ${where}: content does not match its id (SHA-256 mismatch)`, { blob: b.id, object: where });
-  }
-  return data;
-}
-
-function writeAll(fd: number, dest: string, data: Buffer, pos: number): void {
+function writeAll(fd: number, dest: string, data: Buffer, start: number, length: number, pos: number): void {
   try {
     let off = 0;
-    while (off < data.length) off += writeSync(fd, data, off, data.length - off, pos + off);
+    while (off < length) off += writeSync(fd, data, start + off, length - off, pos + off);
   } catch (err) {
     throw fsError(err, 'write', dest, 'TARGET_IO');
   }
@@ -154,13 +126,16 @@ async function writeBlobs(fd: number, dest: string, pos: number, blobs: readonly
     }
     checkStop();
     const sealed = readPack(first.pack, first.id, first.offset, end - first.offset);
+    const where = packName(first.pack);
     for (; i < j; i++) {
       const b = blobs[i]!;
-      const data = await openBlob(b, sealed.subarray(b.offset - first.offset, b.offset - first.offset + b.length));
-      if (isZero(data)) {
+      const opening = opener!.open('data', b.id, b.rawLength, sealed, b.offset - first.offset, b.length, where);
+      if (opening) await opening;
+      const o = opener!;
+      if (o.zero) {
         if (zeroIds.size < 1024) zeroIds.add(b.id);
-      } else writeAll(fd, dest, data, pos);
-      pos += data.length;
+      } else writeAll(fd, dest, o.data, o.start, o.length, pos);
+      pos += o.length;
     }
   }
   return pos;
@@ -232,7 +207,7 @@ async function run(): Promise<void> {
 port.on('message', (msg: MainToWorker) => {
   switch (msg.t) {
     case 'init':
-      key = Buffer.from(msg.key);
+      opener = new BlobOpener(Buffer.from(msg.key));
       root = msg.root;
       location = msg.location;
       stop = new Int32Array(msg.stop);

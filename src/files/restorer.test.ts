@@ -175,6 +175,34 @@ describe('restore with worker threads', { timeout: 300_000 }, () => {
     await assertSameTree(src, restoredPath(zero, src));
   });
 
+  test('without the native helper (HOLDFAST_TEST_NO_ZSTD_SYNC=1 in the workers) the JS path restores the same tree and reports the same damage', async () => {
+    const node = await nodeOf(repo, path.join(src, 'big-0.bin'));
+    const flipped = copyRepo();
+    const loc = await blobLocation(flipped, node.content![0]!);
+    const fd = fs.openSync(loc.file, 'r+');
+    fs.writeSync(fd, Buffer.from('XX'), 0, 2, loc.offset + 20);
+    fs.closeSync(fd);
+    const messages: string[] = [];
+    for (const off of [true, false]) {
+      // Worker threads take a copy of process.env when they start.
+      if (off) process.env['HOLDFAST_TEST_NO_ZSTD_SYNC'] = '1';
+      try {
+        const target = path.join(dir, `restore-no-helper-${off}`);
+        assert.equal((await restore(repo, target, { workers: 'always', parallel: 2 })).progress.workers, 2);
+        await assertSameTree(src, restoredPath(target, src));
+        await assert.rejects(restore(flipped, path.join(dir, `restore-no-helper-flipped-${off}`), { workers: 'always', parallel: 2 }), (err: unknown) => {
+          assert.ok(err instanceof HoldfastError && err.code === 'INTEGRITY', String(err));
+          messages.push(err.message);
+          return true;
+        });
+      } finally {
+        delete process.env['HOLDFAST_TEST_NO_ZSTD_SYNC'];
+      }
+    }
+    assert.equal(messages[0], messages[1], 'the same error with and without the helper');
+    assert.ok(messages[0]!.includes(node.content![0]!) && messages[0]!.includes(loc.pack), messages[0]);
+  });
+
   test('storage that is not this local directory is restored in the main thread, never from packs found on disk', async () => {
     // A memory backend holding this repository's objects, whose location names another
     // repository's directory: reading packs from there would fail (they are not the same packs).

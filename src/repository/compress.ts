@@ -37,18 +37,35 @@ type SyncCompress = (data: Buffer, level: number) => Buffer;
 let syncCompress: SyncCompress | undefined;
 
 type AsyncCompress = (data: Buffer, level: number) => Promise<Buffer>;
+
+/**
+ * native/zstd-sync.c's openBlob: opens a sealed blob in place (see BlobOpener in open-blob.ts,
+ * its only user, for the contract and the results).
+ */
+export type NativeOpenBlob = (key: Buffer, type: number, idHex: string, src: Buffer, srcOff: number, srcLen: number, out: Buffer, rawLength: number) => number;
+
 interface Helper {
   compress?: SyncCompress;
   decompress?: SyncDecompress;
   compressAsync?: AsyncCompress;
+  /** Absent when Node does not export the OpenSSL functions it needs. */
+  openBlob?: NativeOpenBlob;
 }
 
 /** The native helper's functions, loaded once (null: not built here). */
 let helper: Helper | null | undefined;
 
+/**
+ * Set in the environment, HOLDFAST_TEST_NO_ZSTD_SYNC=1 makes this process (and worker threads
+ * started after it is set) run as if native/zstd-sync.c had not been built: how the tests prove
+ * the JS paths without removing the file other test processes use.
+ */
+const NO_HELPER_ENV = 'HOLDFAST_TEST_NO_ZSTD_SYNC';
+
 function loadHelper(): Helper | undefined {
   if (helper === undefined) {
     helper = null;
+    if (process.env[NO_HELPER_ENV] === '1') return undefined;
     const require = createRequire(import.meta.url);
     for (const candidate of ['./zstd-sync.node', '../zstd-sync.node']) {
       try {
@@ -100,6 +117,11 @@ export async function compress(data: Buffer, c: Compression): Promise<[number, B
     z = Buffer.concat(await Promise.all(parts));
   } else z = await (await zstd()).compress(data, c.level);
   return z.length < data.length ? [MODE_ZSTD, z] : [MODE_NONE, data];
+}
+
+/** native/zstd-sync.c's openBlob, when it was built and Node exports the OpenSSL functions it calls. */
+export function nativeOpenBlob(): NativeOpenBlob | undefined {
+  return loadHelper()?.openBlob;
 }
 
 /** Whether the native helper (native/zstd-sync.c) compresses compressPieces' pieces, with reused contexts. */

@@ -20,10 +20,11 @@ import { HoldfastError } from '../errors/catalogue.js';
 import { Semaphore } from '../util/semaphore.js';
 import { DecryptError, KEY_LEN, type ScryptParams, Sealer, seal, sealParts, sha256, sha256Hex, unseal } from './crypto.js';
 import { type SealedBlob, sealBlob } from './seal-blob.js';
+import { openBlob } from './open-blob.js';
 import { type Compression, MODE_NONE, MODE_ZSTD, compress, compressPieces, decompress } from './compress.js';
 import { type KeyFile, KeyFormatError, createKeyFile, deriveKek, parseKeyFile, unwrapWithKek } from './keys.js';
 import type { KeyCache } from '../state/key-cache.js';
-import { type BlobType, PACK_MAGIC, PackBuilder, type PackEntry, PackFormatError, TRAILER_LEN, blobAad, decodeHeader, headerLocation, packName } from './pack.js';
+import { type BlobType, PACK_MAGIC, PackBuilder, type PackEntry, PackFormatError, TRAILER_LEN, decodeHeader, headerLocation, packName } from './pack.js';
 import { type IndexFileContent, type IndexPack, decodeIndex, encodeIndex } from './index-file.js';
 
 export const REPO_VERSION = 1;
@@ -1034,26 +1035,9 @@ export class Repository {
     return this.openBlob(type, Buffer.from(id, 'hex'), sealed, loc.rawLength, name);
   }
 
-  /** Decrypt, decompress and verify one sealed blob. */
-  async openBlob(type: BlobType, id: Buffer, sealed: Buffer, rawLength: number, where: string): Promise<Buffer> {
-    const hex = id.toString('hex');
-    let plain: Buffer;
-    try {
-      plain = unseal(this.masterKey, blobAad(type, id), sealed);
-    } catch (err) {
-      if (err instanceof DecryptError) throw new HoldfastError('INTEGRITY', `blob ${hex} in ${where}: ${err.message}`, { blob: hex, object: where });
-      throw err;
-    }
-    let data: Buffer;
-    try {
-      data = await decompress(plain[0]!, plain.subarray(1), rawLength);
-    } catch (err) {
-      throw new HoldfastError('INTEGRITY', `blob ${hex} in ${where}: cannot decompress: ${(err as Error).message}`, { blob: hex, object: where }, { cause: err });
-    }
-    if (data.length !== rawLength || !sha256(data).equals(id)) {
-      throw new HoldfastError('INTEGRITY', `blob ${hex} in ${where}: content does not match its id (SHA-256 mismatch)`, { blob: hex, object: where });
-    }
-    return data;
+  /** Decrypt, decompress and verify one sealed blob (open-blob.ts); `sealed` is not modified. */
+  openBlob(type: BlobType, id: Buffer, sealed: Buffer, rawLength: number, where: string): Promise<Buffer> {
+    return openBlob(this.masterKey, type, id, sealed, rawLength, where);
   }
 
   /** For check --read-data and repair: the master key never leaves the repository layer otherwise. */
