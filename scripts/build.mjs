@@ -85,6 +85,15 @@ if (include) {
   console.warn("build: Node's headers (node_api.h) not found; building without the optional native helpers");
 }
 
+// The native front of archive-push --async (native/wal-front.c): answers calls whose file the
+// async worker already recorded without starting Node, and runs bin/holdfast.cjs with this node
+// for every other call. It needs only a C compiler and libcrypto.so.3 (no headers). Optional.
+try {
+  execFileSync('cc', ['-O2', '-Wall', '-Wextra', `-DHOLDFAST_NODE=${JSON.stringify(process.execPath)}`, '-o', `${out}/holdfast-push`, 'native/wal-front.c', '-l:libcrypto.so.3'], { stdio: 'inherit' });
+} catch {
+  console.warn('build: native/wal-front.c did not compile; archive_command runs the Node CLI (bin/holdfast.cjs) directly');
+}
+
 const old = `dist.old-${process.pid}`;
 try {
   renameSync('dist', old);

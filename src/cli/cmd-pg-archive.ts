@@ -7,6 +7,8 @@ import type { RepoRef } from '../ops/context.js';
 import type { PushResult } from '../ops/pg-archive.js';
 import { answerFromSpool, spoolDirFor } from '../ops/pg-archive-spool.js';
 import type { WorkerCommand } from '../ops/pg-archive-async.js';
+import { leaveTicket } from '../ops/pg-archive-ticket.js';
+import { localDirectory } from '../ops/backend.js';
 import { defaultStateDir } from '../state/key-cache.js';
 import { Logger, type LogLevel } from '../ui/output.js';
 
@@ -43,6 +45,7 @@ async function push(inv: Invocation, cluster: string): Promise<number> {
   if (o.bool('async')) {
     const spoolDir = spoolDirFor(defaultStateDir(), ref.location, cluster);
     const answer = await answerFromSpool(spoolDir, ref.location, walPath, ref.storage);
+    if (answer === 'archived' || !('sync' in answer)) frontTicket(inv, ref, walPath, spoolDir);
     if (answer === 'archived') {
       inv.log.debug(`${path.basename(walPath)} was archived by the async worker (spool)`);
       r = { file: path.basename(walPath), stored: false, duplicate: false, bytes: statSync(walPath).size, storedBytes: 0, earlier: true };
@@ -61,6 +64,23 @@ async function push(inv: Invocation, cluster: string): Promise<number> {
   if (inv.json) inv.outJson(r);
   else if (!r.earlier) inv.log.debug(r.stored ? `archived ${r.file}: ${r.bytes} bytes, ${r.storedBytes} stored` : `${r.file} was already archived`);
   return 0;
+}
+
+/**
+ * Leave the native front (dist/holdfast-push) a ticket to answer this same call from the spool
+ * next time (ops/pg-archive-ticket.ts), when it could answer it exactly as this process does: a
+ * local repository with no secondary storage, nothing printed on success (no --json, no debug
+ * log) and the WAL path last.
+ */
+function frontTicket(inv: Invocation, ref: RepoRef, walPath: string, spoolDir: string): void {
+  const dir = localDirectory(ref.location);
+  const config = inv.options.configSource;
+  const args = process.argv.slice(2);
+  if (dir === undefined || (ref.storage?.secondaries?.length ?? 0) > 0 || !config) return;
+  if (inv.json || inv.log.enabled('debug') || args.at(-1) !== walPath) return;
+  const uid = process.getuid?.();
+  if (uid === undefined) return;
+  leaveTicket(defaultStateDir(), { uid, cwd: process.cwd(), args, env: process.env }, { spoolDir: path.resolve(spoolDir), repoConfig: path.join(path.resolve(dir), 'config'), configPath: config.path, configDigest: config.digest });
 }
 
 /** How to run the async worker for this call's repository and cluster, with its settings spelled out. */

@@ -8,7 +8,9 @@
  * `--cluster NAME` (before [global]'s). List options take comma-separated values or repeated keys.
  * Precedence: flag > environment > the cluster's section > [global] > default.
  */
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import * as path from 'node:path';
 import { HoldfastError } from '../errors/catalogue.js';
 import { OPTIONS, type OptionSpec, appliesTo, envName, optionSpec } from './options.js';
 
@@ -202,6 +204,15 @@ export interface ConfigFile {
   readonly global: Map<string, ConfigEntry>;
   /** `[cluster NAME]` sections by name. */
   readonly clusters: Map<string, Map<string, ConfigEntry>>;
+  /** SHA-256 (hex) of the bytes read, or 'absent' when a missing default file was skipped. */
+  readonly digest: string;
+}
+
+/** Which config file the options were resolved from, and the digest of what was read. */
+export interface ConfigSource {
+  /** Absolute. */
+  readonly path: string;
+  readonly digest: string;
 }
 
 const CLUSTER_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
@@ -212,13 +223,14 @@ export function readConfigFile(file: string, explicit: boolean): ConfigFile {
   const clusters = new Map<string, Map<string, ConfigEntry>>();
   let out = global;
   let inCluster = false;
-  let text: string;
+  let raw: Buffer;
   try {
-    text = readFileSync(file, 'utf8');
+    raw = readFileSync(file);
   } catch (err) {
-    if (!explicit && (err as { code?: string }).code === 'ENOENT') return { global, clusters };
+    if (!explicit && (err as { code?: string }).code === 'ENOENT') return { global, clusters, digest: 'absent' };
     throw new HoldfastError('CONFIG_INVALID', `cannot read config file ${file}: ${(err as Error).message}`, { file });
   }
+  const text = raw.toString('utf8');
   for (const [i, rawLine] of text.split(/\r?\n/).entries()) {
     const line = rawLine.trim();
     const where = `${file}:${i + 1}`;
@@ -250,7 +262,7 @@ export function readConfigFile(file: string, explicit: boolean): ConfigFile {
     if (entry && spec.type === 'list') entry.values.push(value);
     else out.set(key, { values: [value], line: i + 1 });
   }
-  return { global, clusters };
+  return { global, clusters, digest: createHash('sha256').update(raw).digest('hex') };
 }
 
 export class Options {
@@ -258,6 +270,8 @@ export class Options {
     private readonly values: Map<string, OptionValue>,
     private readonly sources: Map<string, Source>,
     private readonly origins: Map<string, string> = new Map(),
+    /** The config file read (undefined for Options made without one, e.g. in tests). */
+    readonly configSource?: ConfigSource,
   ) {}
 
   get(name: string): OptionValue | undefined {
@@ -337,5 +351,5 @@ export function resolveOptions(command: string, parsed: ParsedArgs, env: NodeJS.
       sources.set(spec.name, 'default');
     }
   }
-  return new Options(values, sources, origins);
+  return new Options(values, sources, origins, { path: path.resolve(configPath), digest: file.digest });
 }
