@@ -62,7 +62,8 @@
 #      load from other work on the machine falls on all of them alike; besides the wall-clock time
 #      per call, the CPU time (user + system) per call is reported, which such load hardly moves.
 #   6. burst of 200 segments: holdfast --async (and sync at --kdf-cost 10), once per segment,
-#      sequentially as PostgreSQL's archiver would, vs pgBackRest archive-async=y (spool path,
+#      sequentially as PostgreSQL's archiver would (--async through the native front
+#      dist/holdfast-push when the build made it, as archive_command should call it), vs pgBackRest archive-async=y (spool path,
 #      process-max N, WAL inside pg1-path with .ready files) called the same way.
 #   7. peak RSS (GNU time %M) of every holdfast command, and the maximum.
 # pgBackRest runs with repo1-cipher-type=none; holdfast always encrypts (AES-256-GCM).
@@ -569,6 +570,9 @@ loop_turns() {
   done
 }
 HF_PUSH=("$NODE" "$HF_BIN" pg archive-push --cluster main)
+# --async calls go through the native front when the build made it (docs/design.md §12)
+HF_FRONT="$HFBUILD/dist/holdfast-push"
+if [[ -x $HF_FRONT ]]; then HF_ASYNC_PUSH=("$HF_FRONT" pg archive-push --cluster main); else HF_ASYNC_PUSH=("${HF_PUSH[@]}"); fi
 if want latency; then
   RR_hf_lat16=(env HOLDFAST_CONFIG=/dev/null HOLDFAST_PASSWORD_FILE="$PWFILE" HOLDFAST_REPO="$HF_L16" "${HF_PUSH[@]}")
   RR_hf_lat10=(env HOLDFAST_CONFIG=/dev/null HOLDFAST_PASSWORD_FILE="$PWFILE" HOLDFAST_REPO="$HF_L10" "${HF_PUSH[@]}")
@@ -598,7 +602,7 @@ reset_ready() {
 }
 export LOOP_MARK_DONE=1
 reset_ready
-loop hf-burst16 "$W/burst-pgdata.list" env HOLDFAST_CONFIG=/dev/null HOLDFAST_PASSWORD_FILE="$PWFILE" HOLDFAST_REPO="$HF_U16" "${HF_PUSH[@]}" --async --jobs "$JOBS"
+loop hf-burst16 "$W/burst-pgdata.list" env HOLDFAST_CONFIG=/dev/null HOLDFAST_PASSWORD_FILE="$PWFILE" HOLDFAST_REPO="$HF_U16" "${HF_ASYNC_PUSH[@]}" --async --jobs "$JOBS"
 # untimed: let the async worker go idle and exit (bounded), so it neither takes CPU from the next
 # loops nor archives their .ready files into its repository
 for ((i = 0; i < 60; i++)); do pgrep -u postgres -f -- "--async-worker .*--repo $HF_U16 " >/dev/null 2>&1 || break; sleep 0.5; done
@@ -722,7 +726,7 @@ REPORT="$LOGS/report.txt"
     if [[ -n $v ]] && ((v > max_p)); then max_p=$v; fi
   done
   row "7  peak RSS, max over all commands (MB)" "$(mb "$max_h")" "$(mb "$max_p")" "$(ratio "$max_h" "$max_p")"
-  echo "(holdfast's burst: archive-push --async --jobs $JOBS (a background worker archives the .ready files, the calls check its spool); pgBackRest's: archive-async=y with process-max=$JOBS; both called once per segment in order, .ready renamed .done after each success."
+  echo "(holdfast's burst: ${HF_ASYNC_PUSH[0]##*/} pg archive-push --async --jobs $JOBS (a background worker archives the .ready files, the calls check its spool); pgBackRest's: archive-async=y with process-max=$JOBS; both called once per segment in order, .ready renamed .done after each success."
   echo " pgBackRest peak RSS is the largest single process of its process tree. Per-call times include a ~1 ms /usr/bin/time exec for both."
   if ! want delta; then
     echo " Delta restore: not measured (BENCH_PARTS)."
