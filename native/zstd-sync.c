@@ -246,12 +246,16 @@ static __thread const EVP_CIPHER *gcm_cipher;
 static __thread EVP_MD_CTX *md;
 static __thread const EVP_MD *md_sha256;
 
-/* Results of openBlob (mirrored in src/repository/open-blob.ts). */
-#define OPEN_OK 0           /* plaintext in out[0, rawLength) */
-#define OPEN_OK_STORED 1    /* stored uncompressed: plaintext in src[srcOff + 13, + rawLength) */
-#define OPEN_ZERO 2         /* or-ed in: the plaintext is all zeros */
-#define OPEN_TAG (-1)       /* authentication failed; src's bytes are garbage now */
-#define OPEN_UNDECODED (-2) /* authenticated, but not decodable here: plaintext in src[srcOff + 12, srcOff + srcLen - 16) */
+/* Per thread: decrypted zstd payloads, reused up to SCRATCH_KEEP bytes. */
+static __thread unsigned char *plain_scratch;
+static __thread size_t plain_scratch_size;
+#define SCRATCH_KEEP ((size_t)16 << 20)
+
+/* Results of openBlob (src/repository/open-blob.ts). */
+#define OPEN_OK 0           /* the plaintext is out[0, rawLength) */
+#define OPEN_ZERO 1         /* or-ed in: the plaintext is all zeros */
+#define OPEN_TAG (-1)       /* authentication failed */
+#define OPEN_UNDECODED (-2) /* authenticated, but not decoded here (see below) */
 #define OPEN_MISMATCH (-3)  /* decoded, but not rawLength bytes or not the id's SHA-256 */
 #define OPEN_BAD_ID (-4)    /* the id is not 64 lower-case hex digits; nothing was done */
 
@@ -294,15 +298,16 @@ static int sha256_is(const unsigned char *p, size_t n, const unsigned char *id, 
  * openBlob(key, type, idHex, src, srcOff, srcLen, out, rawLength) -> number (OPEN_*).
  *
  * src[srcOff, srcOff + srcLen) is a sealed blob: nonce (12) || ciphertext || tag (16), AAD = type
- * byte || id. It is authenticated and decrypted in place (so src's bytes there are overwritten);
- * only after the tag has been checked is the plaintext looked at: its mode byte 0 means stored
- * (the plaintext stays in src), 1 a zstd payload, decompressed into out (capacity at least
- * rawLength). Then the plaintext must be exactly rawLength bytes with SHA-256 equal to the id.
- * A zstd payload that does not start with a frame, or that libzstd does not decode to exactly
- * rawLength bytes, and any other mode byte, is OPEN_UNDECODED: the caller, which has the
- * authenticated plaintext in src, decides (and words) that with the JS path.
- * The caller checks srcLen >= 28, rawLength <= out's length, and that the ranges lie within the
- * buffers; they are checked here again, as a TypeError.
+ * byte || id; it is not modified. Its plaintext is a mode byte, then the payload: mode 0 (stored)
+ * is decrypted straight into out, mode 1 (zstd) into a per-thread scratch buffer and, once the tag
+ * has been checked, decompressed into out. Nothing is interpreted before the tag is checked. Then
+ * the plaintext must be exactly rawLength bytes with SHA-256 equal to the id; on success it is
+ * out[0, rawLength) (out's content means nothing after a failure).
+ * OPEN_UNDECODED covers an empty plaintext, any other mode byte, and a zstd payload that does not
+ * start with a frame or that libzstd does not decode to exactly rawLength bytes: the caller's JS
+ * path decides those (and words every failure; this only says which check failed).
+ * The caller provides out with at least rawLength bytes and srcLen >= 28 within src: violations
+ * are a TypeError here.
  */
 static napi_value open_blob(napi_env env, napi_callback_info info) {
   size_t argc = 8;
@@ -312,7 +317,8 @@ static napi_value open_blob(napi_env env, napi_callback_info info) {
   char hex[66];
   int32_t type;
   int64_t src_off, src_len, raw;
-  unsigned char id[32], aad[33], tag[16], fin[16];
+  unsigned char id[32], aad[33], tag[16], fin[16], mode = 0;
+  unsigned char *temp = NULL; /* a payload larger than SCRATCH_KEEP: freed at the end */
   napi_value result;
   const char *error = NULL;
   int status;
@@ -329,15 +335,17 @@ static napi_value open_blob(napi_env env, napi_callback_info info) {
     status = OPEN_BAD_ID;
     goto done;
   }
-  unsigned char *sealed = (unsigned char *)src + src_off;
-  unsigned char *body = sealed + 12;
+  const unsigned char *sealed = (const unsigned char *)src + src_off;
+  const unsigned char *body = sealed + 12;
   int body_len = (int)src_len - 28, n = 0;
+  size_t payload_len = body_len > 0 ? (size_t)body_len - 1 : 0;
+  unsigned char *plain = NULL; /* where the payload is decrypted to */
   memcpy(tag, body + body_len, 16);
   aad[0] = (unsigned char)type;
   memcpy(aad + 1, id, 32);
   if (!gcm) {
     if (!(gcm = ossl.cipher_ctx_new())) return fail(env, "EVP_CIPHER_CTX_new failed");
-    gcm_cipher = ossl.cipher_fetch ? ossl.cipher_fetch(NULL, "AES-256-GCM", NULL) : NULL;
+    gcm_cipher = ossl.cipher_fetch ? ossl.cipher_fetch(NULL, "AES-256-GCM", NULL) : NULL; /* no implicit fetch per key */
     if (!gcm_cipher) gcm_cipher = ossl.aes_256_gcm();
   }
   if (!gcm_keyed || memcmp(gcm_key, key, 32) != 0) {
@@ -348,52 +356,68 @@ static napi_value open_blob(napi_env env, napi_callback_info info) {
   }
   /* The default GCM nonce length is 12; a new nonce re-initialises everything but the key. */
   if (ossl.decrypt_init(gcm, NULL, NULL, NULL, sealed) != 1 || ossl.decrypt_update(gcm, NULL, &n, aad, 33) != 1 ||
-      (body_len > 0 && ossl.decrypt_update(gcm, body, &n, body, body_len) != 1) || ossl.cipher_ctrl(gcm, EVP_CTRL_GCM_SET_TAG, 16, tag) != 1) {
+      (body_len > 0 && ossl.decrypt_update(gcm, &mode, &n, body, 1) != 1)) {
     status = OPEN_TAG;
     goto done;
   }
-  if (ossl.decrypt_final(gcm, fin, &n) != 1) {
+  /* The mode byte is not authenticated yet: it only chooses where the payload is decrypted to. */
+  if (mode == 0 && payload_len == (size_t)raw) {
+    plain = out;
+  } else if (payload_len <= SCRATCH_KEEP) {
+    if (payload_len > plain_scratch_size) {
+      free(plain_scratch);
+      plain_scratch = malloc(payload_len);
+      plain_scratch_size = plain_scratch ? payload_len : 0;
+      if (!plain_scratch) return fail(env, "out of memory");
+    }
+    plain = plain_scratch;
+  } else {
+    if (!(temp = malloc(payload_len))) return fail(env, "out of memory");
+    plain = temp;
+  }
+  if ((payload_len > 0 && ossl.decrypt_update(gcm, plain, &n, body + 1, (int)payload_len) != 1) || ossl.cipher_ctrl(gcm, EVP_CTRL_GCM_SET_TAG, 16, tag) != 1 ||
+      ossl.decrypt_final(gcm, fin, &n) != 1) {
     status = OPEN_TAG;
     goto done;
   }
   /* Authenticated: now the plaintext may be interpreted. */
-  const unsigned char *payload = body + 1;
-  size_t payload_len = body_len > 0 ? (size_t)body_len - 1 : 0;
-  const unsigned char *plain;
   if (body_len == 0) {
     status = OPEN_UNDECODED;
     goto done;
-  } else if (body[0] == 0) {
+  } else if (mode == 0) {
     if (payload_len != (size_t)raw) {
       status = OPEN_MISMATCH;
       goto done;
     }
-    plain = payload;
-    status = OPEN_OK_STORED;
-  } else if (body[0] == 1) {
-    if (payload_len < 4 || payload[0] != 0x28 || payload[1] != 0xb5 || payload[2] != 0x2f || payload[3] != 0xfd) {
+  } else if (mode == 1) {
+    if (payload_len < 4 || plain[0] != 0x28 || plain[1] != 0xb5 || plain[2] != 0x2f || plain[3] != 0xfd) {
       status = OPEN_UNDECODED;
       goto done;
     }
-    if (!dctx && !(dctx = ZSTD_createDCtx())) return fail(env, "ZSTD_createDCtx failed");
-    size_t got = ZSTD_decompressDCtx(dctx, out, (size_t)raw, payload, payload_len);
+    if (!dctx && !(dctx = ZSTD_createDCtx())) {
+      free(temp);
+      return fail(env, "ZSTD_createDCtx failed");
+    }
+    size_t got = ZSTD_decompressDCtx(dctx, out, (size_t)raw, plain, payload_len);
     if (ZSTD_isError(got) || got != (size_t)raw) {
       status = OPEN_UNDECODED;
       goto done;
     }
-    plain = out;
-    status = OPEN_OK;
   } else {
     status = OPEN_UNDECODED;
     goto done;
   }
-  if (!sha256_is(plain, (size_t)raw, id, &error)) {
-    if (error) return fail(env, error);
+  if (!sha256_is(out, (size_t)raw, id, &error)) {
+    if (error) {
+      free(temp);
+      return fail(env, error);
+    }
     status = OPEN_MISMATCH;
     goto done;
   }
-  if (all_zero(plain, (size_t)raw)) status |= OPEN_ZERO;
+  status = all_zero(out, (size_t)raw) ? OPEN_OK | OPEN_ZERO : OPEN_OK;
 done:
+  free(temp);
   if (napi_create_int32(env, status, &result) != napi_ok) return NULL;
   return result;
 }

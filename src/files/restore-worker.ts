@@ -66,10 +66,7 @@ function storageError(err: unknown, name: string, blob: string, what: string): H
   return new HoldfastError('STORAGE_IO', `${what} ${name} in ${location}: ${code ?? String(err)}`, data);
 }
 
-/**
- * Reused for every read. Its blobs are decrypted in place (BlobOpener), each written out before
- * the next is opened, and all of them before the next read.
- */
+/** Reused for every read: its blobs are opened and written before the next read. */
 let readBuf = Buffer.allocUnsafe(READ_MAX);
 
 /**
@@ -97,10 +94,11 @@ function readPack(pack: string, blob: string, offset: number, length: number): B
   return buf;
 }
 
-function writeAll(fd: number, dest: string, data: Buffer, start: number, length: number, pos: number): void {
+/** Write data[0, length) at `pos`. */
+function writeAll(fd: number, dest: string, data: Buffer, length: number, pos: number): void {
   try {
     let off = 0;
-    while (off < length) off += writeSync(fd, data, start + off, length - off, pos + off);
+    while (off < length) off += writeSync(fd, data, off, length - off, pos + off);
   } catch (err) {
     throw fsError(err, 'write', dest, 'TARGET_IO');
   }
@@ -134,7 +132,7 @@ async function writeBlobs(fd: number, dest: string, pos: number, blobs: readonly
       const o = opener!;
       if (o.zero) {
         if (zeroIds.size < 1024) zeroIds.add(b.id);
-      } else writeAll(fd, dest, o.data, o.start, o.length, pos);
+      } else writeAll(fd, dest, o.data, o.length, pos);
       pos += o.length;
     }
   }

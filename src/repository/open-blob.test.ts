@@ -53,7 +53,7 @@ async function viaJs(s: Sealed, k = key): Promise<Buffer | HoldfastError> {
   }
 }
 
-/** The opener's result on a copy of the placed blob (it decrypts in place). */
+/** The opener's result; the sealed bytes must be left as they were. */
 async function viaOpener(s: Sealed, nativeToo: boolean, k = key): Promise<{ data: Buffer; zero: boolean } | HoldfastError> {
   const opener = new BlobOpener(k, nativeToo);
   assert.equal(opener.isNative, nativeToo && native);
@@ -64,8 +64,10 @@ async function viaOpener(s: Sealed, nativeToo: boolean, k = key): Promise<{ data
   } catch (err) {
     assert.ok(err instanceof HoldfastError, String(err));
     return err;
+  } finally {
+    assert.ok(buf.equals(s.buf), 'the sealed bytes are not modified');
   }
-  return { data: Buffer.from(opener.data.subarray(opener.start, opener.start + opener.length)), zero: opener.zero };
+  return { data: Buffer.from(opener.data.subarray(0, opener.length)), zero: opener.zero };
 }
 
 function sameError(a: Buffer | HoldfastError | { data: Buffer; zero: boolean }, b: HoldfastError | Buffer, what: string): void {
@@ -127,7 +129,7 @@ test('one opener opens blob after blob, growing and reusing its buffer', async (
       const buf = Buffer.from(s.buf);
       const p = opener.open('data', s.hex, s.rawLength, buf, s.off, s.len, WHERE);
       if (p) await p;
-      assert.ok(opener.data.subarray(opener.start, opener.start + opener.length).equals(blobs[i]!), `blob ${i} (native ${nativeToo})`);
+      assert.ok(opener.data.subarray(0, opener.length).equals(blobs[i]!), `blob ${i} (native ${nativeToo})`);
     }
   }
 });
@@ -200,7 +202,7 @@ test('HOLDFAST_TEST_NO_ZSTD_SYNC=1: a worker thread runs without the native help
       const out = { native: opener.isNative };
       const p = opener.open('data', w.hex, w.rawLength, Buffer.from(w.buf), w.off, w.len, 'x');
       if (p) await p;
-      out.data = Buffer.from(opener.data.subarray(opener.start, opener.start + opener.length)).toString('hex');
+      out.data = Buffer.from(opener.data.subarray(0, opener.length)).toString('hex');
       try { const q = opener.open('data', w.hex, w.rawLength, Buffer.from(w.bad), w.off, w.len, 'x'); if (q) await q; } catch (err) { out.error = err.code + ': ' + err.message; }
       parentPort.postMessage(out);
     });`;

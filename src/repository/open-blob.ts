@@ -14,31 +14,17 @@
  * `openBlob` does it with node:crypto and compress.ts, returning a new buffer (Repository.openBlob,
  * check, prune, repair). `BlobOpener` is for the restore workers, which open thousands of blobs a
  * second and write each one out before the next: with the native helper (native/zstd-sync.c) one
- * call decrypts in place, decompresses into a reused buffer, hashes and compares, with no object
- * allocated per blob; without it, or for whatever the helper leaves undecided, the same JS path.
+ * call decrypts, decompresses into a reused buffer, hashes and compares, with no object allocated
+ * per blob; without it, and for every blob it does not open, `openBlob` itself.
  */
 import { HoldfastError } from '../errors/catalogue.js';
-import { DecryptError, SEAL_OVERHEAD, TAG_LEN, NONCE_LEN, sha256, unseal } from './crypto.js';
+import { DecryptError, SEAL_OVERHEAD, sha256, unseal } from './crypto.js';
 import { MAX_PLAINTEXT, type NativeOpenBlob, decompress, nativeOpenBlob } from './compress.js';
 import { type BlobType, blobAad, blobTypeCode } from './pack.js';
 
 /** The INTEGRITY error of a blob that fails to open, worded once for every reader. */
 export function blobError(hex: string, where: string, detail: string, cause?: unknown): HoldfastError {
   return new HoldfastError('INTEGRITY', `blob ${hex} in ${where}: ${detail}`, { blob: hex, object: where }, cause === undefined ? undefined : { cause });
-}
-
-const MISMATCH = 'content does not match its id (SHA-256 mismatch)';
-
-/** Decompress an authenticated plaintext (mode byte ‖ payload) and verify it against the id. */
-async function decodeVerified(plain: Buffer, id: Buffer, hex: string, rawLength: number, where: string): Promise<Buffer> {
-  let data: Buffer;
-  try {
-    data = await decompress(plain[0], plain.subarray(1), rawLength);
-  } catch (err) {
-    throw blobError(hex, where, `cannot decompress: ${(err as Error).message}`, err);
-  }
-  if (data.length !== rawLength || !sha256(data).equals(id)) throw blobError(hex, where, MISMATCH);
-  return data;
 }
 
 /** Decrypt, decompress and verify one sealed blob into a new buffer; `sealed` is not modified. */
@@ -51,46 +37,44 @@ export async function openBlob(key: Buffer, type: BlobType, id: Buffer, sealed: 
     if (err instanceof DecryptError) throw blobError(hex, where, err.message);
     throw err;
   }
-  return decodeVerified(plain, id, hex, rawLength, where);
+  let data: Buffer;
+  try {
+    data = await decompress(plain[0], plain.subarray(1), rawLength);
+  } catch (err) {
+    throw blobError(hex, where, `cannot decompress: ${(err as Error).message}`, err);
+  }
+  if (data.length !== rawLength || !sha256(data).equals(id)) throw blobError(hex, where, 'content does not match its id (SHA-256 mismatch)');
+  return data;
 }
 
-// openBlob's results in native/zstd-sync.c (OPEN_*).
-const OPEN_STORED = 1;
-const OPEN_ZERO = 2;
-const OPEN_TAG = -1;
-const OPEN_UNDECODED = -2;
-const OPEN_MISMATCH = -3;
-/** The mode byte of a stored (uncompressed) plaintext precedes it. */
-const STORED_AT = NONCE_LEN + 1;
+// openBlob's results in native/zstd-sync.c (OPEN_*): >= 0 opened (OPEN_ZERO set: all zeros).
+const OPEN_ZERO = 1;
 /** The output buffer is kept for the next blob up to this size; a larger blob gets its own. */
 const KEEP_OUT = 16 << 20;
 const ZEROS = Buffer.alloc(1 << 20);
 
-function isZero(buf: Buffer, start: number, length: number): boolean {
-  for (let off = 0; off < length; off += ZEROS.length) {
-    const n = Math.min(ZEROS.length, length - off);
-    if (buf.compare(ZEROS, 0, n, start + off, start + off + n) !== 0) return false;
+function isZero(buf: Buffer): boolean {
+  for (let off = 0; off < buf.length; off += ZEROS.length) {
+    const n = Math.min(ZEROS.length, buf.length - off);
+    if (buf.compare(ZEROS, 0, n, off, off + n) !== 0) return false;
   }
   return true;
 }
 
 /**
  * Opens blobs one after another for a thread that writes each one out before opening the next
- * (the restore workers). After `open` has completed, the plaintext is
- * `data[start, start + length)`, valid until the next `open`: it lies in a buffer the opener
- * reuses, or in `src` itself. **`src` is overwritten**: the blob's bytes there are decrypted in
- * place (so a sealed blob that is still needed must not be opened with this; Repository.openBlob
- * leaves its input alone). `zero` tells whether the plaintext is all zeros (a hole).
+ * (the restore workers). After `open` has completed, the plaintext is `data[0, length)`, valid
+ * until the next `open` (a buffer the opener reuses), and `zero` tells whether it is all zeros
+ * (a hole). The sealed bytes are not modified.
  *
- * `open` returns undefined when it is done, or a promise when it had to take the asynchronous JS
- * path (no native helper; or a payload the helper leaves to it): no promise per blob otherwise.
- * Failures are exactly `openBlob`'s errors: the native helper reports which check failed and the
- * message is made here; a payload it does not decode (after authentication) is handed to the JS
- * decoder, which either words the error as `openBlob` does or decodes it as `openBlob` would.
+ * `open` returns undefined when it is done, or a promise when it took the asynchronous JS path:
+ * no promise per blob otherwise. Failures are `openBlob`'s errors by construction: a blob the
+ * native helper does not open (it failed a check, or is something only the JS decoder decides,
+ * such as a payload starting with a skippable frame) is opened again by `openBlob`, which throws
+ * its error or, where it accepts what the helper did not, returns the plaintext.
  */
 export class BlobOpener {
   data: Buffer = ZEROS;
-  start = 0;
   length = 0;
   zero = false;
   private out = Buffer.alloc(0);
@@ -120,22 +104,10 @@ export class BlobOpener {
       }
       const r = native(this.key, blobTypeCode(type), hex, src, srcOff, srcLen, out, rawLength);
       if (r >= 0) {
-        this.data = r & OPEN_STORED ? src : out;
-        this.start = r & OPEN_STORED ? srcOff + STORED_AT : 0;
+        this.data = out;
         this.length = rawLength;
         this.zero = (r & OPEN_ZERO) !== 0;
         return undefined;
-      }
-      switch (r) {
-        case OPEN_TAG:
-          throw blobError(hex, where, new DecryptError().message);
-        case OPEN_MISMATCH:
-          throw blobError(hex, where, MISMATCH);
-        case OPEN_UNDECODED:
-          // Authenticated, decrypted in place: the JS decoder decides, and words any error.
-          return this.settle(decodeVerified(src.subarray(srcOff + NONCE_LEN, srcOff + srcLen - TAG_LEN), Buffer.from(hex, 'hex'), hex, rawLength, where));
-        default:
-          break; // OPEN_BAD_ID: an id that is not 64 hex digits; the JS path treats it as it always has
       }
     }
     return this.settle(openBlob(this.key, type, Buffer.from(hex, 'hex'), src.subarray(srcOff, srcOff + srcLen), rawLength, where));
@@ -144,8 +116,7 @@ export class BlobOpener {
   private async settle(opened: Promise<Buffer>): Promise<void> {
     const data = await opened;
     this.data = data;
-    this.start = 0;
     this.length = data.length;
-    this.zero = isZero(data, 0, data.length);
+    this.zero = isZero(data);
   }
 }
