@@ -441,7 +441,7 @@ export function sameContent(dest: string, size: number, pos: number, blobs: read
 }
 
 /**
- * Size a written file (unless `size` is undefined: a kept file) and set its owner, mode and times
+ * Size a written file (unless `size` is undefined: a kept file, or one already that long) and set its owner, mode and times
  * (chown before chmod: it clears setuid); with `sync`, then fsync it (content and metadata: a
  * restore that reports success must survive a power loss).
  */
