@@ -29,6 +29,8 @@
 typedef struct ZSTD_CCtx_s ZSTD_CCtx;
 typedef struct ZSTD_DCtx_s ZSTD_DCtx;
 ZSTD_DCtx *ZSTD_createDCtx(void);
+size_t ZSTD_freeDCtx(ZSTD_DCtx *dctx);
+size_t ZSTD_freeCCtx(ZSTD_CCtx *cctx);
 size_t ZSTD_decompressDCtx(ZSTD_DCtx *dctx, void *dst, size_t dstCapacity, const void *src, size_t srcSize);
 size_t ZSTD_compressBound(size_t srcSize);
 ZSTD_CCtx *ZSTD_createCCtx(void);
@@ -208,6 +210,8 @@ typedef struct engine_st ENGINE;
 static struct {
   int tried, ok;
   EVP_CIPHER_CTX *(*cipher_ctx_new)(void);
+  void (*cipher_ctx_free)(EVP_CIPHER_CTX *ctx);
+  void (*cipher_free)(EVP_CIPHER *cipher); /* OpenSSL 3 only, with cipher_fetch */
   const EVP_CIPHER *(*aes_256_gcm)(void);
   EVP_CIPHER *(*cipher_fetch)(void *libctx, const char *algorithm, const char *properties); /* OpenSSL 3 only */
   int (*decrypt_init)(EVP_CIPHER_CTX *ctx, const EVP_CIPHER *type, ENGINE *impl, const unsigned char *key, const unsigned char *iv);
@@ -215,6 +219,8 @@ static struct {
   int (*decrypt_final)(EVP_CIPHER_CTX *ctx, unsigned char *outm, int *outl);
   int (*cipher_ctrl)(EVP_CIPHER_CTX *ctx, int type, int arg, void *ptr);
   EVP_MD_CTX *(*md_ctx_new)(void);
+  void (*md_ctx_free)(EVP_MD_CTX *ctx);
+  void (*md_free)(EVP_MD *md); /* OpenSSL 3 only, with md_fetch */
   const EVP_MD *(*sha256)(void);
   EVP_MD *(*md_fetch)(void *libctx, const char *algorithm, const char *properties); /* OpenSSL 3 only */
   int (*digest_init)(EVP_MD_CTX *ctx, const EVP_MD *type, ENGINE *impl);
@@ -227,12 +233,14 @@ static struct {
 static int ossl_load(void) {
   if (ossl.tried) return ossl.ok;
 #define SYM(field, name) ((*(void **)&ossl.field = dlsym(RTLD_DEFAULT, name)) != NULL)
-  ossl.ok = SYM(cipher_ctx_new, "EVP_CIPHER_CTX_new") && SYM(aes_256_gcm, "EVP_aes_256_gcm") && SYM(decrypt_init, "EVP_DecryptInit_ex") &&
+  ossl.ok = SYM(cipher_ctx_new, "EVP_CIPHER_CTX_new") && SYM(cipher_ctx_free, "EVP_CIPHER_CTX_free") && SYM(md_ctx_free, "EVP_MD_CTX_free") && SYM(aes_256_gcm, "EVP_aes_256_gcm") && SYM(decrypt_init, "EVP_DecryptInit_ex") &&
             SYM(decrypt_update, "EVP_DecryptUpdate") && SYM(decrypt_final, "EVP_DecryptFinal_ex") && SYM(cipher_ctrl, "EVP_CIPHER_CTX_ctrl") &&
             SYM(md_ctx_new, "EVP_MD_CTX_new") && SYM(sha256, "EVP_sha256") && SYM(digest_init, "EVP_DigestInit_ex") &&
             SYM(digest_update, "EVP_DigestUpdate") && SYM(digest_final, "EVP_DigestFinal_ex");
-  (void)SYM(cipher_fetch, "EVP_CIPHER_fetch");
-  (void)SYM(md_fetch, "EVP_MD_fetch");
+  if (!SYM(cipher_free, "EVP_CIPHER_free")) ossl.cipher_fetch = NULL;
+  else (void)SYM(cipher_fetch, "EVP_CIPHER_fetch");
+  if (!SYM(md_free, "EVP_MD_free")) ossl.md_fetch = NULL;
+  else (void)SYM(md_fetch, "EVP_MD_fetch");
 #undef SYM
   ossl.tried = 1;
   return ossl.ok;
@@ -243,8 +251,10 @@ static __thread EVP_CIPHER_CTX *gcm;
 static __thread unsigned char gcm_key[32];
 static __thread int gcm_keyed;
 static __thread const EVP_CIPHER *gcm_cipher;
+static __thread EVP_CIPHER *gcm_cipher_fetched; /* gcm_cipher, when fetched (to be freed) */
 static __thread EVP_MD_CTX *md;
 static __thread const EVP_MD *md_sha256;
+static __thread EVP_MD *md_sha256_fetched;
 
 /* Per thread: decrypted zstd payloads, reused up to SCRATCH_KEEP bytes. */
 static __thread unsigned char *plain_scratch;
@@ -285,7 +295,7 @@ static int sha256_is(const unsigned char *p, size_t n, const unsigned char *id, 
     *error = "EVP_MD_CTX_new failed";
     return 0;
   }
-  if (!md_sha256) md_sha256 = ossl.md_fetch ? ossl.md_fetch(NULL, "SHA256", NULL) : NULL; /* no implicit fetch per blob */
+  if (!md_sha256) md_sha256 = md_sha256_fetched = ossl.md_fetch ? ossl.md_fetch(NULL, "SHA256", NULL) : NULL; /* no implicit fetch per blob */
   if (!md_sha256) md_sha256 = ossl.sha256();
   if (ossl.digest_init(md, md_sha256, NULL) != 1 || ossl.digest_update(md, p, n) != 1 || ossl.digest_final(md, digest, &len) != 1 || len != 32) {
     *error = "SHA-256 failed";
@@ -345,7 +355,7 @@ static napi_value open_blob(napi_env env, napi_callback_info info) {
   memcpy(aad + 1, id, 32);
   if (!gcm) {
     if (!(gcm = ossl.cipher_ctx_new())) return fail(env, "EVP_CIPHER_CTX_new failed");
-    gcm_cipher = ossl.cipher_fetch ? ossl.cipher_fetch(NULL, "AES-256-GCM", NULL) : NULL; /* no implicit fetch per key */
+    gcm_cipher = gcm_cipher_fetched = ossl.cipher_fetch ? ossl.cipher_fetch(NULL, "AES-256-GCM", NULL) : NULL; /* no implicit fetch per key */
     if (!gcm_cipher) gcm_cipher = ossl.aes_256_gcm();
   }
   if (!gcm_keyed || memcmp(gcm_key, key, 32) != 0) {
@@ -422,6 +432,36 @@ done:
   return result;
 }
 
+/*
+ * Frees this thread's contexts and buffers (and forgets the key). A cleanup hook of the
+ * environment, which Node runs on the environment's thread as it ends: a worker thread (a restore
+ * or backup worker) that exits leaves nothing behind, which matters for a long-running process.
+ * libuv's pool threads (compressAsync) keep theirs for the life of the process.
+ */
+static void free_thread_state(void *arg) {
+  (void)arg;
+  ZSTD_freeCCtx(cctx);
+  cctx = NULL;
+  ZSTD_freeDCtx(dctx);
+  dctx = NULL;
+  free(scratch);
+  scratch = NULL;
+  scratch_size = 0;
+  free(plain_scratch);
+  plain_scratch = NULL;
+  plain_scratch_size = 0;
+  if (gcm) ossl.cipher_ctx_free(gcm); /* cleanses the key schedule */
+  gcm = NULL;
+  for (volatile unsigned char *k = gcm_key; k < gcm_key + sizeof gcm_key; k++) *k = 0;
+  gcm_keyed = 0;
+  if (gcm_cipher_fetched) ossl.cipher_free(gcm_cipher_fetched);
+  gcm_cipher = gcm_cipher_fetched = NULL;
+  if (md) ossl.md_ctx_free(md);
+  md = NULL;
+  if (md_sha256_fetched) ossl.md_free(md_sha256_fetched);
+  md_sha256 = md_sha256_fetched = NULL;
+}
+
 NAPI_MODULE_INIT() {
   napi_value fn;
   if (napi_create_function(env, "compress", NAPI_AUTO_LENGTH, compress, NULL, &fn) != napi_ok) return NULL;
@@ -430,6 +470,7 @@ NAPI_MODULE_INIT() {
   if (napi_set_named_property(env, exports, "decompress", fn) != napi_ok) return NULL;
   if (napi_create_function(env, "compressAsync", NAPI_AUTO_LENGTH, compress_async, NULL, &fn) != napi_ok) return NULL;
   if (napi_set_named_property(env, exports, "compressAsync", fn) != napi_ok) return NULL;
+  if (napi_add_env_cleanup_hook(env, free_thread_state, NULL) != napi_ok) return NULL;
   if (ossl_load()) {
     if (napi_create_function(env, "openBlob", NAPI_AUTO_LENGTH, open_blob, NULL, &fn) != napi_ok) return NULL;
     if (napi_set_named_property(env, exports, "openBlob", fn) != napi_ok) return NULL;
