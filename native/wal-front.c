@@ -20,6 +20,13 @@
  * These are the checks the Node CLI makes on its own fast path (src/ops/pg-archive-spool.ts), so the
  * answer is the same; only the time differs.
  *
+ * When the record is not there yet but the file is ready and the spool's worker record names a
+ * live process serving this pg_wal, it waits for the record as Node's call would (`<file>.want`,
+ * inotify on the spool, the worker re-checked every 250 ms, at most --async-timeout from the
+ * ticket), then checks it as above. An error record, a worker that stops, or the time running out
+ * hands the call to Node, told how long was waited (HOLDFAST_FRONT_WAITED_MS, counted against
+ * --async-timeout), which reports the error, starts a worker, or fails with ARCHIVE_TIMEOUT.
+ *
  * HOLDFAST_FRONT=off hands every call to Node; HOLDFAST_FRONT=trace says on stderr what was decided.
  *
  * libcrypto 3 is linked (libcrypto.so.3) and the few functions used are declared here, so the build
@@ -33,7 +40,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef HOLDFAST_NODE
@@ -199,7 +209,7 @@ static char *state_dir(void) {
 static int env_selected(const char *e) {
   if (strncmp(e, "HOME=", 5) == 0 || strncmp(e, "XDG_CACHE_HOME=", 15) == 0) return 1;
   if (strncmp(e, "HOLDFAST_", 9) != 0) return 0;
-  return strncmp(e, "HOLDFAST_PASSWORD=", 18) != 0 && strncmp(e, "HOLDFAST_FRONT=", 15) != 0 && strchr(e, '=') != NULL;
+  return strncmp(e, "HOLDFAST_PASSWORD=", 18) != 0 && strncmp(e, "HOLDFAST_FRONT=", 15) != 0 && strncmp(e, "HOLDFAST_FRONT_WAITED_MS=", 25) != 0 && strchr(e, '=') != NULL;
 }
 
 static int by_bytes(const void *a, const void *b) {
@@ -262,6 +272,7 @@ static char *next_line(char **text) {
 
 struct ticket {
   const char *spool, *repo_config, *config_digest, *config_path;
+  long long timeout_ms;
 };
 
 static int parse_ticket(char *text, struct ticket *t) {
@@ -280,6 +291,12 @@ static int parse_ticket(char *text, struct ticket *t) {
   *sp = 0;
   t->config_digest = l + 7;
   t->config_path = sp + 1;
+  l = next_line(&text);
+  if (!l || strncmp(l, "async-timeout ", 14) != 0) return 0;
+  char *end = NULL;
+  errno = 0;
+  t->timeout_ms = strtoll(l + 14, &end, 10);
+  if (errno || end == l + 14 || *end || t->timeout_ms < 0) return 0;
   return next_line(&text) == NULL;
 }
 
@@ -325,6 +342,147 @@ static const char *content_matches(const unsigned char key[32], const unsigned c
   free(piece);
   EVP_CIPHER_CTX_free(ctx);
   close(fd);
+  return why;
+}
+
+/* Milliseconds this call waited for the worker (told to the Node call it hands over). */
+static long long waited_ms;
+
+static long long now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The absolute, lexically normalized directory of `wal` (as Node's path.dirname(path.resolve())). */
+static int wal_dir(const char *wal, char out[PATH_MAX]) {
+  char joined[2 * PATH_MAX + 2], cwd[PATH_MAX];
+  if (wal[0] == '/') snprintf(joined, sizeof joined, "%s", wal);
+  else if (!getcwd(cwd, sizeof cwd)) return 0;
+  else snprintf(joined, sizeof joined, "%s/%s", cwd, wal);
+  char *slash = strrchr(joined, '/');
+  *slash = 0;
+  size_t n = 0;
+  out[0] = 0;
+  for (char *save = NULL, *part = strtok_r(joined, "/", &save); part; part = strtok_r(NULL, "/", &save)) {
+    if (strcmp(part, ".") == 0) continue;
+    if (strcmp(part, "..") == 0) {
+      char *up = strrchr(out, '/');
+      n = up ? (size_t)(up - out) : 0;
+      out[n] = 0;
+      continue;
+    }
+    size_t k = strlen(part);
+    if (n + k + 2 > PATH_MAX) return 0;
+    out[n++] = '/';
+    memcpy(out + n, part, k);
+    n += k;
+    out[n] = 0;
+  }
+  if (n == 0) strcpy(out, "/");
+  return 1;
+}
+
+/* Field 22 of /proc/<pid>/stat (start time), or 0 when the process is gone or a zombie. */
+static unsigned long long start_time(long pid) {
+  char path[64];
+  size_t n = 0;
+  snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+  char *stat = read_file(path, 4096, &n, 0, NULL);
+  if (!stat) return 0;
+  char *p = strrchr(stat, ')');
+  unsigned long long start = 0;
+  if (p && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X') {
+    p += 2;
+    for (int field = 3; p && field < 22; field++) {
+      p = strchr(p, ' ');
+      if (p) p++;
+    }
+    if (p) start = strtoull(p, NULL, 10);
+  }
+  free(stat);
+  return start;
+}
+
+/* The spool's live worker serves `dir`: its record (pg-archive-spool.ts writeWorker) names a running process. */
+static int worker_serves(const char *spool, const char *dir) {
+  char path[PATH_MAX];
+  size_t n = 0;
+  snprintf(path, sizeof path, "%s/worker", spool);
+  char *rec = read_file(path, PATH_MAX + 128, &n, 0, NULL);
+  if (!rec) return 0;
+  long pid = 0;
+  unsigned long long start = 0;
+  int at = 0, ok = 0;
+  if (sscanf(rec, "holdfast-worker-v1 %ld %llu %n", &pid, &start, &at) == 2 && at > 0 && pid > 0) {
+    char *w = rec + at;
+    size_t len = strlen(w);
+    if (len > 0 && w[len - 1] == '\n') w[len - 1] = 0;
+    ok = strcmp(w, dir) == 0 && start != 0 && start_time(pid) == start;
+  }
+  free(rec);
+  return ok;
+}
+
+/*
+ * Wait, as Node's call would (pg-archive-async.ts), for the worker to record `file`: only while it
+ * is ready (archive_status/<file>.ready), a live worker serves its pg_wal (checked every 250 ms),
+ * and for at most `timeout_ms`. NULL once `<file>.ok` is there; otherwise why Node has to decide
+ * (an error record, no worker, the time is up: Node reports or waits the rest of --async-timeout).
+ */
+static const char *wait_for_record(const char *spool, const char *file, const char *wal, long long timeout_ms) {
+  char dir[PATH_MAX], path[PATH_MAX + 300];
+  if (!wal_dir(wal, dir)) return miss("cannot resolve the directory of %s", wal);
+  snprintf(path, sizeof path, "%s/archive_status/%s.ready", dir, file);
+  if (access(path, F_OK) != 0) return miss("no success record for %s in the spool, and it is not ready (%s)", file, path);
+  if (!worker_serves(spool, dir)) return miss("no success record for %s in the spool, and no live async worker serves %s", file, dir);
+  snprintf(path, sizeof path, "%s/%s.want", spool, file);
+  int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd >= 0) close(fd); /* only a priority hint, as in Node */
+  int in = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+  if (in >= 0 && inotify_add_watch(in, spool, IN_MOVED_TO | IN_CREATE | IN_CLOSE_WRITE) < 0) {
+    close(in);
+    in = -1;
+  }
+  long long start = now_ms(), next_check = start + 250;
+  const char *why = NULL;
+  char ok[PATH_MAX + 300], err[PATH_MAX + 300];
+  snprintf(ok, sizeof ok, "%s/%s.ok", spool, file);
+  snprintf(err, sizeof err, "%s/%s.error", spool, file);
+  for (;;) {
+    if (access(ok, F_OK) == 0) break;
+    if (access(err, F_OK) == 0) {
+      why = miss("the async worker recorded a failure for %s", file);
+      break;
+    }
+    long long now = now_ms();
+    if (now - start >= timeout_ms) {
+      why = miss("the async worker has not recorded %s after %lld ms", file, now - start);
+      break;
+    }
+    if (now >= next_check) {
+      next_check = now + 250;
+      if (!worker_serves(spool, dir)) {
+        why = miss("the async worker serving %s stopped before recording %s", dir, file);
+        break;
+      }
+    }
+    long long left = timeout_ms - (now - start);
+    int ms = in >= 0 ? 50 : 10;
+    if (left < ms) ms = (int)left;
+    struct pollfd p = {.fd = in, .events = POLLIN};
+    if (in >= 0) {
+      if (poll(&p, 1, ms) > 0) {
+        char drain[4096];
+        while (read(in, drain, sizeof drain) > 0) {
+        }
+      }
+    } else {
+      poll(NULL, 0, ms);
+    }
+  }
+  waited_ms = now_ms() - start;
+  if (in >= 0) close(in);
   return why;
 }
 
@@ -382,11 +540,15 @@ static const char *answer(int argc, char **argv, const char **filep) {
   if (!why) {
     snprintf(path, sizeof path, "%s/%s.ok", t.spool, file);
     rec = read_file(path, 256, &n, 0, NULL);
+    if (!rec && errno == ENOENT) {
+      why = wait_for_record(t.spool, file, wal, t.timeout_ms);
+      if (!why) rec = read_file(path, 256, &n, 0, NULL);
+    }
     char *r = rec;
     while (r && n > 0 && (r[n - 1] == '\n' || r[n - 1] == '\r' || r[n - 1] == ' ' || r[n - 1] == '\t')) r[--n] = 0;
     while (r && (*r == ' ' || *r == '\t' || *r == '\n' || *r == '\r')) r++;
-    if (!r) why = miss("no success record for %s in the spool", file);
-    else if (strlen(r) != 12 + 24 + 1 + 32 || strncmp(r, "gmac-aes256 ", 12) != 0 || r[36] != ' ' || !unhex(r + 12, 12, nonce) || !unhex(r + 37, 16, tag)) why = miss("the spool record of %s is malformed", file);
+    if (!why && !r) why = miss("no success record for %s in the spool", file);
+    else if (!why && (strlen(r) != 12 + 24 + 1 + 32 || strncmp(r, "gmac-aes256 ", 12) != 0 || r[36] != ' ' || !unhex(r + 12, 12, nonce) || !unhex(r + 37, 16, tag))) why = miss("the spool record of %s is malformed", file);
   }
   if (!why) why = content_matches((const unsigned char *)spool_key, nonce, tag, file, wal);
   free(rec);
@@ -427,10 +589,15 @@ int main(int argc, char **argv) {
   const char *file = "";
   const char *why = mode && strcmp(mode, "off") == 0 ? "HOLDFAST_FRONT=off" : answer(argc, argv, &file);
   if (!why) {
-    if (trace) fprintf(stderr, "holdfast-push: %s was archived by the async worker (its spool record matches the content); answered without Node\n", file);
+    if (trace) fprintf(stderr, "holdfast-push: %s was archived by the async worker (its spool record matches the content); answered without Node%s\n", file, waited_ms > 0 ? " after waiting for the worker" : "");
     return 0;
   }
   if (trace) fprintf(stderr, "holdfast-push: running Node: %s\n", why);
+  if (waited_ms > 0) {
+    char v[32];
+    snprintf(v, sizeof v, "%lld", waited_ms);
+    setenv("HOLDFAST_FRONT_WAITED_MS", v, 1);
+  }
   run_node(argc, argv);
   return 70;
 }

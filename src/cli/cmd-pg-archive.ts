@@ -7,7 +7,7 @@ import type { RepoRef } from '../ops/context.js';
 import type { PushResult } from '../ops/pg-archive.js';
 import { answerFromSpool, spoolDirFor } from '../ops/pg-archive-spool.js';
 import type { WorkerCommand } from '../ops/pg-archive-async.js';
-import { leaveTicket } from '../ops/pg-archive-ticket.js';
+import { FRONT_WAITED_ENV, leaveTicket } from '../ops/pg-archive-ticket.js';
 import { localDirectory } from '../ops/backend.js';
 import { defaultStateDir } from '../state/key-cache.js';
 import { Logger, type LogLevel } from '../ui/output.js';
@@ -53,7 +53,8 @@ async function push(inv: Invocation, cluster: string): Promise<number> {
       if (answer.warn) inv.log.warn(`async archiving is not available (${answer.sync}); archiving ${path.basename(walPath)} in this process`);
     } else {
       const { pushThroughWorker } = await import('../ops/pg-archive-async.js');
-      r = await pushThroughWorker(ref, cluster, walPath, answer, inv.ctx, { timeoutMs: o.num('async-timeout'), worker: workerCommand(inv, ref, cluster, walPath, jobs) });
+      const waited = Number(process.env[FRONT_WAITED_ENV] ?? 0);
+      r = await pushThroughWorker(ref, cluster, walPath, answer, inv.ctx, { timeoutMs: o.num('async-timeout'), waitedMs: Number.isFinite(waited) ? waited : 0, worker: workerCommand(inv, ref, cluster, walPath, jobs) });
       if (r.earlier) inv.log.debug(`${r.file} was archived by the async worker`);
     }
   }
@@ -80,13 +81,14 @@ function frontTicket(inv: Invocation, ref: RepoRef, walPath: string, spoolDir: s
   if (inv.json || inv.log.enabled('debug') || args.at(-1) !== walPath) return;
   const uid = process.getuid?.();
   if (uid === undefined) return;
-  leaveTicket(defaultStateDir(), { uid, cwd: process.cwd(), args, env: process.env }, { spoolDir: path.resolve(spoolDir), repoConfig: path.join(path.resolve(dir), 'config'), configPath: config.path, configDigest: config.digest });
+  leaveTicket(defaultStateDir(), { uid, cwd: process.cwd(), args, env: process.env }, { spoolDir: path.resolve(spoolDir), repoConfig: path.join(path.resolve(dir), 'config'), configPath: config.path, configDigest: config.digest, asyncTimeoutMs: inv.options.num('async-timeout') });
 }
 
 /** How to run the async worker for this call's repository and cluster, with its settings spelled out. */
 function workerCommand(inv: Invocation, ref: RepoRef, cluster: string, walPath: string, jobs: number): WorkerCommand {
   const o = inv.options;
   const env: NodeJS.ProcessEnv = { ...process.env };
+  delete env[FRONT_WAITED_ENV];
   const args = [...process.execArgv, process.argv[1]!, 'pg', 'archive-push', '--async-worker', '--cluster', cluster, '--repo', ref.location, '--jobs', String(jobs), '--async-batch', String(o.num('async-batch')), '--log-level', o.str('log-level') ?? 'info'];
   const config = o.str('config');
   if (config !== undefined) args.push('--config', path.resolve(config));

@@ -10,13 +10,13 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { CLI, ROOT } from '../testing/helpers.js';
-import { type PgCluster, type RunResult, chownToPostgres, destroyAllClusters, pgSkip, runAsPostgres, startCluster, waitUntil } from '../testing/pg.js';
+import { type PgCluster, type RunResult, chownToPostgres, destroyAllClusters, pgSkip, runAsPostgres, runAsPostgresAsync, startCluster, waitUntil } from '../testing/pg.js';
 import { postgresRepository } from '../testing/pg-repo.js';
 import { expectError, listFiles, show, workspace } from '../testing/e2e.js';
 import { TEST_KDF } from '../testing/helpers.js';
 
 const FRONT = path.join(ROOT, 'dist', 'holdfast-push');
-const ANSWERED = /holdfast-push: (\S+) was archived by the async worker \(its spool record matches the content\); answered without Node/;
+const ANSWERED = /holdfast-push: (\S+) was archived by the async worker \(its spool record matches the content\); answered without Node( after waiting for the worker)?/;
 const TO_NODE = /holdfast-push: running Node: (.*)/;
 
 function frontSkip(): string | false {
@@ -112,7 +112,7 @@ describe('archive-push --async through the native front (real PostgreSQL 15)', {
     toNode(first, /no ticket for this call/, args);
     assert.equal(tickets().length, 1, 'the CLI left one ticket');
     const ticket = fs.readFileSync(path.join(state, tickets()[0]!), 'utf8');
-    assert.match(ticket, new RegExp(`^holdfast-ticket-v1\\nspool /\\S+\\nrepo-config ${repo}/config\\nconfig [0-9a-f]{64} ${config}\\n$`));
+    assert.match(ticket, new RegExp(`^holdfast-ticket-v1\\nspool /\\S+\\nrepo-config ${repo}/config\\nconfig [0-9a-f]{64} ${config}\\nasync-timeout 120000\\n$`));
     for (const n of names.slice(1)) {
       await waitRecorded(n);
       answered(sim.push(n), n, ['pg', 'archive-push', '--async', n]);
@@ -194,6 +194,71 @@ describe('archive-push --async through the native front (real PostgreSQL 15)', {
     toNode(fresh, /the spool is not bound to the repository instance at this location/, ['pg', 'archive-push', '--async', names[2]!]);
     assert.equal(fresh.status, 0, show(['pg', 'archive-push', '--async', names[2]!], fresh));
     assert.ok(archived().has(names[2]!), 'Node archived the file into the new repository');
+  });
+
+  /** The PID in the spool's worker record (pg-archive-spool.ts writeWorker). */
+  const workerPid = (): number => {
+    const rec = listFiles(state).find((f) => f.endsWith('/worker'));
+    const pid = rec ? Number(fs.readFileSync(path.join(state, rec), 'utf8').split(' ')[1]) : NaN;
+    assert.ok(Number.isInteger(pid) && pid > 0, 'the worker recorded itself in the spool');
+    return pid;
+  };
+  /** Add a copy of segment `name` to the simulated pg_wal, marked ready. */
+  const addReady = (wal: string, name: string): void => {
+    fs.copyFileSync(path.join(pg.dataDir, 'pg_wal', name), path.join(wal, name));
+    fs.writeFileSync(path.join(wal, 'archive_status', `${name}.ready`), '');
+    chownToPostgres(path.join(wal, name));
+    chownToPostgres(path.join(wal, 'archive_status', `${name}.ready`));
+  };
+  const frontCall = (root: string, name: string, extraEnv: Record<string, string> = {}): Promise<RunResult> =>
+    runAsPostgresAsync(FRONT, ['pg', 'archive-push', '--async', '--async-batch', '8', path.join('pg_wal', name)], { ...env, ...extraEnv }, { cwd: root, timeoutMs: 120_000 });
+  const wanted = (name: string): Promise<unknown> => waitUntil(`a call to wait for ${name}`, () => listFiles(state).some((f) => f.endsWith(`/${name}.want`)), { timeoutMs: 30_000, intervalMs: 20 });
+
+  test('a call for a file the worker has not recorded yet waits for it without Node; a worker that dies, or the timeout, hands it to Node', async () => {
+    await workersGone();
+    const names = await segments(5);
+    const sim = simulatedWal(names.slice(0, 2));
+    const fast = { HOLDFAST_ASYNC_TIMEOUT: '3s' };
+    // Tickets for both environments (each call hands over to Node the first time, or is answered).
+    assert.equal(sim.push(names[0]!).status, 0);
+    await waitRecorded(names[1]!);
+    assert.equal(sim.push(names[1]!, fast).status, 0);
+
+    // The worker stopped: a call for a newly ready file waits; once the worker goes on, it answers.
+    let pid = workerPid();
+    process.kill(pid, 'SIGSTOP');
+    addReady(sim.wal, names[2]!);
+    let call = frontCall(sim.root, names[2]!);
+    await wanted(names[2]!);
+    process.kill(pid, 'SIGCONT');
+    let r = await call;
+    assert.equal(r.status, 0, show(['pg', 'archive-push', '--async', names[2]!], r));
+    assert.deepEqual([...(ANSWERED.exec(r.stderr) ?? [])].slice(1), [names[2]!, ' after waiting for the worker'], r.stderr);
+
+    // The worker dies while a call waits: Node takes over, starts another worker, and the file is archived.
+    pid = workerPid();
+    process.kill(pid, 'SIGSTOP');
+    addReady(sim.wal, names[3]!);
+    call = frontCall(sim.root, names[3]!);
+    await wanted(names[3]!);
+    process.kill(pid, 'SIGKILL');
+    r = await call;
+    assert.equal(r.status, 0, show(['pg', 'archive-push', '--async', names[3]!], r));
+    toNode(r, new RegExp(`the async worker serving .* stopped before recording ${names[3]!}`), ['pg', 'archive-push', '--async', names[3]!]);
+    assert.ok(archived().has(names[3]!), `${names[3]!} is in the repository`);
+    assert.notEqual(workerPid(), pid, 'a new worker runs');
+
+    // --async-timeout (3 s here) spent waiting in the front is not waited again by Node.
+    pid = workerPid();
+    process.kill(pid, 'SIGSTOP');
+    try {
+      addReady(sim.wal, names[4]!);
+      r = await frontCall(sim.root, names[4]!, fast);
+      toNode(r, new RegExp(`the async worker has not recorded ${names[4]!} after \\d+ ms`), ['pg', 'archive-push', '--async', names[4]!]);
+      expectError(r, ['pg', 'archive-push', '--async', names[4]!], 30, 'ARCHIVE_TIMEOUT', `${names[4]!} was not archived within 3 s`);
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
   });
 
   test('other commands, HOLDFAST_FRONT=off and a sync archive-push run Node with the same arguments and the same result', () => {

@@ -54,6 +54,8 @@ export interface WorkerCommand {
 export interface AsyncCallOptions {
   /** Fail with ARCHIVE_TIMEOUT when the worker has not recorded the file by then. */
   readonly timeoutMs: number;
+  /** How long the native front already waited for this file (counted against timeoutMs). */
+  readonly waitedMs?: number;
   readonly worker: WorkerCommand;
 }
 
@@ -138,7 +140,7 @@ export async function pushThroughWorker(ref: RepoRef, cluster: string, walPath: 
   spool.want(file);
   const waiter = new SpoolWaiter(spool.dir);
   try {
-    const deadline = Date.now() + o.timeoutMs;
+    const deadline = Date.now() + Math.max(0, o.timeoutMs - (o.waitedMs ?? 0));
     let nextCheck = Date.now() + 250;
     for (;;) {
       ctx.signal?.throwIfAborted();

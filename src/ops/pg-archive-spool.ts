@@ -21,6 +21,9 @@
  *   <file>.error   JSON {code, message, hint, fingerprint|null, time, pid}: the worker's attempt failed
  *   <file>.want    (empty) a call waits for <file>: the worker takes it first
  *   worker.log     the worker's log (stderr), rotated to worker.log.1 beyond 1 MiB
+ *   worker         "holdfast-worker-v1 <pid> <start time> <pg_wal>\n": the live worker (start time:
+ *                  field 22 of /proc/<pid>/stat, so a reused PID does not pass for it), for the
+ *                  native front's wait (native/wal-front.c); removed when it exits
  *
  * Fingerprint: GMAC (AES-256-GCM over no plaintext; the data is additional authenticated data)
  * under the spool key with a fresh random 96-bit nonce per record, over
@@ -265,6 +268,27 @@ export class Spool {
     unlinkQuietly(this.path(`${file}.error`));
   }
 
+  /** Record this process as the spool's live worker, serving `walDir` (absolute). Quiet: only the native front's wait uses it. */
+  writeWorker(walDir: string): void {
+    const start = processStartTime(process.pid);
+    if (start === undefined || walDir.includes('\n')) return;
+    try {
+      this.writeAtomic('worker', `${WORKER_RECORD} ${process.pid} ${start} ${walDir}\n`);
+    } catch {
+      // the front then leaves waiting to Node
+    }
+  }
+
+  /** Remove the worker record if it is this process's. */
+  clearWorker(): void {
+    try {
+      const [tag, pid] = fs.readFileSync(this.path('worker'), 'utf8').split(' ');
+      if (tag === WORKER_RECORD && Number(pid) === process.pid) fs.rmSync(this.path('worker'), { force: true });
+    } catch {
+      // none
+    }
+  }
+
   /** Open the worker log for appending (rotated when large); returns its descriptor. */
   openLog(): number {
     const log = this.path(WORKER_LOG);
@@ -285,6 +309,20 @@ export class Spool {
       fs.rmSync(tmp, { force: true });
       throw fsError(err, 'write', this.path(name));
     }
+  }
+}
+
+const WORKER_RECORD = 'holdfast-worker-v1';
+
+/** Field 22 of /proc/<pid>/stat (start time in clock ticks since boot), or undefined. */
+export function processStartTime(pid: number): string | undefined {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const start = fields[19]; // fields[0] is field 3 (state)
+    return start && /^\d+$/.test(start) ? start : undefined;
+  } catch {
+    return undefined;
   }
 }
 

@@ -22,7 +22,7 @@ test('the key covers uid, directory, arguments but the WAL path, HOME, XDG_CACHE
   assert.match(k, /^[0-9a-f]{64}$/);
   const same: TicketInputs[] = [
     { ...base, args: [...base.args.slice(0, -1), 'pg_wal/000000010000000000000002'] },
-    { ...base, env: { ...base.env, HOLDFAST_PASSWORD: 'secret', HOLDFAST_FRONT: 'trace', PATH: '/bin', PGDATA: '/x' } },
+    { ...base, env: { ...base.env, HOLDFAST_PASSWORD: 'secret', HOLDFAST_FRONT: 'trace', HOLDFAST_FRONT_WAITED_MS: '10', PATH: '/bin', PGDATA: '/x' } },
     { ...base, env: Object.fromEntries(Object.entries(base.env).reverse()) },
   ];
   for (const i of same) assert.equal(ticketKey(i), k, JSON.stringify(i));
@@ -47,7 +47,7 @@ test('a ticket is written private, kept when identical, rewritten when changed o
   try {
     const uid = process.getuid!();
     const inputs = { ...base, uid };
-    const t = { spoolDir: '/s/spool/abc/main', repoConfig: '/srv/repo/config', configPath: '/etc/holdfast/holdfast.conf', configDigest: 'absent' };
+    const t = { spoolDir: '/s/spool/abc/main', repoConfig: '/srv/repo/config', configPath: '/etc/holdfast/holdfast.conf', configDigest: 'absent', asyncTimeoutMs: 60_000 };
     const file = ticketPath(state, ticketKey(inputs));
     leaveTicket(state, inputs, t);
     assert.equal(fs.readFileSync(file, 'utf8'), ticketText(t));

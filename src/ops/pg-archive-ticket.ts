@@ -16,7 +16,8 @@
  *   "a<count>" then every argument after the program except the last (the WAL path),
  *   "e<count>" then the environment entries "NAME=VALUE" sorted bytewise, of HOME,
  *   XDG_CACHE_HOME and every HOLDFAST_* name except HOLDFAST_PASSWORD (a secret the fast path
- *   does not use) and HOLDFAST_FRONT (the front's own switch).
+ *   does not use), HOLDFAST_FRONT (the front's own switch) and HOLDFAST_FRONT_WAITED_MS (what it
+ *   tells the Node call it hands over).
  * Those are all the inputs that decide the spool: the state directory comes from the environment
  * (defaultStateDir), the repository location and cluster from flags, HOLDFAST_* and the config file.
  *
@@ -25,6 +26,7 @@
  *   spool <absolute spool directory>
  *   repo-config <absolute path of the local repository's config object>
  *   config <sha-256 hex of the config file's bytes, or "absent"> <absolute config file path>
+ *   async-timeout <milliseconds>
  */
 import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -33,7 +35,9 @@ import * as path from 'node:path';
 export const TICKET_VERSION = 'holdfast-ticket-v1';
 /** Set to "off" to make the front hand every call to Node, "trace" to have it say why on stderr. */
 export const FRONT_ENV = 'HOLDFAST_FRONT';
-const EXCLUDED_ENV = new Set(['HOLDFAST_PASSWORD', FRONT_ENV]);
+/** Set by the front for the Node call it hands over after waiting: milliseconds already waited. */
+export const FRONT_WAITED_ENV = 'HOLDFAST_FRONT_WAITED_MS';
+const EXCLUDED_ENV = new Set(['HOLDFAST_PASSWORD', FRONT_ENV, FRONT_WAITED_ENV]);
 
 export interface TicketInputs {
   readonly uid: number;
@@ -48,6 +52,8 @@ export interface Ticket {
   readonly repoConfig: string;
   readonly configPath: string;
   readonly configDigest: string;
+  /** --async-timeout: how long the front may wait for the worker's record. */
+  readonly asyncTimeoutMs: number;
 }
 
 function field(parts: Buffer[], value: string): void {
@@ -74,7 +80,7 @@ export function ticketKey(i: TicketInputs): string {
 }
 
 export function ticketText(t: Ticket): string {
-  return `${TICKET_VERSION}\nspool ${t.spoolDir}\nrepo-config ${t.repoConfig}\nconfig ${t.configDigest} ${t.configPath}\n`;
+  return `${TICKET_VERSION}\nspool ${t.spoolDir}\nrepo-config ${t.repoConfig}\nconfig ${t.configDigest} ${t.configPath}\nasync-timeout ${Math.max(0, Math.round(t.asyncTimeoutMs))}\n`;
 }
 
 export function ticketPath(stateDir: string, key: string): string {

@@ -112,10 +112,15 @@ export async function runArchiveWorker(ref: RepoRef, cluster: string, o: WorkerO
       at.phase = 'repository lock';
       spool.bind(instance, repo.config.id);
       log.info(`async worker for cluster ${cluster} started (PID ${process.pid}): ${walDir} -> ${ref.location}, ${o.jobs} at a time${nativeZstd ? '' : ' (native zstd helper missing: the zstd binding compresses)'}`);
-      return withRepoLock(repo, ref.location, ctx, 'shared', 'pg archive-push --async (worker)', (ctx) => {
-        at.phase = 'work';
-        return work(repo, ref.location, cluster, walDir, spool, instance, lock, o, ctx, ref.storage);
-      });
+      spool.writeWorker(path.resolve(walDir));
+      try {
+        return await withRepoLock(repo, ref.location, ctx, 'shared', 'pg archive-push --async (worker)', (ctx) => {
+          at.phase = 'work';
+          return work(repo, ref.location, cluster, walDir, spool, instance, lock, o, ctx, ref.storage);
+        });
+      } finally {
+        spool.clearWorker();
+      }
     });
   } catch (err) {
     if (at.phase === 'local lock' && err instanceof HoldfastError && err.code === 'LOCKED') {
