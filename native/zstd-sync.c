@@ -22,6 +22,7 @@
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <node_api.h>
@@ -462,6 +463,24 @@ static void free_thread_state(void *arg) {
   md_sha256 = md_sha256_fetched = NULL;
 }
 
+/*
+ * startWriteback(fd, offset, length) -> boolean: sync_file_range(SYNC_FILE_RANGE_WRITE), i.e. start
+ * writing those dirty pages to storage without waiting for it. Restore workers call it as they go
+ * so that the final syncfs finds little left to write (docs/design.md §11). Only a hint: false
+ * when the kernel refuses (not a regular file, an old kernel), never an exception.
+ */
+static napi_value start_writeback(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3], result;
+  int32_t fd = -1;
+  int64_t off = 0, len = 0;
+  int ok = napi_get_cb_info(env, info, &argc, argv, NULL, NULL) == napi_ok && argc == 3 && napi_get_value_int32(env, argv[0], &fd) == napi_ok &&
+           napi_get_value_int64(env, argv[1], &off) == napi_ok && napi_get_value_int64(env, argv[2], &len) == napi_ok && fd >= 0 && off >= 0 && len >= 0;
+  if (ok) ok = sync_file_range(fd, off, len, SYNC_FILE_RANGE_WRITE) == 0;
+  napi_get_boolean(env, ok, &result);
+  return result;
+}
+
 NAPI_MODULE_INIT() {
   napi_value fn;
   if (napi_create_function(env, "compress", NAPI_AUTO_LENGTH, compress, NULL, &fn) != napi_ok) return NULL;
@@ -470,6 +489,8 @@ NAPI_MODULE_INIT() {
   if (napi_set_named_property(env, exports, "decompress", fn) != napi_ok) return NULL;
   if (napi_create_function(env, "compressAsync", NAPI_AUTO_LENGTH, compress_async, NULL, &fn) != napi_ok) return NULL;
   if (napi_set_named_property(env, exports, "compressAsync", fn) != napi_ok) return NULL;
+  if (napi_create_function(env, "startWriteback", NAPI_AUTO_LENGTH, start_writeback, NULL, &fn) != napi_ok) return NULL;
+  if (napi_set_named_property(env, exports, "startWriteback", fn) != napi_ok) return NULL;
   if (napi_add_env_cleanup_hook(env, free_thread_state, NULL) != napi_ok) return NULL;
   if (ossl_load()) {
     if (napi_create_function(env, "openBlob", NAPI_AUTO_LENGTH, open_blob, NULL, &fn) != napi_ok) return NULL;

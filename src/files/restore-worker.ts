@@ -12,6 +12,7 @@ import { parentPort } from 'node:worker_threads';
 import { openSync, readSync, writeSync } from 'node:fs';
 import * as path from 'node:path';
 import { HoldfastError, fsError, systemCode } from '../errors/catalogue.js';
+import { startWriteback } from '../repository/compress.js';
 import { BlobOpener } from '../repository/open-blob.js';
 import { packName } from '../repository/pack.js';
 import { type BlobRef, type MainToWorker, type Outcome, type WorkItem, type WorkerToMain, CANCELLED, closeQuietly, createTargetFile, finishAndClose, finishTargetFile, sameContent, serializeError } from './restore-pool.js';
@@ -26,6 +27,10 @@ let location = '';
 let stop: Int32Array | undefined;
 /** fsync each file before reporting it (RestoreOptions.sync). */
 let sync = true;
+/** Start the writeback of what is written as it goes (the restore is to be durable). */
+let writeback = false;
+/** Writeback is started for every this many bytes written to a file, and for the rest at its end. */
+const WRITEBACK_STEP = 8 << 20;
 
 /** Open pack files, least recently used first. */
 const PACK_FDS = 16;
@@ -110,6 +115,11 @@ let writtenTo = 0;
 /** Write `blobs` back to back from `pos`; returns the end position. */
 async function writeBlobs(fd: number, dest: string, pos: number, blobs: readonly BlobRef[]): Promise<number> {
   writtenTo = pos;
+  let kicked = pos;
+  const kick = (): void => {
+    if (writeback && writtenTo > kicked) startWriteback(fd, kicked, writtenTo - kicked);
+    kicked = writtenTo;
+  };
   for (let i = 0; i < blobs.length; ) {
     const first = blobs[i]!;
     if (zeroIds.has(first.id)) {
@@ -139,10 +149,12 @@ async function writeBlobs(fd: number, dest: string, pos: number, blobs: readonly
       } else {
         writeAll(fd, dest, o.data, o.length, pos);
         writtenTo = pos + o.length;
+        if (writtenTo - kicked >= WRITEBACK_STEP) kick();
       }
       pos += o.length;
     }
   }
+  kick();
   return pos;
 }
 
@@ -219,6 +231,7 @@ port.on('message', (msg: MainToWorker) => {
       location = msg.location;
       stop = new Int32Array(msg.stop);
       sync = msg.sync;
+      writeback = msg.writeback;
       return;
     case 'work':
       work.push(msg);

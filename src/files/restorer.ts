@@ -149,7 +149,10 @@ export async function restoreTree(repo: Repository, rootTree: string, opts: Rest
   const durability = opts.sync === false ? 'none' : (await syncfsCovers(target)) ? 'filesystem' : 'files';
   opts = { ...opts, sync: durability === 'files' };
 
-  const pool = await startPool(repo, opts);
+  // Workers start the writeback of what they write as they go, so that the final syncfs (or the
+  // fsync of each file) waits for little: otherwise a machine with much memory keeps a whole
+  // restore dirty in the page cache and writes it all at the end (measured: 1.9 s for 2.1 GB).
+  const pool = await startPool(repo, opts, durability !== 'none');
   if (pool) p.workers = pool.size;
   try {
     await writeSelection(repo, rootTree, opts, { target, rootPrefix, select, descend, pool });
@@ -176,7 +179,7 @@ interface Selection {
 }
 
 /** Worker threads for this restore, or undefined to write in the main thread. */
-async function startPool(repo: Repository, opts: RestoreOptions): Promise<RestorePool | undefined> {
+async function startPool(repo: Repository, opts: RestoreOptions, writeback: boolean): Promise<RestorePool | undefined> {
   const mode = opts.workers ?? 'auto';
   if (mode === 'never' || opts.parallel === 0) return undefined;
   const p = opts.progress;
@@ -186,7 +189,7 @@ async function startPool(repo: Repository, opts: RestoreOptions): Promise<Restor
   const wanted = Math.min(MAX_WORKERS, opts.parallel ?? Math.min(MAX_DEFAULT_WORKERS, availableParallelism()));
   // No more workers than there are items to give them.
   const count = Math.max(1, Math.min(wanted, p.filesTotal + Math.ceil(p.bytesTotal / RANGE)));
-  return RestorePool.start(repo.packKey(), root, repo.backend.location, count, opts.sync !== false);
+  return RestorePool.start(repo.packKey(), root, repo.backend.location, count, opts.sync !== false, writeback);
 }
 
 /**

@@ -50,6 +50,7 @@ interface Helper {
   compressAsync?: AsyncCompress;
   /** Absent when Node does not export the OpenSSL functions it needs. */
   openBlob?: NativeOpenBlob;
+  startWriteback?: (fd: number, offset: number, length: number) => boolean;
 }
 
 /** The native helper's functions, loaded once (null: not built here). */
@@ -122,6 +123,15 @@ export async function compress(data: Buffer, c: Compression): Promise<[number, B
 /** native/zstd-sync.c's openBlob, when it was built and Node exports the OpenSSL functions it calls. */
 export function nativeOpenBlob(): NativeOpenBlob | undefined {
   return loadHelper()?.openBlob;
+}
+
+/**
+ * Start writing `length` bytes of `fd` from `offset` to storage without waiting (sync_file_range
+ * SYNC_FILE_RANGE_WRITE, through the native helper): a hint that lets a restore's final syncfs find
+ * little left to write. False when it could not be given (no helper, not a regular file).
+ */
+export function startWriteback(fd: number, offset: number, length: number): boolean {
+  return loadHelper()?.startWriteback?.(fd, offset, length) ?? false;
 }
 
 /** Whether the native helper (native/zstd-sync.c) compresses compressPieces' pieces, with reused contexts. */
