@@ -175,13 +175,19 @@ describe('restore with worker threads', { timeout: 300_000 }, () => {
     await assertSameTree(src, restoredPath(zero, src));
   });
 
-  test('without the native helper (HOLDFAST_TEST_NO_ZSTD_SYNC=1 in the workers) the JS path restores the same tree and reports the same damage', async () => {
+  /** A copy of the repository with two bytes of the first blob of big-0.bin overwritten. */
+  async function flippedCopy(): Promise<{ flipped: string; loc: Awaited<ReturnType<typeof blobLocation>>; blob: string }> {
     const node = await nodeOf(repo, path.join(src, 'big-0.bin'));
     const flipped = copyRepo();
     const loc = await blobLocation(flipped, node.content![0]!);
     const fd = fs.openSync(loc.file, 'r+');
     fs.writeSync(fd, Buffer.from('XX'), 0, 2, loc.offset + 20);
     fs.closeSync(fd);
+    return { flipped, loc, blob: node.content![0]! };
+  }
+
+  test('without the native helper (HOLDFAST_TEST_NO_ZSTD_SYNC=1 in the workers) the JS path restores the same tree and reports the same damage', async () => {
+    const { flipped, loc, blob } = await flippedCopy();
     const messages: string[] = [];
     for (const off of [true, false]) {
       // Worker threads take a copy of process.env when they start.
@@ -200,7 +206,7 @@ describe('restore with worker threads', { timeout: 300_000 }, () => {
       }
     }
     assert.equal(messages[0], messages[1], 'the same error with and without the helper');
-    assert.ok(messages[0]!.includes(node.content![0]!) && messages[0]!.includes(loc.pack), messages[0]);
+    assert.ok(messages[0]!.includes(blob) && messages[0]!.includes(loc.pack), messages[0]);
   });
 
   test('storage that is not this local directory is restored in the main thread, never from packs found on disk', async () => {
@@ -344,12 +350,7 @@ describe('restore with worker threads', { timeout: 300_000 }, () => {
   });
 
   test('the CLI reports a damaged pack with exit 14 (INTEGRITY) and a missing one with exit 15 (OBJECT_MISSING)', async () => {
-    const node = await nodeOf(repo, path.join(src, 'big-0.bin'));
-    const flipped = copyRepo();
-    const loc = await blobLocation(flipped, node.content![0]!);
-    const fd = fs.openSync(loc.file, 'r+');
-    fs.writeSync(fd, Buffer.from('XX'), 0, 2, loc.offset + 20);
-    fs.closeSync(fd);
+    const { flipped, loc } = await flippedCopy();
     let args = ['restore', 'latest', '--target', path.join(dir, 'cli-flipped')];
     expectError(cli(args, { ...env, HOLDFAST_REPO: flipped }), args, 14, 'INTEGRITY', loc.pack);
 
