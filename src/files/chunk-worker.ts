@@ -15,7 +15,7 @@ import { type Compression, useSyncCompression } from '../repository/compress.js'
 import { sealBlob } from '../repository/seal-blob.js';
 import { Chunker, type ChunkerSpec, chunkStream } from './chunker.js';
 import { type CorruptPage, type FileMode, cutterFor, inspectChunk } from './file-mode.js';
-import type { MainToWorker, WorkerToMain } from './reader-pool.js';
+import type { FileRange, MainToWorker, WorkerToMain } from './reader-pool.js';
 
 const port = parentPort;
 if (!port) throw new Error('chunk-worker must run in a worker thread');
@@ -97,9 +97,17 @@ function processSmallFile(job: number, path: string, size: number, mode: FileMod
   })();
 }
 
-async function processFile(job: number, path: string, size: number, mode: FileMode | undefined): Promise<void> {
+/**
+ * `range` (fixed-size chunking only): read the bytes from `range.offset`, at most `range.length`
+ * of them (to the end of the file without a length), as the part of a larger file the main thread
+ * split across workers; offsets are multiples of the chunk size, so the cuts are the file's own.
+ */
+async function processFile(job: number, path: string, size: number, mode: FileMode | undefined, range?: FileRange): Promise<void> {
   if (!key || !chunker) throw new Error('worker not initialised');
-  if (size < SMALL) return processSmallFile(job, path, size, mode);
+  if (range && !(mode?.fixedChunk && range.offset % mode.fixedChunk === 0 && (range.length === undefined || range.length % mode.fixedChunk === 0))) {
+    throw new Error(`protocol: a file range needs fixed chunks and chunk-aligned bounds (${path} at ${range.offset})`);
+  }
+  if (size < SMALL && !range) return processSmallFile(job, path, size, mode);
   const c = cutterFor(chunker, mode);
   const windowSize = c.windowSize(Infinity);
   let pool = windows.get(windowSize);
@@ -112,7 +120,9 @@ async function processFile(job: number, path: string, size: number, mode: FileMo
   try {
     fd = openSync(path, 'r');
     const file = fd;
-    const read = (buf: Buffer, off: number, len: number, at: number): number => readSync(file, buf, off, len, at);
+    const base = range?.offset ?? 0;
+    const end = range?.length === undefined ? Infinity : range.length;
+    const read = (buf: Buffer, off: number, len: number, at: number): number => (at >= end ? 0 : readSync(file, buf, off, Math.min(len, end - at), base + at));
     const content: string[] = [];
     let total = 0;
     let batch: Array<{ id: Buffer; hex: string; chunk: Buffer }> = [];
@@ -142,7 +152,7 @@ async function processFile(job: number, path: string, size: number, mode: FileMo
       const id = sha256(chunk);
       const hex = id.toString('hex');
       content.push(hex);
-      inspectChunk(mode, chunk, total, corrupt);
+      inspectChunk(mode, chunk, base + total, corrupt);
       total += chunk.length;
       batch.push({ id, hex, chunk });
     }
@@ -169,7 +179,7 @@ port.on('message', (msg: MainToWorker) => {
       compression = msg.compression;
       return;
     case 'file':
-      processFile(msg.job, msg.path, msg.size, msg.mode).catch((err: unknown) => {
+      processFile(msg.job, msg.path, msg.size, msg.mode, msg.range).catch((err: unknown) => {
         waiting.delete(msg.job);
         const e = err as { code?: string; message?: string };
         send({ t: 'fail', job: msg.job, code: e.code ?? '', message: e.message ?? String(err) });

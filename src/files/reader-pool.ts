@@ -16,6 +16,11 @@
  *   worker → main   whole {job, content, size, blobs}
  * and the main thread stores the blobs it can claim and drops the rest.
  *
+ * Files cut into fixed chunks (PostgreSQL relation files) of 32 MiB or more are read as 16 MiB
+ * ranges, each its own job on whichever worker is free (file {…, range}), and their results joined
+ * in order: one 1 GiB relation segment would otherwise keep one worker busy while the others idle.
+ * Range bounds are multiples of the chunk size, so the chunks are those of one sequential read.
+ *
  * Each worker runs at most `perWorker` jobs and at most one file of 128 KiB or more at a time, so
  * memory stays bounded: one reusable window per worker plus small files' own buffers.
  */
@@ -27,9 +32,15 @@ import type { Compression } from '../repository/compress.js';
 import type { ChunkerSpec } from './chunker.js';
 import type { CorruptPage, FileMode } from './file-mode.js';
 
+/** Part of a file: from `offset`, `length` bytes at most, or to the end of the file without it. */
+export interface FileRange {
+  readonly offset: number;
+  readonly length?: number | undefined;
+}
+
 export type MainToWorker =
   | { t: 'init'; key: Uint8Array; chunker: ChunkerSpec; compression: Compression }
-  | { t: 'file'; job: number; path: string; size: number; mode?: FileMode | undefined }
+  | { t: 'file'; job: number; path: string; size: number; mode?: FileMode | undefined; range?: FileRange | undefined }
   | { t: 'need'; job: number; need: boolean[] }
   | { t: 'ack'; job: number; abort?: boolean };
 
@@ -69,6 +80,9 @@ interface Slot {
   jobs: number;
   big: number;
 }
+
+/** Range size for files split across workers (rounded down to a multiple of their chunk size). */
+const RANGE = 16 << 20;
 
 /** Where the worker script is: beside this module (tsc build) or the bundle's entry (dist/). */
 function workerScript(): URL | undefined {
@@ -115,6 +129,33 @@ export class ReaderPool {
 
   /** Read, chunk and store one file; resolves with its content ids. */
   async read(path: string, size: number, progress: ReadProgress, mode?: FileMode): Promise<ReadResult> {
+    const step = mode?.fixedChunk ? Math.max(1, Math.floor(RANGE / mode.fixedChunk)) * mode.fixedChunk : 0;
+    if (step === 0 || this.slots.length < 2 || size < 2 * step) return this.readJob(path, size, progress, mode);
+    // Every range but the last ends at its bound; the last reads to the end of the file, which may
+    // have grown since it was measured (as one sequential read would).
+    const ranges: FileRange[] = [];
+    const count = Math.floor(size / step);
+    for (let i = 0; i < count; i++) ranges.push(i < count - 1 ? { offset: i * step, length: step } : { offset: i * step });
+    const settled = await Promise.allSettled(ranges.map((r) => this.readJob(path, r.length ?? size - r.offset, progress, mode, r)));
+    const content: string[] = [];
+    const corrupt: CorruptPage[] = [];
+    let total = 0;
+    const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+    if (failed) throw failed.reason;
+    for (const [i, s] of settled.entries()) {
+      const r = (s as PromiseFulfilledResult<ReadResult>).value;
+      content.push(...r.content);
+      if (r.corrupt) corrupt.push(...r.corrupt);
+      total += r.size;
+      // A range that ended early is where the file ended (it shrank while it was read): what later
+      // ranges found is not the continuation of these bytes, so the file is taken as ending here.
+      const length = ranges[i]!.length;
+      if (length !== undefined && r.size < length) break;
+    }
+    return { content, size: total, ...(corrupt.length ? { corrupt } : {}) };
+  }
+
+  private async readJob(path: string, size: number, progress: ReadProgress, mode?: FileMode, range?: FileRange): Promise<ReadResult> {
     const big = size >= 128 << 10;
     let slot: Slot | undefined;
     for (;;) {
@@ -129,7 +170,7 @@ export class ReaderPool {
     const s = slot;
     return new Promise<ReadResult>((resolve, reject) => {
       this.jobs.set(job, { claimed: 0, resolve, reject, progress, big, worker: s });
-      s.worker.postMessage({ t: 'file', job, path, size, mode } satisfies MainToWorker);
+      s.worker.postMessage({ t: 'file', job, path, size, mode, ...(range ? { range } : {}) } satisfies MainToWorker);
     });
   }
 
