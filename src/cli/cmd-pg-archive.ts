@@ -7,7 +7,7 @@ import type { RepoRef } from '../ops/context.js';
 import type { PushResult } from '../ops/pg-archive.js';
 import { answerFromSpool, spoolDirFor } from '../ops/pg-archive-spool.js';
 import type { WorkerCommand } from '../ops/pg-archive-async.js';
-import { FRONT_WAITED_ENV, leaveTicket } from '../ops/pg-archive-ticket.js';
+import { FRONT_WAITED_ENV, configDigest, leaveTicket } from '../ops/pg-archive-ticket.js';
 import { localDirectory } from '../ops/backend.js';
 import { defaultStateDir } from '../state/key-cache.js';
 import { Logger, type LogLevel } from '../ui/output.js';
@@ -81,7 +81,7 @@ function frontTicket(inv: Invocation, ref: RepoRef, walPath: string, spoolDir: s
   if (inv.json || inv.log.enabled('debug') || args.at(-1) !== walPath) return;
   const uid = process.getuid?.();
   if (uid === undefined) return;
-  leaveTicket(defaultStateDir(), { uid, cwd: process.cwd(), args, env: process.env }, { spoolDir: path.resolve(spoolDir), repoConfig: path.join(path.resolve(dir), 'config'), configPath: config.path, configDigest: config.digest, asyncTimeoutMs: inv.options.num('async-timeout') });
+  leaveTicket(defaultStateDir(), { uid, cwd: process.cwd(), args, env: process.env }, { spoolDir: path.resolve(spoolDir), repoConfig: path.join(path.resolve(dir), 'config'), configPath: config.path, configDigest: configDigest(config.raw), asyncTimeoutMs: inv.options.num('async-timeout') });
 }
 
 /** How to run the async worker for this call's repository and cluster, with its settings spelled out. */

@@ -8,7 +8,6 @@
  * `--cluster NAME` (before [global]'s). List options take comma-separated values or repeated keys.
  * Precedence: flag > environment > the cluster's section > [global] > default.
  */
-import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { HoldfastError } from '../errors/catalogue.js';
@@ -204,15 +203,16 @@ export interface ConfigFile {
   readonly global: Map<string, ConfigEntry>;
   /** `[cluster NAME]` sections by name. */
   readonly clusters: Map<string, Map<string, ConfigEntry>>;
-  /** SHA-256 (hex) of the bytes read, or 'absent' when a missing default file was skipped. */
-  readonly digest: string;
+  /** The bytes read; undefined when a missing default file was skipped. */
+  readonly raw: Buffer | undefined;
 }
 
-/** Which config file the options were resolved from, and the digest of what was read. */
+/** Which config file the options were resolved from, and exactly what was read of it. */
 export interface ConfigSource {
   /** Absolute. */
   readonly path: string;
-  readonly digest: string;
+  /** Undefined: the default file does not exist. */
+  readonly raw: Buffer | undefined;
 }
 
 const CLUSTER_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
@@ -227,7 +227,7 @@ export function readConfigFile(file: string, explicit: boolean): ConfigFile {
   try {
     raw = readFileSync(file);
   } catch (err) {
-    if (!explicit && (err as { code?: string }).code === 'ENOENT') return { global, clusters, digest: 'absent' };
+    if (!explicit && (err as { code?: string }).code === 'ENOENT') return { global, clusters, raw: undefined };
     throw new HoldfastError('CONFIG_INVALID', `cannot read config file ${file}: ${(err as Error).message}`, { file });
   }
   const text = raw.toString('utf8');
@@ -262,7 +262,7 @@ export function readConfigFile(file: string, explicit: boolean): ConfigFile {
     if (entry && spec.type === 'list') entry.values.push(value);
     else out.set(key, { values: [value], line: i + 1 });
   }
-  return { global, clusters, digest: createHash('sha256').update(raw).digest('hex') };
+  return { global, clusters, raw };
 }
 
 export class Options {
@@ -351,5 +351,5 @@ export function resolveOptions(command: string, parsed: ParsedArgs, env: NodeJS.
       sources.set(spec.name, 'default');
     }
   }
-  return new Options(values, sources, origins, { path: path.resolve(configPath), digest: file.digest });
+  return new Options(values, sources, origins, { path: path.resolve(configPath), raw: file.raw });
 }

@@ -315,7 +315,7 @@ export class Spool {
 const WORKER_RECORD = 'holdfast-worker-v1';
 
 /** Field 22 of /proc/<pid>/stat (start time in clock ticks since boot), or undefined. */
-export function processStartTime(pid: number): string | undefined {
+function processStartTime(pid: number): string | undefined {
   try {
     const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');

@@ -32,9 +32,9 @@ import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-export const TICKET_VERSION = 'holdfast-ticket-v1';
+const TICKET_VERSION = 'holdfast-ticket-v1';
 /** Set to "off" to make the front hand every call to Node, "trace" to have it say why on stderr. */
-export const FRONT_ENV = 'HOLDFAST_FRONT';
+const FRONT_ENV = 'HOLDFAST_FRONT';
 /** Set by the front for the Node call it hands over after waiting: milliseconds already waited. */
 export const FRONT_WAITED_ENV = 'HOLDFAST_FRONT_WAITED_MS';
 const EXCLUDED_ENV = new Set(['HOLDFAST_PASSWORD', FRONT_ENV, FRONT_WAITED_ENV]);
@@ -77,6 +77,11 @@ export function ticketKey(i: TicketInputs): string {
   field(parts, `e${env.length}`);
   for (const e of env) parts.push(Buffer.from(`${e.length}:`, 'latin1'), e);
   return createHash('sha256').update(Buffer.concat(parts)).digest('hex');
+}
+
+/** A config file's digest as a ticket pins it: SHA-256 hex of its bytes, "absent" when there is none. */
+export function configDigest(raw: Buffer | undefined): string {
+  return raw === undefined ? 'absent' : createHash('sha256').update(raw).digest('hex');
 }
 
 export function ticketText(t: Ticket): string {
