@@ -18,11 +18,16 @@
  * the input until the promise settles.
  *
  * And openBlob(...): opens one sealed blob (AES-256-GCM, then zstd or stored, then SHA-256 of the
- * plaintext against its id) in one call, for the restore workers; see open_blob below.
+ * plaintext against its id) in one call, for the restore workers; see open_blob below. sealBlob(...)
+ * is its converse for the backup workers: compress and seal a chunk into one buffer of its own.
+ *
+ * And pageChecksums(...): PostgreSQL's page checksums of a run of pages, for the backup workers'
+ * verification of relation files (the rules stay in src/postgres/page-checksum.ts).
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <node_api.h>
@@ -207,6 +212,7 @@ typedef struct evp_md_ctx_st EVP_MD_CTX;
 typedef struct evp_md_st EVP_MD;
 typedef struct engine_st ENGINE;
 #define EVP_CTRL_GCM_SET_TAG 0x11 /* <openssl/evp.h>: EVP_CTRL_AEAD_SET_TAG, stable ABI */
+#define EVP_CTRL_GCM_GET_TAG 0x10 /* EVP_CTRL_AEAD_GET_TAG */
 
 static struct {
   int tried, ok;
@@ -227,6 +233,12 @@ static struct {
   int (*digest_init)(EVP_MD_CTX *ctx, const EVP_MD *type, ENGINE *impl);
   int (*digest_update)(EVP_MD_CTX *ctx, const void *d, size_t cnt);
   int (*digest_final)(EVP_MD_CTX *ctx, unsigned char *md, unsigned int *s);
+  /* sealBlob only (seal_ok) */
+  int seal_ok;
+  int (*encrypt_init)(EVP_CIPHER_CTX *ctx, const EVP_CIPHER *type, ENGINE *impl, const unsigned char *key, const unsigned char *iv);
+  int (*encrypt_update)(EVP_CIPHER_CTX *ctx, unsigned char *out, int *outl, const unsigned char *in, int inl);
+  int (*encrypt_final)(EVP_CIPHER_CTX *ctx, unsigned char *out, int *outl);
+  int (*rand_bytes)(unsigned char *buf, int num);
 } ossl;
 
 /* Called from NAPI_MODULE_INIT, which Node runs for one environment at a time per thread; a race
@@ -238,6 +250,8 @@ static int ossl_load(void) {
             SYM(decrypt_update, "EVP_DecryptUpdate") && SYM(decrypt_final, "EVP_DecryptFinal_ex") && SYM(cipher_ctrl, "EVP_CIPHER_CTX_ctrl") &&
             SYM(md_ctx_new, "EVP_MD_CTX_new") && SYM(sha256, "EVP_sha256") && SYM(digest_init, "EVP_DigestInit_ex") &&
             SYM(digest_update, "EVP_DigestUpdate") && SYM(digest_final, "EVP_DigestFinal_ex");
+  ossl.seal_ok = ossl.ok && SYM(encrypt_init, "EVP_EncryptInit_ex") && SYM(encrypt_update, "EVP_EncryptUpdate") && SYM(encrypt_final, "EVP_EncryptFinal_ex") &&
+                 SYM(rand_bytes, "RAND_bytes");
   if (!SYM(cipher_free, "EVP_CIPHER_free")) ossl.cipher_fetch = NULL;
   else (void)SYM(cipher_fetch, "EVP_CIPHER_fetch");
   if (!SYM(md_free, "EVP_MD_free")) ossl.md_fetch = NULL;
@@ -253,9 +267,19 @@ static __thread unsigned char gcm_key[32];
 static __thread int gcm_keyed;
 static __thread const EVP_CIPHER *gcm_cipher;
 static __thread EVP_CIPHER *gcm_cipher_fetched; /* gcm_cipher, when fetched (to be freed) */
+static __thread EVP_CIPHER_CTX *gcm_enc; /* sealBlob's, keyed separately */
+static __thread unsigned char gcm_enc_key[32];
+static __thread int gcm_enc_keyed;
 static __thread EVP_MD_CTX *md;
 static __thread const EVP_MD *md_sha256;
 static __thread EVP_MD *md_sha256_fetched;
+
+/* AES-256-GCM, fetched once per thread (no implicit fetch per key). */
+static const EVP_CIPHER *aes_256_gcm(void) {
+  if (!gcm_cipher) gcm_cipher = gcm_cipher_fetched = ossl.cipher_fetch ? ossl.cipher_fetch(NULL, "AES-256-GCM", NULL) : NULL;
+  if (!gcm_cipher) gcm_cipher = ossl.aes_256_gcm();
+  return gcm_cipher;
+}
 
 /* Per thread: decrypted zstd payloads, reused up to SCRATCH_KEEP bytes. */
 static __thread unsigned char *plain_scratch;
@@ -354,14 +378,10 @@ static napi_value open_blob(napi_env env, napi_callback_info info) {
   memcpy(tag, body + body_len, 16);
   aad[0] = (unsigned char)type;
   memcpy(aad + 1, id, 32);
-  if (!gcm) {
-    if (!(gcm = ossl.cipher_ctx_new())) return fail(env, "EVP_CIPHER_CTX_new failed");
-    gcm_cipher = gcm_cipher_fetched = ossl.cipher_fetch ? ossl.cipher_fetch(NULL, "AES-256-GCM", NULL) : NULL; /* no implicit fetch per key */
-    if (!gcm_cipher) gcm_cipher = ossl.aes_256_gcm();
-  }
+  if (!gcm && !(gcm = ossl.cipher_ctx_new())) return fail(env, "EVP_CIPHER_CTX_new failed");
   if (!gcm_keyed || memcmp(gcm_key, key, 32) != 0) {
     gcm_keyed = 0;
-    if (ossl.decrypt_init(gcm, gcm_cipher, NULL, key, NULL) != 1) return fail(env, "EVP_DecryptInit_ex failed");
+    if (ossl.decrypt_init(gcm, aes_256_gcm(), NULL, key, NULL) != 1) return fail(env, "EVP_DecryptInit_ex failed");
     memcpy(gcm_key, key, 32);
     gcm_keyed = 1;
   }
@@ -434,6 +454,165 @@ done:
 }
 
 /*
+ * sealBlob(key, type, id, data[, level]) -> ArrayBuffer: the stored form of a blob (docs/design.md
+ * §4-§5), made in one call into one buffer of its own that can be transferred between threads:
+ *
+ *   nonce (12, random) || AES-256-GCM(mode byte || payload) || tag (16), AAD = type byte || id.
+ *
+ * With a level, data of 64 bytes or more is compressed as one zstd frame at that level and stored
+ * compressed (mode 1) when that is smaller, else as is (mode 0); without a level it is stored as is:
+ * the rules of compress() in src/repository/compress.ts, which seal-blob.ts keeps the JS path of.
+ * The nonce comes from OpenSSL's RAND_bytes, Node's own CSPRNG (crypto.randomBytes). Nothing is
+ * allocated per call but the result: the cipher context keeps its key schedule per thread, and the
+ * zstd output goes to the thread's scratch buffer before it is encrypted into the result.
+ */
+static napi_value seal_blob(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5], result;
+  void *key, *id, *data, *out;
+  size_t key_len, id_len, len;
+  int32_t type, level = 0;
+  napi_valuetype level_type = napi_undefined;
+  unsigned char aad[33], mode = 0;
+  int n = 0;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 4 || napi_get_buffer_info(env, argv[0], &key, &key_len) != napi_ok ||
+      key_len != 32 || napi_get_value_int32(env, argv[1], &type) != napi_ok || type < 0 || type > 255 ||
+      napi_get_buffer_info(env, argv[2], &id, &id_len) != napi_ok || id_len != 32 || napi_get_buffer_info(env, argv[3], &data, &len) != napi_ok ||
+      len > 0x7fffffe0 || (argc >= 5 && (napi_typeof(env, argv[4], &level_type) != napi_ok ||
+                                         (level_type != napi_undefined && napi_get_value_int32(env, argv[4], &level) != napi_ok)))) {
+    napi_throw_type_error(env, "ZSTD_SYNC", "sealBlob(key, type, id, data[, level]): bad arguments");
+    return NULL;
+  }
+  const unsigned char *payload = data;
+  size_t payload_len = len;
+  if (level_type != napi_undefined && len >= 64) {
+    if (!cctx && !(cctx = ZSTD_createCCtx())) return fail(env, "ZSTD_createCCtx failed");
+    size_t bound = ZSTD_compressBound(len);
+    if (bound > scratch_size) {
+      free(scratch);
+      scratch = malloc(bound);
+      scratch_size = scratch ? bound : 0;
+      if (!scratch) return fail(env, "out of memory");
+    }
+    size_t z = ZSTD_compressCCtx(cctx, scratch, scratch_size, data, len, level);
+    if (ZSTD_isError(z)) return fail(env, ZSTD_getErrorName(z));
+    if (z < len) {
+      mode = 1;
+      payload = (const unsigned char *)scratch;
+      payload_len = z;
+    }
+  }
+  if (napi_create_arraybuffer(env, 12 + 1 + payload_len + 16, &out, &result) != napi_ok) return fail(env, "cannot allocate the sealed blob");
+  unsigned char *nonce = out, *body = nonce + 12, *tag = body + 1 + payload_len;
+  aad[0] = (unsigned char)type;
+  memcpy(aad + 1, id, 32);
+  if (ossl.rand_bytes(nonce, 12) != 1) return fail(env, "RAND_bytes failed");
+  if (!gcm_enc && !(gcm_enc = ossl.cipher_ctx_new())) return fail(env, "EVP_CIPHER_CTX_new failed");
+  if (!gcm_enc_keyed || memcmp(gcm_enc_key, key, 32) != 0) {
+    gcm_enc_keyed = 0;
+    if (ossl.encrypt_init(gcm_enc, aes_256_gcm(), NULL, key, NULL) != 1) return fail(env, "EVP_EncryptInit_ex failed");
+    memcpy(gcm_enc_key, key, 32);
+    gcm_enc_keyed = 1;
+  }
+  /* The default GCM nonce length is 12; a new nonce re-initialises everything but the key. */
+  if (ossl.encrypt_init(gcm_enc, NULL, NULL, NULL, nonce) != 1 || ossl.encrypt_update(gcm_enc, NULL, &n, aad, 33) != 1 ||
+      ossl.encrypt_update(gcm_enc, body, &n, &mode, 1) != 1 || (payload_len > 0 && ossl.encrypt_update(gcm_enc, body + 1, &n, payload, (int)payload_len) != 1) ||
+      ossl.encrypt_final(gcm_enc, tag, &n) != 1 || n != 0 || ossl.cipher_ctrl(gcm_enc, EVP_CTRL_GCM_GET_TAG, 16, tag) != 1)
+    return fail(env, "AES-256-GCM encryption failed");
+  return result;
+}
+
+/*
+ * PostgreSQL's page checksum (src/include/storage/checksum_impl.h; the algorithm is described in
+ * src/postgres/page-checksum.ts, whose JS version this must equal): 32 FNV-1a-like sums over the
+ * page read as rows of 32 native-order uint32 words, two extra rounds with zeroes, the sums XORed,
+ * the block number XORed in, reduced to 1..65535. The 32 sums are four 8-lane vectors, so the
+ * AVX2 clone (chosen at load time on CPUs that have it) does a row in four multiplies.
+ */
+typedef uint32_t u32x8 __attribute__((vector_size(32)));
+
+static const uint32_t checksum_base[32] = {
+    0x5B1F36E9, 0xB8525960, 0x02AB50AA, 0x1DE66D2A, 0x79FF467A, 0x9BB9F8A3, 0x217E7CD2, 0x83E13D2C, 0xF8D4474F, 0xE39EB970, 0x42C6AE16,
+    0x993216FA, 0x7B093B5D, 0x98DAFF3C, 0xF718902A, 0x0B1C9CDB, 0xE58F764B, 0x187636BC, 0x5D7B3BB1, 0xE73DE7DE, 0x92BEC979, 0xCCA6C0B2,
+    0x304A0979, 0x85AA43D4, 0x783125BB, 0x6CA8EAA2, 0xE407EAC6, 0x4B5CFC3E, 0x9FBF8C76, 0x15CA20BE, 0xF2CA9FD3, 0x959BD756};
+
+/* One round for eight of the sums: s = (s ^ w) * prime ^ (s ^ w) >> 17, w read (unaligned) from p. */
+#define CHECKSUM_ROUND(s, p, wmask)                                                                                                                       \
+  do {                                                                                                                                                     \
+    u32x8 w_;                                                                                                                                              \
+    memcpy(&w_, (p), sizeof w_);                                                                                                                           \
+    u32x8 t_ = (s) ^ (w_ & (wmask));                                                                                                                       \
+    (s) = (t_ * prime) ^ (t_ >> 17);                                                                                                                       \
+  } while (0)
+
+/* The sum of one page of `size` bytes (a multiple of 128, at least 128), before the block number. */
+__attribute__((target_clones("avx2", "default"))) static uint32_t checksum_block(const unsigned char *page, size_t size) {
+  const u32x8 prime = {16777619u, 16777619u, 16777619u, 16777619u, 16777619u, 16777619u, 16777619u, 16777619u};
+  /* Word 2 holds pd_checksum (bytes 8-9), which counts as zero, and pd_flags (bytes 10-11). */
+  const union { uint16_t u16[2]; uint32_t u32; } keep = {{0, 0xffff}};
+  const u32x8 mask = {~0u, ~0u, keep.u32, ~0u, ~0u, ~0u, ~0u, ~0u};
+  const u32x8 all = {~0u, ~0u, ~0u, ~0u, ~0u, ~0u, ~0u, ~0u}, none = {0, 0, 0, 0, 0, 0, 0, 0};
+  u32x8 s0, s1, s2, s3;
+  memcpy(&s0, checksum_base, sizeof s0);
+  memcpy(&s1, checksum_base + 8, sizeof s1);
+  memcpy(&s2, checksum_base + 16, sizeof s2);
+  memcpy(&s3, checksum_base + 24, sizeof s3);
+  CHECKSUM_ROUND(s0, page, mask);
+  CHECKSUM_ROUND(s1, page + 32, all);
+  CHECKSUM_ROUND(s2, page + 64, all);
+  CHECKSUM_ROUND(s3, page + 96, all);
+  for (size_t off = 128; off < size; off += 128) {
+    CHECKSUM_ROUND(s0, page + off, all);
+    CHECKSUM_ROUND(s1, page + off + 32, all);
+    CHECKSUM_ROUND(s2, page + off + 64, all);
+    CHECKSUM_ROUND(s3, page + off + 96, all);
+  }
+  for (int r = 0; r < 2; r++) { /* two rounds with zeroes: the words are ANDed with none */
+    CHECKSUM_ROUND(s0, page, none);
+    CHECKSUM_ROUND(s1, page, none);
+    CHECKSUM_ROUND(s2, page, none);
+    CHECKSUM_ROUND(s3, page, none);
+  }
+  u32x8 x = s0 ^ s1 ^ s2 ^ s3;
+  uint32_t sum = 0;
+  for (int l = 0; l < 8; l++) sum ^= x[l];
+  return sum;
+}
+
+/*
+ * pageChecksums(buf, blockSize, firstBlock, out) -> number of pages: for every whole page i of buf
+ * (blockSize bytes each: a multiple of 128, at most 32768), out[i] (a Uint16Array) = the checksum
+ * of page i as block firstBlock + i, whatever the page holds: which pages are checked and what a
+ * mismatch means is decided by the caller. buf is not modified and need not be aligned.
+ */
+static napi_value page_checksums(napi_env env, napi_callback_info info) {
+  size_t argc = 4, len, out_len;
+  napi_value argv[4], result;
+  void *buf, *out;
+  int32_t block_size;
+  double first;
+  napi_typedarray_type out_type;
+  napi_value ab;
+  size_t ab_off;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 4 || napi_get_buffer_info(env, argv[0], &buf, &len) != napi_ok ||
+      napi_get_value_int32(env, argv[1], &block_size) != napi_ok || block_size < 128 || block_size > 32768 || block_size % 128 != 0 ||
+      napi_get_value_double(env, argv[2], &first) != napi_ok || !(first >= 0 && first <= 4294967295.0) || first != (double)(uint32_t)first ||
+      napi_get_typedarray_info(env, argv[3], &out_type, &out_len, &out, &ab, &ab_off) != napi_ok || out_type != napi_uint16_array ||
+      out_len < len / (size_t)block_size || (len / (size_t)block_size > 0 && (uint64_t)first + len / (size_t)block_size - 1 > 0xffffffffu)) {
+    napi_throw_type_error(env, "ZSTD_SYNC", "pageChecksums(buf, blockSize, firstBlock, out): bad arguments");
+    return NULL;
+  }
+  size_t pages = len / (size_t)block_size;
+  uint16_t *sums = out;
+  for (size_t i = 0; i < pages; i++) {
+    uint32_t sum = checksum_block((const unsigned char *)buf + i * (size_t)block_size, (size_t)block_size) ^ (uint32_t)((uint32_t)first + i);
+    sums[i] = (uint16_t)(sum % 65535 + 1);
+  }
+  napi_create_uint32(env, (uint32_t)pages, &result);
+  return result;
+}
+
+/*
  * Frees this thread's contexts and buffers (and forgets the key). A cleanup hook of the
  * environment, which Node runs on the environment's thread as it ends: a worker thread (a restore
  * or backup worker) that exits leaves nothing behind, which matters for a long-running process.
@@ -453,6 +632,10 @@ static void free_thread_state(void *arg) {
   plain_scratch_size = 0;
   if (gcm) ossl.cipher_ctx_free(gcm); /* cleanses the key schedule */
   gcm = NULL;
+  if (gcm_enc) ossl.cipher_ctx_free(gcm_enc);
+  gcm_enc = NULL;
+  for (volatile unsigned char *k = gcm_enc_key; k < gcm_enc_key + sizeof gcm_enc_key; k++) *k = 0;
+  gcm_enc_keyed = 0;
   for (volatile unsigned char *k = gcm_key; k < gcm_key + sizeof gcm_key; k++) *k = 0;
   gcm_keyed = 0;
   if (gcm_cipher_fetched) ossl.cipher_free(gcm_cipher_fetched);
@@ -496,5 +679,11 @@ NAPI_MODULE_INIT() {
     if (napi_create_function(env, "openBlob", NAPI_AUTO_LENGTH, open_blob, NULL, &fn) != napi_ok) return NULL;
     if (napi_set_named_property(env, exports, "openBlob", fn) != napi_ok) return NULL;
   }
+  if (ossl.seal_ok) {
+    if (napi_create_function(env, "sealBlob", NAPI_AUTO_LENGTH, seal_blob, NULL, &fn) != napi_ok) return NULL;
+    if (napi_set_named_property(env, exports, "sealBlob", fn) != napi_ok) return NULL;
+  }
+  if (napi_create_function(env, "pageChecksums", NAPI_AUTO_LENGTH, page_checksums, NULL, &fn) != napi_ok) return NULL;
+  if (napi_set_named_property(env, exports, "pageChecksums", fn) != napi_ok) return NULL;
   return exports;
 }

@@ -12,7 +12,7 @@ import { parentPort } from 'node:worker_threads';
 import { closeSync, openSync, readSync } from 'node:fs';
 import { sha256 } from '../repository/crypto.js';
 import { type Compression, useSyncCompression } from '../repository/compress.js';
-import { sealBlob } from '../repository/seal-blob.js';
+import { sealBlobOwned } from '../repository/seal-blob.js';
 import { Chunker, type ChunkerSpec, chunkStream } from './chunker.js';
 import { type CorruptPage, type FileMode, cutterFor, inspectChunk } from './file-mode.js';
 import type { FileRange, MainToWorker, WorkerToMain } from './reader-pool.js';
@@ -36,16 +36,9 @@ function reply(job: number): Promise<MainToWorker> {
   return new Promise((resolve) => waiting.set(job, resolve));
 }
 
-/** Seal into one exactly-sized, transferable buffer (cipher outputs may share pooled memory). */
-async function sealTransferable(id: Buffer, chunk: Buffer): Promise<Uint8Array> {
-  const s = await sealBlob(key!, 'data', id, chunk, compression);
-  const out = new Uint8Array(new ArrayBuffer(s.length));
-  let off = 0;
-  for (const p of s.parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
+/** Seal into one exactly-sized, transferable buffer. */
+function sealTransferable(id: Buffer, chunk: Buffer): Promise<Uint8Array> {
+  return sealBlobOwned(key!, 'data', id, chunk, compression);
 }
 
 /**

@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import * as os from 'node:os';
 import { describe, test } from 'node:test';
 import { Rng } from '../testing/helpers.js';
+import { nativeHelper } from '../util/native.js';
 import {
   PG_BLOCK_SIZE,
   RELSEG_SIZE,
@@ -232,6 +233,68 @@ describe('page header', () => {
       const p = formulaPage();
       setHeader(p, h);
       assert.equal(pageHeaderIsSane(p), sane, JSON.stringify(h));
+    }
+  });
+});
+
+/** native/zstd-sync.c's pageChecksums, when it was built here. */
+const nativeSums = nativeHelper()?.pageChecksums;
+const NO_NATIVE = !nativeSums && 'native/zstd-sync.c was not built on this machine';
+
+describe('pageChecksums (native helper)', () => {
+  test('equals the reference for every page, at every page size, alignment and block number', { skip: NO_NATIVE }, () => {
+    const rng = new Rng(3201);
+    for (const size of [PG_BLOCK_SIZE, 128, 1024, 4096, 16384, 32768]) {
+      for (const misalign of [0, 1, 2, 3, 5]) {
+        const pages = 1 + rng.int(5);
+        const backing = new Uint8Array(misalign + pages * size + rng.int(size)); // a partial page at the end
+        backing.set(rng.bytes(backing.length));
+        const buf = backing.subarray(misalign);
+        const before = Uint8Array.from(buf);
+        for (const first of [0, 131071, 0xffffffff - pages + 1, rng.int(2 ** 32 - pages)]) {
+          const out = new Uint16Array(pages + 2).fill(0xbeef);
+          assert.equal(nativeSums!(buf, size, first, out), pages);
+          for (let i = 0; i < pages; i++) {
+            const page = buf.subarray(i * size, (i + 1) * size);
+            assert.equal(out[i], referenceChecksum(page, first + i), `size ${size} misalign ${misalign} block ${first + i}`);
+          }
+          assert.deepEqual([...out.subarray(pages)], [0xbeef, 0xbeef], 'nothing written past the whole pages');
+        }
+        assert.deepEqual(buf, before, 'the pages are not modified');
+      }
+    }
+    for (const [block, want] of KNOWN) {
+      const out = new Uint16Array(1);
+      nativeSums!(formulaPage(), PG_BLOCK_SIZE, block, out);
+      assert.equal(out[0], want, `PostgreSQL's own value, block ${block}`);
+    }
+  });
+
+  test('refuses what it cannot do instead of reading or writing out of bounds', { skip: NO_NATIVE }, () => {
+    const buf = new Uint8Array(2 * PG_BLOCK_SIZE);
+    for (const args of [
+      [buf, 8000, 0, new Uint16Array(2)], // not a multiple of 128
+      [buf, 65536, 0, new Uint16Array(2)], // too large
+      [buf, PG_BLOCK_SIZE, 0, new Uint16Array(1)], // out too short
+      [buf, PG_BLOCK_SIZE, 0, new Uint32Array(2)], // not a Uint16Array
+      [buf, PG_BLOCK_SIZE, 0xffffffff, new Uint16Array(2)], // the second block number would overflow
+      [buf, PG_BLOCK_SIZE, -1, new Uint16Array(2)],
+      [buf, PG_BLOCK_SIZE, 1.5, new Uint16Array(2)],
+    ] as const) {
+      assert.throws(() => nativeSums!(...(args as unknown as Parameters<NonNullable<typeof nativeSums>>)), TypeError, `${args[1]} ${args[2]}`);
+    }
+  });
+
+  test('scanPages finds the same with the native checksums as with the JS ones', { skip: NO_NATIVE }, () => {
+    const rng = new Rng(3202);
+    for (let round = 0; round < 20; round++) {
+      const first = rng.int(1000);
+      const pages = Array.from({ length: 1 + rng.int(16) }, (_, i) => randomPage(rng, first + i, BigInt(1 + rng.int(4)) << 24n));
+      const buf = concat(pages);
+      for (let k = rng.int(4); k > 0; k--) flip(buf, rng.int(buf.length), 1 << rng.int(8));
+      if (rng.int(2)) buf.fill(0, 0, PG_BLOCK_SIZE); // a new page
+      const opts = { skipLsnAtOrAfter: 3n << 24n };
+      assert.deepEqual(scanPages(buf, first, opts), scanPages(buf, first, { ...opts, native: false }), `round ${round}`);
     }
   });
 });

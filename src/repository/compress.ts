@@ -5,7 +5,8 @@
  * payloads up to 64 KiB go through the optional native helper (native/zstd-sync.c) when it was
  * built, so that short-lived commands handling only small objects never load it at all.
  */
-import { createRequire } from 'node:module';
+import { type NativeOpenBlob, nativeHelper as loadHelper } from '../util/native.js';
+
 export type Compression = { readonly algo: 'none' } | { readonly algo: 'zstd'; readonly level: number };
 
 export const MODE_NONE = 0;
@@ -37,48 +38,6 @@ type SyncCompress = (data: Buffer, level: number) => Buffer;
 let syncCompress: SyncCompress | undefined;
 
 type AsyncCompress = (data: Buffer, level: number) => Promise<Buffer>;
-
-/**
- * native/zstd-sync.c's openBlob: opens a sealed blob in place (see BlobOpener in open-blob.ts,
- * its only user, for the contract and the results).
- */
-export type NativeOpenBlob = (key: Buffer, type: number, idHex: string, src: Buffer, srcOff: number, srcLen: number, out: Buffer, rawLength: number) => number;
-
-interface Helper {
-  compress?: SyncCompress;
-  decompress?: SyncDecompress;
-  compressAsync?: AsyncCompress;
-  /** Absent when Node does not export the OpenSSL functions it needs. */
-  openBlob?: NativeOpenBlob;
-  startWriteback?: (fd: number, offset: number, length: number) => boolean;
-}
-
-/** The native helper's functions, loaded once (null: not built here). */
-let helper: Helper | null | undefined;
-
-/**
- * Set in the environment, HOLDFAST_TEST_NO_ZSTD_SYNC=1 makes this process (and worker threads
- * started after it is set) run as if native/zstd-sync.c had not been built: how the tests prove
- * the JS paths without removing the file other test processes use.
- */
-const NO_HELPER_ENV = 'HOLDFAST_TEST_NO_ZSTD_SYNC';
-
-function loadHelper(): Helper | undefined {
-  if (helper === undefined) {
-    helper = null;
-    if (process.env[NO_HELPER_ENV] === '1') return undefined;
-    const require = createRequire(import.meta.url);
-    for (const candidate of ['./zstd-sync.node', '../zstd-sync.node']) {
-      try {
-        helper = require(candidate) as Helper;
-        break;
-      } catch {
-        // try the next location
-      }
-    }
-  }
-  return helper ?? undefined;
-}
 
 /**
  * Payloads up to this size are compressed and decompressed synchronously by the native helper
@@ -181,8 +140,6 @@ export async function* compressPieces(fill: Fill, level: number, pieceSize: numb
     }
   }
 }
-
-type SyncDecompress = (data: Buffer, size: number) => Buffer;
 
 /**
  * The decompressed size a zstd frame declares in its header (RFC 8878 §3.1.1.1), or undefined

@@ -19,7 +19,8 @@
  */
 import { HoldfastError } from '../errors/catalogue.js';
 import { DecryptError, SEAL_OVERHEAD, sha256, unseal } from './crypto.js';
-import { MAX_PLAINTEXT, type NativeOpenBlob, decompress, nativeOpenBlob } from './compress.js';
+import { MAX_PLAINTEXT, decompress, nativeOpenBlob } from './compress.js';
+import type { NativeOpenBlob } from '../util/native.js';
 import { type BlobType, blobAad, blobTypeCode } from './pack.js';
 
 /** The INTEGRITY error of a blob that fails to open, worded once for every reader. */

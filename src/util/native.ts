@@ -1,0 +1,63 @@
+/**
+ * The optional native helper (native/zstd-sync.c, built as zstd-sync.node by scripts/build.mjs when
+ * a C compiler and Node's headers are there): synchronous zstd, the restore workers' blob opener,
+ * the backup workers' blob sealer and page checksums, writeback hints. Every user has a JS path for
+ * when it is missing, so the helper only changes speed. Loaded once per thread, on first use.
+ */
+import { createRequire } from 'node:module';
+
+/**
+ * openBlob(key, type, idHex, src, srcOff, srcLen, out, rawLength) -> number: opens a sealed blob in
+ * place (see BlobOpener in repository/open-blob.ts, its only user, for the contract and the results).
+ */
+export type NativeOpenBlob = (key: Buffer, type: number, idHex: string, src: Buffer, srcOff: number, srcLen: number, out: Buffer, rawLength: number) => number;
+
+/**
+ * sealBlob(key, type, id, data, level?) -> ArrayBuffer: the stored form of a blob (nonce, then
+ * AES-256-GCM of the mode byte and the payload, then the tag), compressed at `level` by the rules of
+ * repository/compress.ts's compress when a level is given, stored as is without (seal-blob.ts).
+ */
+export type NativeSealBlob = (key: Buffer, type: number, id: Buffer, data: Uint8Array, level?: number) => ArrayBuffer;
+
+/** pageChecksums(buf, blockSize, firstBlock, out) -> pages: PostgreSQL's checksum of every whole page (postgres/page-checksum.ts). */
+export type NativePageChecksums = (buf: Uint8Array, blockSize: number, firstBlock: number, out: Uint16Array) => number;
+
+export interface NativeHelper {
+  compress?: (data: Buffer, level: number) => Buffer;
+  decompress?: (data: Buffer, size: number) => Buffer;
+  compressAsync?: (data: Buffer, level: number) => Promise<Buffer>;
+  /** Absent when Node does not export the OpenSSL functions it needs. */
+  openBlob?: NativeOpenBlob;
+  /** Absent when Node does not export the OpenSSL functions it needs. */
+  sealBlob?: NativeSealBlob;
+  pageChecksums?: NativePageChecksums;
+  startWriteback?: (fd: number, offset: number, length: number) => boolean;
+}
+
+/** The helper's functions, loaded once (null: not built here). */
+let helper: NativeHelper | null | undefined;
+
+/**
+ * Set in the environment, HOLDFAST_TEST_NO_ZSTD_SYNC=1 makes this process (and worker threads
+ * started after it is set) run as if native/zstd-sync.c had not been built: how the tests prove
+ * the JS paths without removing the file other test processes use.
+ */
+const NO_HELPER_ENV = 'HOLDFAST_TEST_NO_ZSTD_SYNC';
+
+/** The native helper of this thread, or undefined when it was not built (or is turned off for a test). */
+export function nativeHelper(): NativeHelper | undefined {
+  if (helper === undefined) {
+    helper = null;
+    if (process.env[NO_HELPER_ENV] === '1') return undefined;
+    const require = createRequire(import.meta.url);
+    for (const candidate of ['./zstd-sync.node', '../zstd-sync.node']) {
+      try {
+        helper = require(candidate) as NativeHelper;
+        break;
+      } catch {
+        // try the next location
+      }
+    }
+  }
+  return helper ?? undefined;
+}
