@@ -18,6 +18,9 @@
 #                              so keeping it saves little; it costs 1.6 GB of disk.
 #   BENCH_CMD_TIMEOUT=1800     upper bound (s) for any single measured command
 #   BENCH_STRICT=0             1 = exit 3 when a target is missed
+#   BENCH_REPEAT=3             runs of each of steps 1-3 per tool, alternating the tools; the report
+#                              shows the median (and every run): on a shared VM, CPU steal time
+#                              moved single runs by up to ±30%
 #   BENCH_PARTS=all            which steps to measure, space- or comma-separated: backup (1, 2),
 #                              restore (3), delta (4), latency (5), burst (6), wal (= latency
 #                              burst), or all. restore and delta need backup (added when missing).
@@ -32,7 +35,8 @@
 # Disk: check `df -h /tmp` first. At scale 100 it needs about 20 GB free in BENCH_DIR at the peak
 # (the estimate is printed): the cluster (1.6 GB + up to ~1.5 GB of pg_wal; plus 1.6 GB for the base
 # copy with BENCH_KEEP_BASE=1), a pool of 200 WAL segments (3.2 GB), four full-backup repositories
-# (~0.1-0.2 GB each), six WAL repositories (~0.3 GB each for the burst) and two restored data
+# (~0.1-0.2 GB each; earlier runs' are removed as soon as they are measured, the incremental's
+# starting copies add two more), six WAL repositories (~0.3 GB each for the burst) and two restored data
 # directories (1.6 GB each). Everything but the logs (and the kept base copy) is removed at the end;
 # the script refuses to start when the estimate does not fit.
 #
@@ -46,7 +50,8 @@
 #      --compress-level=3; each into its own fresh repository (holdfast deduplicates, so a second
 #      full into the same repository would not be a full); both start with an immediate checkpoint
 #      (pgBackRest start-fast=y) after an explicit CHECKPOINT and a warm-up read of the data directory.
-#   2. incremental backup after BENCH_PGBENCH_SECONDS of pgbench (on the zstd:3 repositories).
+#   2. incremental backup after BENCH_PGBENCH_SECONDS of pgbench (on the zstd:3 repositories; every
+#      run starts from a copy of them as the full backups left them).
 #   3. full restore of the latest (incremental) backup into a new directory (holdfast pg restore
 #      --target-immediate, pgBackRest restore --type=immediate); only the restore command is timed.
 #      Afterwards (untimed) both restored clusters are started to check they recover and hold
@@ -81,6 +86,7 @@ BENCH_DIR=${BENCH_DIR:-/tmp/holdfast-pgbench}
 KEEP_BASE=${BENCH_KEEP_BASE:-0}
 CMD_TIMEOUT=${BENCH_CMD_TIMEOUT:-1800}
 BENCH_STRICT=${BENCH_STRICT:-0}
+REPEAT=${BENCH_REPEAT:-3}
 PGBIN=/usr/lib/postgresql/15/bin
 SEG=16777216
 PARTS=" $(echo "${BENCH_PARTS:-all}" | tr ',' ' ') "
@@ -98,6 +104,7 @@ die() { log "ERROR: $*"; exit 1; }
 [[ $(id -u) == 0 ]] || die "run as root: PostgreSQL, holdfast and pgBackRest run as the postgres user through runuser"
 [[ $SCALE =~ ^[0-9]+$ && $SCALE -ge 1 ]] || die "BENCH_SCALE must be a positive integer"
 [[ $JOBS =~ ^[0-9]+$ && $JOBS -ge 1 ]] || die "BENCH_JOBS must be a positive integer"
+[[ $REPEAT =~ ^[0-9]+$ && $REPEAT -ge 1 && $REPEAT -le 20 ]] || die "BENCH_REPEAT must be an integer in 1..20"
 POOL_N=$((LAT_N > BURST_N ? LAT_N : BURST_N))
 
 mkdir -p "$BENCH_DIR"
@@ -182,7 +189,7 @@ hf() { local repo=$1; shift; aspg HOLDFAST_CONFIG=/dev/null HOLDFAST_PASSWORD_FI
 # pgBackRest as postgres, with the repository given as the first argument
 pgbr() { local repo=$1; shift; aspg pgbackrest --config="$PGBR_CONF" --stanza=bench --repo1-path="$repo" "$@"; }
 
-declare -A TIME RSS STATUS NOTE
+declare -A TIME RSS STATUS NOTE CPU RUNS
 FAILED=0
 fail_report() { # KEY RC CMD...
   local key=$1 rc=$2; shift 2
@@ -203,16 +210,34 @@ measure() {
   local key=$1 rc=0; shift
   echo "$*" >"$LOGS/$key.cmd"
   log "$key: $*"
-  aspg timeout -k 10 "$CMD_TIMEOUT" /usr/bin/time -f '%e %M' -o "$LOGS/$key.time" "$@" >"$LOGS/$key.out" 2>"$LOGS/$key.err" || rc=$?
+  aspg timeout -k 10 "$CMD_TIMEOUT" /usr/bin/time -f '%e %M %U %S' -o "$LOGS/$key.time" "$@" >"$LOGS/$key.out" 2>"$LOGS/$key.err" || rc=$?
   if ((rc != 0)); then fail_report "$key" "$rc" "$@"; return 0; fi
-  local sec="" kb=0
-  read -r sec kb < <(tail -1 "$LOGS/$key.time" 2>/dev/null) || true
+  local sec="" kb=0 user=0 sys=0
+  read -r sec kb user sys < <(tail -1 "$LOGS/$key.time" 2>/dev/null) || true
   [[ $kb =~ ^[0-9]+$ ]] || kb=0
   STATUS[$key]=ok
   TIME[$key]=$sec
   RSS[$key]=$((kb * 1024))
-  log "$key: ${sec} s, peak RSS $(mb "${RSS[$key]}") MB"
+  CPU[$key]=$(awk -v u="$user" -v s="$sys" 'BEGIN { printf "%.2f", u + s }')
+  log "$key: ${sec} s (CPU ${CPU[$key]} s), peak RSS $(mb "${RSS[$key]}") MB"
 }
+
+# Steps 1-3 run REPEAT times per tool: KEY-rN holds run N. collect KEY N makes KEY the summary of
+# runs 1..N: TIME and CPU the medians, RSS the maximum, RUNS every time; STATUS the first failure.
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) print ""; else if (NR % 2) printf "%.2f", a[(NR + 1) / 2]; else printf "%.2f", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+collect() { # KEY N
+  local key=$1 n=$2 i times="" cpus="" rss=0 status=ok
+  for ((i = 1; i <= n; i++)); do
+    if [[ ${STATUS[$key-r$i]:-} != ok ]]; then [[ $status == ok ]] && status=${STATUS[$key-r$i]:-n/a}; continue; fi
+    times+=" ${TIME[$key-r$i]}" cpus+=" ${CPU[$key-r$i]}"
+    ((RSS[$key-r$i] > rss)) && rss=${RSS[$key-r$i]}
+  done
+  STATUS[$key]=$status
+  RUNS[$key]=${times# }
+  if [[ $status == ok ]]; then TIME[$key]=$(median <<<"$times") CPU[$key]=$(median <<<"$cpus") RSS[$key]=$rss; fi
+}
+# first TOOL N: which tool runs first in run N (they alternate, so a slow stretch hits both alike)
+first_hf() { (($1 % 2)); }
 
 # ---------------------------------------------------------------- archive_command switching
 set_archive() { # COMMAND: ALTER SYSTEM + reload; the archiver picks it up before its next file
@@ -378,15 +403,18 @@ log "cluster on port $PORT: data directory $(mb "$DB_BYTES") MB without pg_wal (
 HF_A="$W/repos/hf-zstd1" HF_B="$W/repos/hf-zstd3" HF_L16="$W/repos/hf-lat-kdf16" HF_L10="$W/repos/hf-lat-kdf10"
 HF_U16="$W/repos/hf-burst-kdf16" HF_U10="$W/repos/hf-burst-kdf10"
 PB_A="$W/repos/pgbr-lz4" PB_B="$W/repos/pgbr-zst3" PB_L="$W/repos/pgbr-lat" PB_U="$W/repos/pgbr-burst"
-for r in "$HF_A" "$HF_B" "$HF_L16" "$HF_U16"; do
-  hf "$r" init >>"$LOGS/hf-init.log" 2>&1 || { cat "$LOGS/hf-init.log" >&2; die "holdfast init --repo $r failed"; }
-done
-for r in "$HF_L10" "$HF_U10"; do
-  hf "$r" init --kdf-cost 10 >>"$LOGS/hf-init.log" 2>&1 || { cat "$LOGS/hf-init.log" >&2; die "holdfast init --kdf-cost 10 --repo $r failed"; }
-done
-for r in "$PB_A" "$PB_B" "$PB_L" "$PB_U"; do
-  pgbr "$r" stanza-create >>"$LOGS/pgbr-stanza-create.log" 2>&1 || { cat "$LOGS/pgbr-stanza-create.log" >&2; die "pgbackrest stanza-create --repo1-path=$r failed"; }
-done
+new_repo() { # TOOL PATH [ARGS...]: a fresh, empty repository at PATH
+  local tool=$1 r=$2; shift 2
+  rm -rf "$r"
+  if [[ $tool == hf ]]; then
+    hf "$r" init "$@" >>"$LOGS/hf-init.log" 2>&1 || { cat "$LOGS/hf-init.log" >&2; die "holdfast init $* --repo $r failed"; }
+  else
+    pgbr "$r" stanza-create >>"$LOGS/pgbr-stanza-create.log" 2>&1 || { cat "$LOGS/pgbr-stanza-create.log" >&2; die "pgbackrest stanza-create --repo1-path=$r failed"; }
+  fi
+}
+for r in "$HF_L16" "$HF_U16"; do new_repo hf "$r"; done
+for r in "$HF_L10" "$HF_U10"; do new_repo hf "$r" --kdf-cost 10; done
+for r in "$PB_L" "$PB_U"; do new_repo pgbr "$r"; done
 
 # one full backup: KEY TOOL REPO ARGS...
 backup_step() {
@@ -408,13 +436,29 @@ backup_step() {
 }
 declare -A SIZE ADDED
 
-# 1. full backups
+# last KEY N: KEY's repository size and growth are those of run N
+last() { SIZE[$1]=${SIZE[$1-r$2]:-} ADDED[$1]=${ADDED[$1-r$2]:-}; }
+
+# 1. full backups, each into a fresh repository (holdfast deduplicates, so a second full into the
+# same repository would not be a full); the zstd:3 ones of the last run are kept for steps 2-4
 if want backup; then
-  backup_step hf-full-fast hf "$HF_A" --type full --compression zstd:1
-  backup_step pgbr-full-fast pgbr "$PB_A" --type=full --compress-type=lz4
-  backup_step hf-full-zstd hf "$HF_B" --type full --compression zstd:3
-  backup_step pgbr-full-zstd pgbr "$PB_B" --type=full --compress-type=zst --compress-level=3
+  for ((i = 1; i <= REPEAT; i++)); do
+    for s in fast zstd; do
+      if [[ $s == fast ]]; then hr="$HF_A-r$i" pr="$PB_A-r$i" ha=(--compression zstd:1) pa=(--compress-type=lz4)
+      else hr="$HF_B-r$i" pr="$PB_B-r$i" ha=(--compression zstd:3) pa=(--compress-type=zst --compress-level=3); fi
+      new_repo hf "$hr"
+      new_repo pgbr "$pr"
+      for t in $(if first_hf "$i"; then echo hf pgbr; else echo pgbr hf; fi); do
+        if [[ $t == hf ]]; then backup_step "hf-full-$s-r$i" hf "$hr" --type full "${ha[@]}"
+        else backup_step "pgbr-full-$s-r$i" pgbr "$pr" --type=full "${pa[@]}"; fi
+      done
+      # measured: only the last run's zstd:3 repositories are needed further on
+      [[ $s == zstd && $i == "$REPEAT" ]] || rm -rf "$hr" "$pr"
+    done
+  done
+  for k in hf-full-fast pgbr-full-fast hf-full-zstd pgbr-full-zstd; do collect "$k" "$REPEAT"; last "$k" "$REPEAT"; done
 fi
+HF_B="$HF_B-r$REPEAT" PB_B="$PB_B-r$REPEAT"
 
 # 2. pgbench, then incrementals (its WAL goes to the pool: the segments for steps 5 and 6)
 switch_and_wait
@@ -430,8 +474,22 @@ WAL_RATE=$(awk -v b="$WAL_BYTES" -v t="$PGBENCH_SECONDS" 'BEGIN { printf "%.1f",
 log "pgbench: $TPS tps, $(mb "$WAL_BYTES") MB of WAL in $PGBENCH_SECONDS s ($WAL_RATE MB/s)"
 sql "CHECKPOINT"
 if want backup; then
-  backup_step hf-incr hf "$HF_B" --type incr --compression zstd:3
-  backup_step pgbr-incr pgbr "$PB_B" --type=incr --compress-type=zst --compress-level=3
+  # every run starts from a copy of the repositories as the full backups left them
+  cp -a "$HF_B" "$HF_B.pre"
+  cp -a "$PB_B" "$PB_B.pre"
+  for ((i = 1; i <= REPEAT; i++)); do
+    if ((i > 1)); then
+      rm -rf "$HF_B" "$PB_B"
+      cp -a "$HF_B.pre" "$HF_B"
+      cp -a "$PB_B.pre" "$PB_B"
+    fi
+    for t in $(if first_hf "$i"; then echo hf pgbr; else echo pgbr hf; fi); do
+      if [[ $t == hf ]]; then backup_step "hf-incr-r$i" hf "$HF_B" --type incr --compression zstd:3
+      else backup_step "pgbr-incr-r$i" pgbr "$PB_B" --type=incr --compress-type=zst --compress-level=3; fi
+    done
+  done
+  rm -rf "$HF_B.pre" "$PB_B.pre"
+  for k in hf-incr pgbr-incr; do collect "$k" "$REPEAT"; last "$k" "$REPEAT"; done
 fi
 
 # top up the pool to POOL_N full segments with more pgbench (bounded)
@@ -454,15 +512,26 @@ find "$POOL" -maxdepth 1 -regextype posix-extended -regex '.*/[0-9A-F]{24}' -siz
 declare -A VERIFY=([hf-restore]='not measured (BENCH_PARTS)' [pgbr-restore]='not measured (BENCH_PARTS)')
 RESTORE_HF_BYTES='' RESTORE_PB_BYTES=''
 if want restore; then
-mkdir -p "$W/restore-hf" "$W/restore-pgbr"
-chown postgres: "$W/restore-hf" "$W/restore-pgbr"
-chmod 700 "$W/restore-hf" "$W/restore-pgbr"
-warmup "$HF_B"
-measure hf-restore env HOLDFAST_CONFIG=/dev/null HOLDFAST_REPO="$HF_B" "$NODE" "$HF_BIN" pg restore --cluster main --password-file "$PWFILE" \
-  --jobs "$JOBS" --target-dir "$W/restore-hf" --target-immediate --target-action promote
-warmup "$PB_B"
-measure pgbr-restore pgbackrest --config="$PGBR_CONF" --stanza=bench --repo1-path="$PB_B" --process-max="$JOBS" --pg1-path="$W/restore-pgbr" \
-  restore --type=immediate --target-action=promote
+for ((i = 1; i <= REPEAT; i++)); do
+  for t in $(if first_hf "$i"; then echo hf pgbr; else echo pgbr hf; fi); do
+    rm -rf "$W/restore-$t"
+    mkdir -p "$W/restore-$t"
+    chown postgres: "$W/restore-$t"
+    chmod 700 "$W/restore-$t"
+    sync # what the previous run left dirty is not this run's to write
+    if [[ $t == hf ]]; then
+      warmup "$HF_B"
+      measure "hf-restore-r$i" env HOLDFAST_CONFIG=/dev/null HOLDFAST_REPO="$HF_B" "$NODE" "$HF_BIN" pg restore --cluster main --password-file "$PWFILE" \
+        --jobs "$JOBS" --target-dir "$W/restore-hf" --target-immediate --target-action promote
+    else
+      warmup "$PB_B"
+      measure "pgbr-restore-r$i" pgbackrest --config="$PGBR_CONF" --stanza=bench --repo1-path="$PB_B" --process-max="$JOBS" --pg1-path="$W/restore-pgbr" \
+        restore --type=immediate --target-action=promote
+    fi
+  done
+done
+collect hf-restore "$REPEAT"
+collect pgbr-restore "$REPEAT"
 RESTORE_HF_BYTES=$(datasize "$W/restore-hf")
 RESTORE_PB_BYTES=$(datasize "$W/restore-pgbr")
 
@@ -651,6 +720,10 @@ versions() {
   echo "holdfast $hv (git $commit$BUILD_NOTE), pgBackRest $pv, $("$PGBIN/postgres" --version | awk '{ print "PostgreSQL " $3 }'), node $("$NODE" --version), $(nproc) CPUs, $(awk '/MemTotal/ { printf "%.0f GB RAM", $2 * 1024 / 1e9 }' /proc/meminfo), load avg at start $LOAD0, at end $(cut -d' ' -f1-3 /proc/loadavg)"
 }
 row() { printf '%-52s %16s %16s %7s\n' "$@"; }
+runs_rows() { # HFKEY PGBRKEY: every run, and the median CPU time (user + system) of steps 1-3
+  ((REPEAT > 1)) && row "   each run (s; the median above)" "${RUNS[$1]:-n/a}" "${RUNS[$2]:-n/a}" ""
+  row "   CPU user + system, median (s)" "${CPU[$1]:-n/a}" "${CPU[$2]:-n/a}" "$(ratio "${CPU[$1]:-}" "${CPU[$2]:-}")"
+}
 val() { # KEY ARRAY-VALUE: the value, or the failure status
   if [[ -n $2 ]]; then echo "$2"; else echo "${STATUS[$1]:-n/a}"; fi
 }
@@ -671,6 +744,7 @@ REPORT="$LOGS/report.txt"
   echo "== steps 5-6: the first $LAT_N / $BURST_N full 16 MB segments of pgbench WAL (archived aside with cp while pgbench ran), read from the page cache"
   echo "== step 2: pgbench -T $PGBENCH_SECONDS -c $JOBS: $TPS tps, $(mb "$WAL_BYTES") MB WAL ($WAL_RATE MB/s)"
   echo "== restored clusters started (untimed check): holdfast ${VERIFY[hf-restore]}; pgBackRest ${VERIFY[pgbr-restore]}"
+  echo "== steps 1-3: $REPEAT run(s) per tool, the tools alternating (which goes first too); the median time is compared, every run is listed"
   echo "== MB = 10^6 bytes; times in s unless marked; ratio = holdfast/pgBackRest (time or size: <= 1.00 means holdfast is as good or better)"
   echo
   row "measure" "holdfast" "pgBackRest" "ratio"
@@ -679,15 +753,18 @@ REPORT="$LOGS/report.txt"
     h=hf-full-$s p=pgbr-full-$s
     if [[ $s == fast ]]; then label="1a full backup, hf zstd:1 vs pgbr lz4"; else label="1b full backup, hf zstd:3 vs pgbr zst:3"; fi
     row "$label (s)" "$(val "$h" "${TIME[$h]:-}")" "$(val "$p" "${TIME[$p]:-}")" "$(ratio "${TIME[$h]:-}" "${TIME[$p]:-}")"
+    runs_rows "$h" "$p"
     th=$(mbps "$DB_BYTES" "${TIME[$h]:-}") tp=$(mbps "$DB_BYTES" "${TIME[$p]:-}")
     row "   throughput (MB/s, higher is better)" "${th:-n/a}" "${tp:-n/a}" "$(ratio "$th" "$tp")"
     row "   repository size after (MB)" "$(mb "${SIZE[$h]:-}")" "$(mb "${SIZE[$p]:-}")" "$(ratio "${SIZE[$h]:-}" "${SIZE[$p]:-}")"
     row "   peak RSS (MB)" "$(mb "${RSS[$h]:-}")" "$(mb "${RSS[$p]:-}")" "$(ratio "${RSS[$h]:-}" "${RSS[$p]:-}")"
   done
   row "2  incremental after ${PGBENCH_SECONDS} s pgbench (s)" "$(val hf-incr "${TIME[hf-incr]:-}")" "$(val pgbr-incr "${TIME[pgbr-incr]:-}")" "$(ratio "${TIME[hf-incr]:-}" "${TIME[pgbr-incr]:-}")"
+  runs_rows hf-incr pgbr-incr
   row "   added to repository (MB)" "$(mb "${ADDED[hf-incr]:-}")" "$(mb "${ADDED[pgbr-incr]:-}")" "$(ratio "${ADDED[hf-incr]:-}" "${ADDED[pgbr-incr]:-}")"
   row "   peak RSS (MB)" "$(mb "${RSS[hf-incr]:-}")" "$(mb "${RSS[pgbr-incr]:-}")" "$(ratio "${RSS[hf-incr]:-}" "${RSS[pgbr-incr]:-}")"
   row "3  full restore of latest (s)" "$(val hf-restore "${TIME[hf-restore]:-}")" "$(val pgbr-restore "${TIME[pgbr-restore]:-}")" "$(ratio "${TIME[hf-restore]:-}" "${TIME[pgbr-restore]:-}")"
+  runs_rows hf-restore pgbr-restore
   th=$(mbps "$RESTORE_HF_BYTES" "${TIME[hf-restore]:-}") tp=$(mbps "$RESTORE_PB_BYTES" "${TIME[pgbr-restore]:-}")
   row "   throughput (MB/s, higher is better)" "${th:-n/a}" "${tp:-n/a}" "$(ratio "$th" "$tp")"
   row "   peak RSS (MB)" "$(mb "${RSS[hf-restore]:-}")" "$(mb "${RSS[pgbr-restore]:-}")" "$(ratio "${RSS[hf-restore]:-}" "${RSS[pgbr-restore]:-}")"
