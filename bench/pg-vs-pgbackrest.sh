@@ -18,7 +18,7 @@
 #                              so keeping it saves little; it costs 1.6 GB of disk.
 #   BENCH_CMD_TIMEOUT=1800     upper bound (s) for any single measured command
 #   BENCH_STRICT=0             1 = exit 3 when a target is missed
-#   BENCH_REPEAT=3             runs of each of steps 1-3 per tool, alternating the tools; the report
+#   BENCH_REPEAT=5             runs of each of steps 1-3 per tool, alternating the tools; the report
 #                              shows the median (and every run): on a shared VM, CPU steal time
 #                              moved single runs by up to ±30%
 #   BENCH_PARTS=all            which steps to measure, space- or comma-separated: backup (1, 2),
@@ -35,8 +35,8 @@
 # Disk: check `df -h /tmp` first. At scale 100 it needs about 20 GB free in BENCH_DIR at the peak
 # (the estimate is printed): the cluster (1.6 GB + up to ~1.5 GB of pg_wal; plus 1.6 GB for the base
 # copy with BENCH_KEEP_BASE=1), a pool of 200 WAL segments (3.2 GB), four full-backup repositories
-# (~0.1-0.2 GB each; earlier runs' are removed as soon as they are measured, the incremental's
-# starting copies add two more), six WAL repositories (~0.3 GB each for the burst) and two restored data
+# (~0.1-0.2 GB each, times BENCH_REPEAT until step 1 ends; the incremental's starting copies add
+# two more), six WAL repositories (~0.3 GB each for the burst) and two restored data
 # directories (1.6 GB each). Everything but the logs (and the kept base copy) is removed at the end;
 # the script refuses to start when the estimate does not fit.
 #
@@ -86,7 +86,7 @@ BENCH_DIR=${BENCH_DIR:-/tmp/holdfast-pgbench}
 KEEP_BASE=${BENCH_KEEP_BASE:-0}
 CMD_TIMEOUT=${BENCH_CMD_TIMEOUT:-1800}
 BENCH_STRICT=${BENCH_STRICT:-0}
-REPEAT=${BENCH_REPEAT:-3}
+REPEAT=${BENCH_REPEAT:-5}
 PGBIN=/usr/lib/postgresql/15/bin
 SEG=16777216
 PARTS=" $(echo "${BENCH_PARTS:-all}" | tr ',' ' ') "
@@ -452,11 +452,15 @@ if want backup; then
         if [[ $t == hf ]]; then backup_step "hf-full-$s-r$i" hf "$hr" --type full "${ha[@]}"
         else backup_step "pgbr-full-$s-r$i" pgbr "$pr" --type=full "${pa[@]}"; fi
       done
-      # measured: only the last run's zstd:3 repositories are needed further on
-      [[ $s == zstd && $i == "$REPEAT" ]] || rm -rf "$hr" "$pr"
     done
   done
   for k in hf-full-fast pgbr-full-fast hf-full-zstd pgbr-full-zstd; do collect "$k" "$REPEAT"; last "$k" "$REPEAT"; done
+  # Only the last run's zstd:3 repositories are needed further on. (Not removed earlier: until the
+  # archive_command names another repository, the archiver may still push into the last one.)
+  for ((i = 1; i <= REPEAT; i++)); do
+    rm -rf "$HF_A-r$i" "$PB_A-r$i"
+    ((i == REPEAT)) || rm -rf "$HF_B-r$i" "$PB_B-r$i"
+  done
 fi
 HF_B="$HF_B-r$REPEAT" PB_B="$PB_B-r$REPEAT"
 

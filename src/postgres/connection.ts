@@ -40,12 +40,38 @@ export interface BackupStop {
   time: string;
 }
 
+/** The node-postgres client class, as holdfast uses it. */
+export type PgClientClass = new (cfg?: unknown) => PgClient;
+
+let pgModule: Promise<PgClientClass> | undefined;
+
+/**
+ * node-postgres's Client, loaded once. Its lib/stream.js asks at load time whether it runs in a
+ * Cloudflare Worker by constructing a global `Response`, and on Node that first use loads Node's
+ * whole bundled fetch implementation (undici, with http, http2, tls, zlib and web streams):
+ * ~50 ms of CPU on every command that connects to PostgreSQL, for nothing. `Response` is hidden
+ * while the module loads, so the probe answers "not Cloudflare" at once, and put back after.
+ */
+export function pgClientClass(): Promise<PgClientClass> {
+  pgModule ??= (async () => {
+    const saved = Object.getOwnPropertyDescriptor(globalThis, 'Response');
+    if (saved?.configurable) Object.defineProperty(globalThis, 'Response', { value: undefined, configurable: true, writable: true });
+    try {
+      const { default: pg } = (await import('pg')) as unknown as { default: { Client: PgClientClass } };
+      return pg.Client;
+    } finally {
+      if (saved?.configurable) Object.defineProperty(globalThis, 'Response', saved);
+    }
+  })();
+  return pgModule;
+}
+
 export class PgConnection {
   private constructor(private readonly client: PgClient) {}
 
   static async open(connString: string | undefined): Promise<PgConnection> {
-    const { default: pg } = (await import('pg')) as unknown as { default: { Client: new (cfg?: unknown) => PgClient } };
-    const client = new pg.Client(connString ? { connectionString: connString } : undefined);
+    const Client = await pgClientClass();
+    const client = new Client(connString ? { connectionString: connString } : undefined);
     client.on('error', () => undefined); // surfaced by the next query
     try {
       await client.connect();

@@ -70,12 +70,17 @@ export async function compress(data: Buffer, c: Compression): Promise<[number, B
   let z: Buffer;
   const sync = syncCompress ?? (data.length <= SMALL ? loadHelper()?.compress : undefined);
   if (sync) z = sync(data, c.level);
-  else if (data.length >= 2 * FRAME_SPLIT) {
-    const binding = await zstd();
-    const parts: Array<Promise<Buffer>> = [];
-    for (let off = 0; off < data.length; off += FRAME_SPLIT) parts.push(binding.compress(data.subarray(off, Math.min(data.length, off + FRAME_SPLIT)), c.level));
-    z = Buffer.concat(await Promise.all(parts));
-  } else z = await (await zstd()).compress(data, c.level);
+  else {
+    // On the thread pool: the native helper's (a reused context per pool thread) when it was
+    // built, so that a command never loads the async binding for its index or trees, else the
+    // binding's.
+    const run: AsyncCompress = loadHelper()?.compressAsync ?? (async (d, lvl) => (await zstd()).compress(d, lvl));
+    if (data.length >= 2 * FRAME_SPLIT) {
+      const parts: Array<Promise<Buffer>> = [];
+      for (let off = 0; off < data.length; off += FRAME_SPLIT) parts.push(run(data.subarray(off, Math.min(data.length, off + FRAME_SPLIT)), c.level));
+      z = Buffer.concat(await Promise.all(parts));
+    } else z = await run(data, c.level);
+  }
   return z.length < data.length ? [MODE_ZSTD, z] : [MODE_NONE, data];
 }
 
@@ -291,8 +296,9 @@ const SYNC_MAX = 8 << 20;
  * anything is allocated, and a payload whose blocks could regenerate more than `limit` is refused
  * rather than decoded (a decompression bomb). With `rawLength` known (blobs), a payload of up to
  * 8 MiB is decoded synchronously by the native helper when it is available (no thread-pool round
- * trip per blob) into a buffer of exactly that size; so is a small one whose frames declare their
- * sizes (sealed files and named objects).
+ * trip per blob) into a buffer of exactly that size; so is any payload whose frames declare their
+ * sizes, up to 8 MiB (indexes, trees, sealed files and named objects: a command that only reads
+ * those never loads the async binding).
  */
 export async function decompress(mode: number | undefined, payload: Buffer, rawLength?: number, limit = MAX_PLAINTEXT): Promise<Buffer> {
   if (rawLength !== undefined && !(Number.isSafeInteger(rawLength) && rawLength >= 0)) throw new DecompressError(`invalid expected size ${rawLength}`);
@@ -307,7 +313,7 @@ export async function decompress(mode: number | undefined, payload: Buffer, rawL
   if (rawLength !== undefined && scan.declared !== undefined && scan.declared !== rawLength) throw new DecompressError(`frames declare ${scan.declared} bytes, ${rawLength} expected`);
   if (scan.declared !== undefined && scan.declared > limit) throw new DecompressError(`frames declare ${scan.declared} bytes, more than the ${limit} bytes allowed`);
   const sync = loadHelper()?.decompress;
-  const exact = rawLength ?? (payload.length <= SMALL && scan.declared !== undefined && scan.declared <= SMALL * 16 ? scan.declared : undefined);
+  const exact = rawLength ?? scan.declared;
   let out: Buffer;
   if (sync && exact !== undefined && exact <= SYNC_MAX) {
     try {
