@@ -54,6 +54,23 @@ static napi_value fail(napi_env env, const char *msg) {
   return NULL;
 }
 
+/* Compress src[0, len) at `level` into this thread's scratch buffer (grown to the bound as needed);
+ * its length goes to *out. Returns an error message, or NULL. */
+static const char *compress_to_scratch(const void *src, size_t len, int level, size_t *out) {
+  if (!cctx && !(cctx = ZSTD_createCCtx())) return "ZSTD_createCCtx failed";
+  size_t bound = ZSTD_compressBound(len);
+  if (bound > scratch_size) {
+    free(scratch);
+    scratch = malloc(bound);
+    scratch_size = scratch ? bound : 0;
+    if (!scratch) return "out of memory";
+  }
+  size_t n = ZSTD_compressCCtx(cctx, scratch, scratch_size, src, len, level);
+  if (ZSTD_isError(n)) return ZSTD_getErrorName(n);
+  *out = n;
+  return NULL;
+}
+
 static napi_value compress(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
@@ -65,16 +82,9 @@ static napi_value compress(napi_env env, napi_callback_info info) {
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1) return fail(env, "compress(buffer, level) needs a buffer");
   if (napi_get_buffer_info(env, argv[0], &src, &len) != napi_ok) return fail(env, "compress: first argument must be a Buffer");
   if (argc >= 2) napi_get_value_int32(env, argv[1], &level);
-  if (!cctx && !(cctx = ZSTD_createCCtx())) return fail(env, "ZSTD_createCCtx failed");
-  size_t bound = ZSTD_compressBound(len);
-  if (bound > scratch_size) {
-    free(scratch);
-    scratch = malloc(bound);
-    scratch_size = scratch ? bound : 0;
-    if (!scratch) return fail(env, "out of memory");
-  }
-  size_t n = ZSTD_compressCCtx(cctx, scratch, scratch_size, src, len, level);
-  if (ZSTD_isError(n)) return fail(env, ZSTD_getErrorName(n));
+  size_t n = 0;
+  const char *error = compress_to_scratch(src, len, level, &n);
+  if (error) return fail(env, error);
   if (napi_create_buffer_copy(env, n, scratch, &copy, &out) != napi_ok) return fail(env, "cannot allocate the output buffer");
   return out;
 }
@@ -486,16 +496,9 @@ static napi_value seal_blob(napi_env env, napi_callback_info info) {
   const unsigned char *payload = data;
   size_t payload_len = len;
   if (level_type != napi_undefined && len >= 64) {
-    if (!cctx && !(cctx = ZSTD_createCCtx())) return fail(env, "ZSTD_createCCtx failed");
-    size_t bound = ZSTD_compressBound(len);
-    if (bound > scratch_size) {
-      free(scratch);
-      scratch = malloc(bound);
-      scratch_size = scratch ? bound : 0;
-      if (!scratch) return fail(env, "out of memory");
-    }
-    size_t z = ZSTD_compressCCtx(cctx, scratch, scratch_size, data, len, level);
-    if (ZSTD_isError(z)) return fail(env, ZSTD_getErrorName(z));
+    size_t z = 0;
+    const char *error = compress_to_scratch(data, len, level, &z);
+    if (error) return fail(env, error);
     if (z < len) {
       mode = 1;
       payload = (const unsigned char *)scratch;
