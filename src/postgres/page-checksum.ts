@@ -326,10 +326,10 @@ export function scanPages(buf: Uint8Array, firstBlockNo: number, opts: VerifyPag
   if (pages === 0) return result;
   const v = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   const aligned = buf.byteOffset % 4 === 0;
-  const whole = aligned ? new Int32Array(buf.buffer, buf.byteOffset, (pages * blockSize) >>> 2) : undefined;
+  const native = opts.native === false ? undefined : nativeHelper()?.pageChecksums;
+  const whole = aligned && !native ? new Int32Array(buf.buffer, buf.byteOffset, (pages * blockSize) >>> 2) : undefined;
   const wordsPerPage = blockSize >>> 2;
   const limit = opts.skipLsnAtOrAfter;
-  const native = opts.native === false ? undefined : nativeHelper()?.pageChecksums;
   if (native) {
     if (nativeSums.length < pages) nativeSums = new Uint16Array(pages);
     native(buf, blockSize, firstBlockNo, nativeSums);

@@ -2,10 +2,11 @@
  * Compression of object payloads. The mode byte is the first byte of every sealed plaintext:
  * 0 = stored as is, 1 = zstd frame. Incompressible payloads are stored as is.
  * The native zstd module is loaded on first use so commands that never compress don't pay for it;
- * payloads up to 64 KiB go through the optional native helper (native/zstd-sync.c) when it was
- * built, so that short-lived commands handling only small objects never load it at all.
+ * with the optional native helper (native/zstd-sync.c, src/util/native.ts) built, payloads up to
+ * 64 KiB are compressed synchronously and larger ones on the thread pool through it, so that
+ * commands never load the binding at all.
  */
-import { type NativeOpenBlob, nativeHelper as loadHelper } from '../util/native.js';
+import { nativeHelper as loadHelper } from '../util/native.js';
 
 export type Compression = { readonly algo: 'none' } | { readonly algo: 'zstd'; readonly level: number };
 
@@ -71,10 +72,7 @@ export async function compress(data: Buffer, c: Compression): Promise<[number, B
   const sync = syncCompress ?? (data.length <= SMALL ? loadHelper()?.compress : undefined);
   if (sync) z = sync(data, c.level);
   else {
-    // On the thread pool: the native helper's (a reused context per pool thread) when it was
-    // built, so that a command never loads the async binding for its index or trees, else the
-    // binding's.
-    const run: AsyncCompress = loadHelper()?.compressAsync ?? (async (d, lvl) => (await zstd()).compress(d, lvl));
+    const run = poolCompressor();
     if (data.length >= 2 * FRAME_SPLIT) {
       const parts: Array<Promise<Buffer>> = [];
       for (let off = 0; off < data.length; off += FRAME_SPLIT) parts.push(run(data.subarray(off, Math.min(data.length, off + FRAME_SPLIT)), c.level));
@@ -84,9 +82,13 @@ export async function compress(data: Buffer, c: Compression): Promise<[number, B
   return z.length < data.length ? [MODE_ZSTD, z] : [MODE_NONE, data];
 }
 
-/** native/zstd-sync.c's openBlob, when it was built and Node exports the OpenSSL functions it calls. */
-export function nativeOpenBlob(): NativeOpenBlob | undefined {
-  return loadHelper()?.openBlob;
+/**
+ * Compression on the thread pool: the native helper's (a reused context per pool thread) when it
+ * was built, so that a command never loads the async binding for its WAL, index or trees; else the
+ * binding's.
+ */
+function poolCompressor(): AsyncCompress {
+  return loadHelper()?.compressAsync ?? (async (data, lvl) => (await zstd()).compress(data, lvl));
 }
 
 /**
@@ -122,8 +124,7 @@ export type Fill = (buf: Buffer) => number;
  * 1 MiB frames compress WAL as well as one 16 MiB frame (measured: 0.5% smaller at level 3).
  */
 export async function* compressPieces(fill: Fill, level: number, pieceSize: number): AsyncGenerator<[number, Buffer]> {
-  const native = loadHelper()?.compressAsync;
-  const run: AsyncCompress = native ?? (async (data, lvl) => (await zstd()).compress(data, lvl));
+  const run = poolCompressor();
   const free: Buffer[] = [];
   const inFlight: Array<{ readonly buf: Buffer; readonly n: number; readonly frame: Promise<Buffer> }> = [];
   for (let end = false; !end; ) {

@@ -11,7 +11,8 @@ import { test } from 'node:test';
 import { Worker } from 'node:worker_threads';
 import { HoldfastError } from '../errors/catalogue.js';
 import { Rng } from '../testing/helpers.js';
-import { MODE_NONE, MODE_ZSTD, compress, nativeOpenBlob } from './compress.js';
+import { MODE_NONE, MODE_ZSTD, compress } from './compress.js';
+import { nativeHelper } from '../util/native.js';
 import { KEY_LEN, seal, sha256 } from './crypto.js';
 import { BlobOpener, openBlob } from './open-blob.js';
 import { type BlobType, blobAad } from './pack.js';
@@ -19,7 +20,7 @@ import { sealBlob } from './seal-blob.js';
 
 const key = new Rng(5150).bytes(KEY_LEN);
 const WHERE = 'data/ab/abcdef';
-const native = nativeOpenBlob() !== undefined;
+const native = nativeHelper()?.openBlob !== undefined;
 const NO_NATIVE = !native && 'native/zstd-sync.c (with openBlob) was not built on this machine';
 
 /** A sealed blob as a pack holds it, at an offset inside a larger buffer (as a coalesced read). */

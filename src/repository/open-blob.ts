@@ -19,8 +19,8 @@
  */
 import { HoldfastError } from '../errors/catalogue.js';
 import { DecryptError, SEAL_OVERHEAD, sha256, unseal } from './crypto.js';
-import { MAX_PLAINTEXT, decompress, nativeOpenBlob } from './compress.js';
-import type { NativeOpenBlob } from '../util/native.js';
+import { MAX_PLAINTEXT, decompress } from './compress.js';
+import { type NativeOpenBlob, nativeHelper } from '../util/native.js';
 import { type BlobType, blobAad, blobTypeCode } from './pack.js';
 
 /** The INTEGRITY error of a blob that fails to open, worded once for every reader. */
@@ -86,7 +86,7 @@ export class BlobOpener {
     private readonly key: Buffer,
     native = true,
   ) {
-    this.native = native ? nativeOpenBlob() : undefined;
+    this.native = native ? nativeHelper()?.openBlob : undefined;
   }
 
   /** Whether blobs are opened by the native helper. */
