@@ -3,11 +3,12 @@ import { availableParallelism } from 'node:os';
 import * as path from 'node:path';
 import type { Invocation } from './invocation.js';
 import { repoRef, storageFlags } from './invocation.js';
-import type { RepoRef } from '../ops/context.js';
+import { DEFAULT_LOCK_SETTINGS, type RepoRef } from '../ops/context.js';
+import type { Compression } from '../repository/compress.js';
 import type { PushResult } from '../ops/pg-archive.js';
-import { answerFromSpool, spoolDirFor } from '../ops/pg-archive-spool.js';
+import { answerFromSpool, repositoryInstance, spoolDirFor } from '../ops/pg-archive-spool.js';
 import type { WorkerCommand } from '../ops/pg-archive-async.js';
-import { FRONT_WAITED_ENV, configDigest, leaveTicket } from '../ops/pg-archive-ticket.js';
+import { FRONT_WAITED_ENV, type TicketInputs, configDigest, leaveTicket } from '../ops/pg-archive-ticket.js';
 import { localDirectory } from '../ops/backend.js';
 import { defaultStateDir } from '../state/key-cache.js';
 import { Logger, type LogLevel } from '../ui/output.js';
@@ -60,7 +61,9 @@ async function push(inv: Invocation, cluster: string): Promise<number> {
   }
   if (!r) {
     const { archivePush } = await import('../ops/pg-archive.js');
-    r = await archivePush(ref, cluster, walPath, inv.ctx);
+    let opened: { keyId: string; compression: Compression } | undefined;
+    r = await archivePush(ref, cluster, walPath, inv.ctx, {}, (repo) => (opened = { keyId: repo.keyId, compression: repo.compression }));
+    if (!o.bool('async') && r.stored && opened) await syncTicket(inv, ref, cluster, walPath, opened);
   }
   if (inv.json) inv.outJson(r);
   else if (!r.earlier) inv.log.debug(r.stored ? `archived ${r.file}: ${r.bytes} bytes, ${r.storedBytes} stored` : `${r.file} was already archived`);
@@ -68,20 +71,53 @@ async function push(inv: Invocation, cluster: string): Promise<number> {
 }
 
 /**
- * Leave the native front (dist/holdfast-push) a ticket to answer this same call from the spool
- * next time (ops/pg-archive-ticket.ts), when it could answer it exactly as this process does: a
- * local repository with no secondary storage, nothing printed on success (no --json, no debug
- * log) and the WAL path last.
+ * What every ticket of the native front (dist/holdfast-push) needs: a local repository with no
+ * secondary storage, a known config file, nothing printed on success (no --json, no debug log) and
+ * the WAL path last. The raw inputs the ticket is keyed by, or undefined when the front could not
+ * answer this call as this process does.
  */
-function frontTicket(inv: Invocation, ref: RepoRef, walPath: string, spoolDir: string): void {
+function ticketInputs(inv: Invocation, ref: RepoRef, walPath: string): { dir: string; config: NonNullable<Invocation['options']['configSource']>; inputs: TicketInputs } | undefined {
   const dir = localDirectory(ref.location);
   const config = inv.options.configSource;
   const args = process.argv.slice(2);
-  if (dir === undefined || (ref.storage?.secondaries?.length ?? 0) > 0 || !config) return;
-  if (inv.json || inv.log.enabled('debug') || args.at(-1) !== walPath) return;
   const uid = process.getuid?.();
-  if (uid === undefined) return;
-  leaveTicket(defaultStateDir(), { uid, cwd: process.cwd(), args, env: process.env }, { spoolDir: path.resolve(spoolDir), repoConfig: path.join(path.resolve(dir), 'config'), configPath: config.path, configDigest: configDigest(config.raw), asyncTimeoutMs: inv.options.num('async-timeout') });
+  if (dir === undefined || (ref.storage?.secondaries?.length ?? 0) > 0 || !config || uid === undefined) return undefined;
+  if (inv.json || inv.log.enabled('debug') || args.at(-1) !== walPath) return undefined;
+  return { dir, config, inputs: { uid, cwd: process.cwd(), args, env: process.env } };
+}
+
+/** Leave the front a ticket to answer this same `--async` call from the spool next time. */
+function frontTicket(inv: Invocation, ref: RepoRef, walPath: string, spoolDir: string): void {
+  const t = ticketInputs(inv, ref, walPath);
+  if (!t) return;
+  leaveTicket(defaultStateDir(), t.inputs, { spoolDir: path.resolve(spoolDir), repoConfig: path.join(path.resolve(t.dir), 'config'), configPath: t.config.path, configDigest: configDigest(t.config.raw), asyncTimeoutMs: inv.options.num('async-timeout') });
+}
+
+/**
+ * Leave the native front a sync ticket (ops/pg-archive-ticket.ts) after this call stored its
+ * segment, so that it stores the next ones itself, when it could do exactly what this process
+ * did: besides what every ticket needs, the password from a file with the key cache on (the front
+ * reads both, never a secret from the ticket) and zstd compression.
+ */
+async function syncTicket(inv: Invocation, ref: RepoRef, cluster: string, walPath: string, repo: { keyId: string; compression: Compression }): Promise<void> {
+  const o = inv.options;
+  const t = ticketInputs(inv, ref, walPath);
+  const pwFile = o.str('password-file');
+  if (!t || repo.compression.algo !== 'zstd' || ref.keyCacheDir === undefined || pwFile === undefined || o.str('password') !== undefined || !/^[0-9a-f]{64}$/.test(repo.keyId)) return;
+  const instance = await repositoryInstance(ref.location, ref.storage).catch(() => undefined);
+  if (!instance) return;
+  leaveTicket(defaultStateDir(), t.inputs, {
+    repoDir: path.resolve(t.dir),
+    instance,
+    keyId: repo.keyId,
+    keyCacheDir: path.resolve(ref.keyCacheDir),
+    passwordFile: path.resolve(pwFile),
+    cluster,
+    level: repo.compression.level,
+    lockTtlMs: (inv.ctx.locks ?? DEFAULT_LOCK_SETTINGS).ttlMs,
+    configPath: t.config.path,
+    configDigest: configDigest(t.config.raw),
+  });
 }
 
 /** How to run the async worker for this call's repository and cluster, with its settings spelled out. */

@@ -27,6 +27,22 @@
  *   repo-config <absolute path of the local repository's config object>
  *   config <sha-256 hex of the config file's bytes, or "absent"> <absolute config file path>
  *   async-timeout <milliseconds>
+ *
+ * A synchronous call (no --async) that stored its segment leaves a sync ticket instead, with which
+ * the front stores later segments itself (docs/design.md §12, "native push"):
+ *   holdfast-ticket-v1
+ *   sync
+ *   repo <absolute local repository directory>
+ *   instance <SHA-256 hex of the stored config object>
+ *   key <id of the key file that opened the repository>
+ *   key-cache <absolute key cache directory>
+ *   password-file <absolute path of the password file>
+ *   cluster <cluster name>
+ *   compression zstd:<level>
+ *   lock-ttl <milliseconds>
+ *   config <sha-256 hex of the config file's bytes, or "absent"> <absolute config file path>
+ * It names no secret: the front reads the password file, and the derived key from the key cache,
+ * as the CLI does, on every call.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -84,6 +100,26 @@ export function configDigest(raw: Buffer | undefined): string {
   return raw === undefined ? 'absent' : createHash('sha256').update(raw).digest('hex');
 }
 
+export interface SyncTicket {
+  readonly repoDir: string;
+  readonly instance: string;
+  readonly keyId: string;
+  readonly keyCacheDir: string;
+  readonly passwordFile: string;
+  readonly cluster: string;
+  readonly level: number;
+  readonly lockTtlMs: number;
+  readonly configPath: string;
+  readonly configDigest: string;
+}
+
+export function syncTicketText(t: SyncTicket): string {
+  return (
+    `${TICKET_VERSION}\nsync\nrepo ${t.repoDir}\ninstance ${t.instance}\nkey ${t.keyId}\nkey-cache ${t.keyCacheDir}\npassword-file ${t.passwordFile}\n` +
+    `cluster ${t.cluster}\ncompression zstd:${t.level}\nlock-ttl ${Math.max(1, Math.round(t.lockTtlMs))}\nconfig ${t.configDigest} ${t.configPath}\n`
+  );
+}
+
 export function ticketText(t: Ticket): string {
   return `${TICKET_VERSION}\nspool ${t.spoolDir}\nrepo-config ${t.repoConfig}\nconfig ${t.configDigest} ${t.configPath}\nasync-timeout ${Math.max(0, Math.round(t.asyncTimeoutMs))}\n`;
 }
@@ -97,10 +133,11 @@ export function ticketPath(stateDir: string, key: string): string {
  * time, so a failure to write one is not the call's failure. Paths holding a newline are skipped
  * (the format is line-based).
  */
-export function leaveTicket(stateDir: string, inputs: TicketInputs, t: Ticket): void {
-  if ([t.spoolDir, t.repoConfig, t.configPath].some((p) => p.includes('\n') || !path.isAbsolute(p))) return;
+export function leaveTicket(stateDir: string, inputs: TicketInputs, t: Ticket | SyncTicket): void {
+  const paths = 'spoolDir' in t ? [t.spoolDir, t.repoConfig, t.configPath] : [t.repoDir, t.keyCacheDir, t.passwordFile, t.configPath];
+  if (paths.some((p) => p.includes('\n') || !path.isAbsolute(p))) return;
   const file = ticketPath(stateDir, ticketKey(inputs));
-  const text = ticketText(t);
+  const text = 'spoolDir' in t ? ticketText(t) : syncTicketText(t);
   try {
     // Kept when identical and still private (the front trusts nothing else).
     const st = fs.lstatSync(file);

@@ -288,12 +288,14 @@ export async function storeWal(repo: Repository, cluster: string, w: PreparedWal
  * Validate and archive one WAL, history, backup history or `.partial` file; exits (resolves)
  * only once it is durable in the repository. `quietDuplicate`: a file already archived with the
  * same content is logged at debug level, not as a warning (async mode, where the background
- * worker may have archived it meanwhile).
+ * worker may have archived it meanwhile). `opened` sees the repository once it is open (the
+ * native front's sync ticket records its key id and compression).
  */
-export async function archivePush(ref: RepoRef, cluster: string, walPath: string, ctx: OpContext, opts: StoreOptions = {}): Promise<PushResult> {
+export async function archivePush(ref: RepoRef, cluster: string, walPath: string, ctx: OpContext, opts: StoreOptions = {}, opened?: (repo: Pick<Repository, 'keyId' | 'compression'>) => void): Promise<PushResult> {
   checkClusterName(cluster);
   const own = prepareWal(walPath);
   const repo = await openRepository(ref, false);
+  opened?.(repo);
   try {
     return await withRepoLock(repo, ref.location, ctx, 'shared', 'pg archive-push', (ctx) => storeWal(repo, cluster, own, ctx, opts));
   } finally {

@@ -388,6 +388,11 @@ export class Repository {
   setWriteOptions(options: WriteOptions): void {
     this.writeOptions = options;
   }
+  /** How named objects and blobs are compressed now (setWriteOptions; zstd:3 by default). */
+  get compression(): Compression {
+    return this.writeOptions.compression;
+  }
+
 
   private commitGuard: (() => Promise<void>) | undefined;
 

@@ -184,7 +184,8 @@ export function baseEnv(extra: Env, forServer = false, drop?: RegExp): Record<st
   return out;
 }
 
-function argvAsPostgres(cmd: string, args: readonly string[]): [string, string[]] {
+/** The command line that runs `cmd` as the postgres OS user: runuser, unless this process is postgres. */
+export function argvAsPostgres(cmd: string, args: readonly string[]): [string, string[]] {
   if (process.getuid?.() === postgresIds().uid) return [cmd, [...args]];
   return ['runuser', ['-u', PG_OS_USER, '--', cmd, ...args]];
 }
