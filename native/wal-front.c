@@ -1,5 +1,9 @@
 /*
- * holdfast-push: the native front of `holdfast pg archive-push --async` (docs/design.md §12).
+ * holdfast-push: the native front of `holdfast pg archive-push` (docs/design.md §12).
+ *
+ * Without --async, once the Node CLI left a sync ticket for the call's inputs, it stores the
+ * segment itself (sync_push below: the CLI's checks, lock, object format and fsyncs, in C), and
+ * hands every case that is not the plain one to Node before storing anything. With --async:
  *
  * Under a burst of WAL, PostgreSQL calls archive_command once per segment and waits for each call,
  * while holdfast's async worker has usually stored the segment already: the call only has to find
