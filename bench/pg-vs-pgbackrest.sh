@@ -63,11 +63,14 @@
 #      sequential calls each as postgres, into fresh repositories: holdfast (repository created at the
 #      default --kdf-cost; the password comes from a file, so the derived key is cached after the
 #      first call) and again at --kdf-cost 10, vs pgBackRest sync archive-push (compress-type zst
-#      level 3, holdfast's archive-push compression). The three take turns segment by segment, so
+#      level 3, holdfast's archive-push compression). holdfast is called as archive_command should
+#      call it: through the native front dist/holdfast-push when the build made it (the first call
+#      runs the Node CLI, which leaves the ticket; the front stores the others itself, docs/design.md
+#      §12), else the Node CLI. The three take turns segment by segment, so
 #      load from other work on the machine falls on all of them alike; besides the wall-clock time
 #      per call, the CPU time (user + system) per call is reported, which such load hardly moves.
 #   6. burst of 200 segments: holdfast --async (and sync at --kdf-cost 10), once per segment,
-#      sequentially as PostgreSQL's archiver would (--async through the native front
+#      sequentially as PostgreSQL's archiver would (both through the native front
 #      dist/holdfast-push when the build made it, as archive_command should call it), vs pgBackRest archive-async=y (spool path,
 #      process-max N, WAL inside pg1-path with .ready files) called the same way.
 #   7. peak RSS (GNU time %M) of every holdfast command, and the maximum.
@@ -646,9 +649,11 @@ HF_PUSH=("$NODE" "$HF_BIN" pg archive-push --cluster main)
 # --async calls go through the native front when the build made it (docs/design.md §12)
 HF_FRONT="$HFBUILD/dist/holdfast-push"
 if [[ -x $HF_FRONT ]]; then HF_ASYNC_PUSH=("$HF_FRONT" pg archive-push --cluster main); else HF_ASYNC_PUSH=("${HF_PUSH[@]}"); fi
+# synchronous calls too (the front stores the segment itself after the first call left its ticket)
+HF_SYNC_PUSH=("${HF_ASYNC_PUSH[@]}")
 if want latency; then
-  RR_hf_lat16=(env HOLDFAST_CONFIG=/dev/null HOLDFAST_PASSWORD_FILE="$PWFILE" HOLDFAST_REPO="$HF_L16" "${HF_PUSH[@]}")
-  RR_hf_lat10=(env HOLDFAST_CONFIG=/dev/null HOLDFAST_PASSWORD_FILE="$PWFILE" HOLDFAST_REPO="$HF_L10" "${HF_PUSH[@]}")
+  RR_hf_lat16=(env HOLDFAST_CONFIG=/dev/null HOLDFAST_PASSWORD_FILE="$PWFILE" HOLDFAST_REPO="$HF_L16" "${HF_SYNC_PUSH[@]}")
+  RR_hf_lat10=(env HOLDFAST_CONFIG=/dev/null HOLDFAST_PASSWORD_FILE="$PWFILE" HOLDFAST_REPO="$HF_L10" "${HF_SYNC_PUSH[@]}")
   RR_pgbr_lat=(pgbackrest --config="$PGBR_CONF" --stanza=bench --repo1-path="$PB_L" archive-push)
   loop_turns "$W/lat.list" hf-lat16 hf-lat10 pgbr-lat
 fi
@@ -680,7 +685,7 @@ loop hf-burst16 "$W/burst-pgdata.list" env HOLDFAST_CONFIG=/dev/null HOLDFAST_PA
 # loops nor archives their .ready files into its repository
 for ((i = 0; i < 60; i++)); do pgrep -u postgres -f -- "--async-worker .*--repo $HF_U16 " >/dev/null 2>&1 || break; sleep 0.5; done
 reset_ready
-loop hf-burst10 "$W/burst-pgdata.list" env HOLDFAST_CONFIG=/dev/null HOLDFAST_PASSWORD_FILE="$PWFILE" HOLDFAST_REPO="$HF_U10" "${HF_PUSH[@]}"
+loop hf-burst10 "$W/burst-pgdata.list" env HOLDFAST_CONFIG=/dev/null HOLDFAST_PASSWORD_FILE="$PWFILE" HOLDFAST_REPO="$HF_U10" "${HF_SYNC_PUSH[@]}"
 reset_ready
 loop pgbr-burst "$W/burst-pgdata.list" pgbackrest --config="$PGBR_CONF" --stanza=bench --repo1-path="$PB_U" --pg1-path="$BURST" \
   --archive-async --spool-path="$W/pgbr/spool" --process-max="$JOBS" archive-push
