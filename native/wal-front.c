@@ -46,6 +46,7 @@
 #include <string.h>
 #include <dirent.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -1032,60 +1033,97 @@ static const char *exclusive_lock(const char *repo) {
   return why;
 }
 
+/* One piece compressed on its own thread (a reused context per slot). */
+struct piece_job {
+  unsigned char *src, *dst;
+  size_t n, cap, z;
+  ZSTD_CCtx *cctx;
+  int level;
+};
+
+static void *compress_piece(void *arg) {
+  struct piece_job *j = arg;
+  j->z = ZSTD_compressCCtx(j->cctx, j->dst, j->cap, j->src, j->n, j->level);
+  return NULL;
+}
+
+/* Pieces compressed at once: one per CPU, at most 4 (as the CLI's compressPieces). */
+#define MAX_SLOTS 4
+
 /*
- * Compress `fd` (`size` bytes, first page `head`) in 1 MiB pieces, each its own zstd frame, sealed
- * with mode 1 into `out` (putNamedPieces); returns 1 and sets *stored when stored, 0 on an error
- * (why set), 2 when the frames are not smaller than the plaintext (the caller stores mode 0).
+ * Compress `fd` (`size` bytes, first page `head`) in 1 MiB pieces, each its own zstd frame, up to
+ * one per CPU at once (the main thread takes the first of each round), and seal mode 1 and the
+ * frames in order into `s` (putNamedPieces). Returns 1 when sealed, 0 on an error (why set), 2
+ * when the frames are not smaller than the plaintext (the caller stores mode 0).
  */
 static int store_pieces(int fd, unsigned long long size, const unsigned char *head, size_t hlen, int level, struct sealer *s, const char **why) {
-  unsigned char *piece = malloc(PIECE);
+  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  int slots = cpus < 1 ? 1 : cpus > MAX_SLOTS ? MAX_SLOTS : (int)cpus;
+  struct piece_job jobs[MAX_SLOTS] = {0};
   size_t bound = ZSTD_compressBound(PIECE);
-  unsigned char *frame = malloc(bound);
-  ZSTD_CCtx *cctx = ZSTD_createCCtx();
   unsigned long long raw = 0, packed = 0;
   int rc = 1;
   static const unsigned char zstd_mode = 1;
-  if (!piece || !frame || !cctx || !seal_update(s, &zstd_mode, 1)) {
+  for (int i = 0; i < slots; i++) {
+    jobs[i].src = malloc(PIECE);
+    jobs[i].dst = malloc(bound);
+    jobs[i].cctx = ZSTD_createCCtx();
+    jobs[i].cap = bound;
+    jobs[i].level = level;
+    if (!jobs[i].src || !jobs[i].dst || !jobs[i].cctx) rc = 0;
+  }
+  if (rc == 0 || !seal_update(s, &zstd_mode, 1)) {
     *why = "out of memory";
     rc = 0;
   }
-  while (rc == 1) {
-    ssize_t n = read_full(fd, piece, PIECE, (off_t)raw);
-    if (n < 0) {
-      *why = miss("cannot read the segment: %s", strerror(errno));
-      rc = 0;
-      break;
+  for (int end = 0; rc == 1 && !end;) {
+    int m = 0; /* pieces read this round */
+    while (m < slots && !end) {
+      ssize_t n = read_full(fd, jobs[m].src, PIECE, (off_t)raw);
+      if (n < 0) {
+        *why = miss("cannot read the segment: %s", strerror(errno));
+        rc = 0;
+        break;
+      }
+      if (raw == 0 && ((size_t)n < hlen || memcmp(jobs[m].src, head, hlen) != 0)) {
+        *why = "the segment's first page changed";
+        rc = 0;
+        break;
+      }
+      raw += (unsigned long long)n;
+      if (raw > size || ((size_t)n < PIECE && raw != size)) {
+        *why = "the segment changed size";
+        rc = 0;
+        break;
+      }
+      end = (size_t)n < PIECE;
+      if (n > 0) jobs[m++].n = (size_t)n;
     }
-    if (raw == 0 && ((size_t)n < hlen || memcmp(piece, head, hlen) != 0)) {
-      *why = "the segment's first page changed";
-      rc = 0;
-      break;
+    if (rc != 1) break;
+    pthread_t threads[MAX_SLOTS];
+    int started[MAX_SLOTS] = {0};
+    for (int i = 1; i < m; i++) started[i] = pthread_create(&threads[i], NULL, compress_piece, &jobs[i]) == 0;
+    for (int i = 0; i < m; i++)
+      if (!started[i]) compress_piece(&jobs[i]); /* the first, and any whose thread did not start */
+    for (int i = 1; i < m; i++)
+      if (started[i]) pthread_join(threads[i], NULL);
+    for (int i = 0; i < m && rc == 1; i++) {
+      if (ZSTD_isError(jobs[i].z)) {
+        *why = "zstd failed";
+        rc = 0;
+      } else if (!seal_update(s, jobs[i].dst, jobs[i].z)) {
+        *why = miss("cannot write: %s", strerror(errno));
+        rc = 0;
+      }
+      packed += jobs[i].z;
     }
-    raw += (unsigned long long)n;
-    if (raw > size || ((size_t)n < PIECE && raw != size)) {
-      *why = "the segment changed size";
-      rc = 0;
-      break;
-    }
-    if (n == 0) break;
-    size_t z = ZSTD_compressCCtx(cctx, frame, bound, piece, (size_t)n, level);
-    if (ZSTD_isError(z)) {
-      *why = "zstd failed";
-      rc = 0;
-      break;
-    }
-    packed += z;
-    if (!seal_update(s, frame, z)) {
-      *why = miss("cannot write: %s", strerror(errno));
-      rc = 0;
-      break;
-    }
-    if ((size_t)n < PIECE) break;
   }
   if (rc == 1 && !(packed < raw && raw >= 64)) rc = 2;
-  ZSTD_freeCCtx(cctx);
-  free(frame);
-  free(piece);
+  for (int i = 0; i < slots; i++) {
+    ZSTD_freeCCtx(jobs[i].cctx);
+    free(jobs[i].dst);
+    free(jobs[i].src);
+  }
   return rc;
 }
 

@@ -89,7 +89,7 @@ if (include) {
 // async worker already recorded without starting Node, and runs bin/holdfast.cjs with this node
 // for every other call. It needs only a C compiler and libcrypto.so.3 (no headers). Optional.
 try {
-  execFileSync('cc', ['-O2', '-Wall', '-Wextra', `-DHOLDFAST_NODE=${JSON.stringify(process.execPath)}`, '-o', `${out}/holdfast-push`, 'native/wal-front.c', '-l:libcrypto.so.3', '-l:libzstd.so.1'], { stdio: 'inherit' });
+  execFileSync('cc', ['-O2', '-Wall', '-Wextra', '-pthread', `-DHOLDFAST_NODE=${JSON.stringify(process.execPath)}`, '-o', `${out}/holdfast-push`, 'native/wal-front.c', '-l:libcrypto.so.3', '-l:libzstd.so.1'], { stdio: 'inherit' });
 } catch {
   console.warn('build: native/wal-front.c did not compile; archive_command runs the Node CLI (bin/holdfast.cjs) directly');
 }

@@ -4,7 +4,8 @@
  * joined result must be exactly what one sequential read gives (one worker, no ranges): the same
  * chunk ids in order, the same size, the same corrupt pages with their absolute block numbers, and
  * blobs that open to the file's bytes. A file that shrank or grew since it was measured is read to
- * its real end, as a sequential read would. The repository ends checked with --read-data.
+ * its real end, as a sequential read would; one that shrinks and grows again between range reads
+ * ends where it shrank. The repository ends checked with --read-data.
  */
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
@@ -133,6 +134,44 @@ describe('ReaderPool: large fixed-chunk files in ranges across workers', () => {
     assert.equal(grewMuch.size, more.length);
     assert.deepEqual(grewMuch.content, chunkIds(more));
     await assertBlobs(grewMuch, more);
+  });
+
+  test('a file that shrinks and then grows again between its range reads ends where it shrank', async () => {
+    // The ranges are read by the real workers, one after another, the file changed in between:
+    // [0,16) whole; truncated to 20 MiB, [16,32) ends early at 20 MiB; grown back with other bytes,
+    // [32,EOF) reads 20 MiB of them. What the last range read is not the continuation of the first
+    // 20 MiB, so the file is taken as 20 MiB (design §11): not its pages, not its size.
+    const rng = new Rng(11);
+    const size = 52 * MiB;
+    const original = relationFile(rng, size, []);
+    const file = path.join(dir, 'shrink-grow');
+    fs.writeFileSync(file, original);
+    const grown = Buffer.concat([original.subarray(0, 20 * MiB), rng.bytes(32 * MiB)]); // random pages: all "corrupt"
+    type ReadJob = (...args: unknown[]) => Promise<ReadResult>;
+    const pool = split as unknown as { readJob: ReadJob };
+    const real = pool.readJob;
+    let previous: Promise<unknown> = Promise.resolve();
+    let jobs = 0;
+    pool.readJob = function (this: unknown, ...args: unknown[]): Promise<ReadResult> {
+      const i = jobs++;
+      const run = previous.then(() => {
+        if (i === 1) fs.truncateSync(file, 20 * MiB);
+        if (i === 2) fs.writeFileSync(file, grown);
+        return real.apply(this, args);
+      });
+      previous = run.catch(() => undefined);
+      return run;
+    };
+    try {
+      const r = await split.read(file, size, noProgress, MODE);
+      assert.equal(jobs, 3, 'three ranges were read');
+      assert.equal(r.size, 20 * MiB);
+      assert.deepEqual(r.content, chunkIds(original.subarray(0, 20 * MiB)));
+      assert.equal(r.corrupt, undefined, 'the pages the last range read are not the file');
+      await assertBlobs(r, original.subarray(0, 20 * MiB));
+    } finally {
+      delete (pool as Partial<typeof pool>).readJob;
+    }
   });
 
   test('a file that cannot be read fails its read, and the pool goes on', async () => {
