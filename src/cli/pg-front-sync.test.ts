@@ -10,8 +10,9 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { CLI, ROOT } from '../testing/helpers.js';
-import { type PgCluster, type RunResult, argvAsPostgres, baseEnv, chownToPostgres, destroyAllClusters, pgSkip, runAsPostgres, startCluster, waitUntil } from '../testing/pg.js';
+import { CLI } from '../testing/helpers.js';
+import { FRONT, assertToNode, finishedSegments, frontSkip, walCluster } from '../testing/front.js';
+import { type PgCluster, type RunResult, argvAsPostgres, baseEnv, chownToPostgres, destroyAllClusters, runAsPostgres, waitUntil } from '../testing/pg.js';
 import { postgresRepository } from '../testing/pg-repo.js';
 import { expectError, listFiles, show, workspace } from '../testing/e2e.js';
 import { openRepository } from '../ops/repo.js';
@@ -19,15 +20,7 @@ import { RepositoryLockStore } from '../locks/repository.js';
 import { newLockId } from '../locks/protocol.js';
 import { currentOwner } from '../locks/owner.js';
 
-const FRONT = path.join(ROOT, 'dist', 'holdfast-push');
 const STORED = /holdfast-push: stored (\S+) in the repository without Node/;
-const TO_NODE = /holdfast-push: running Node: (.*)/;
-
-function frontSkip(): string | false {
-  const pg = pgSkip();
-  if (pg) return pg;
-  return fs.existsSync(FRONT) ? false : 'native/wal-front.c was not built on this machine (no C compiler, libcrypto.so.3 or libzstd.so.1)';
-}
 
 describe('synchronous archive-push stored by the native front (real PostgreSQL 15)', { skip: frontSkip() }, () => {
   let dir = '';
@@ -51,8 +44,7 @@ describe('synchronous archive-push stored by the native front (real PostgreSQL 1
       chownToPostgres(d);
     }
     env = { ...r.env, HOLDFAST_STATE_DIR: state, HOLDFAST_LOCK_DIR: path.join(dir, 'locks'), HOLDFAST_FRONT: 'trace' };
-    pg = await startCluster({ conf: { wal_level: 'replica', archive_mode: 'on', archive_command: 'false', wal_keep_size: '1GB' } });
-    await pg.psql('CREATE TABLE t (id int, pad text)');
+    pg = await walCluster();
   });
   after(async () => {
     await destroyAllClusters();
@@ -61,15 +53,12 @@ describe('synchronous archive-push stored by the native front (real PostgreSQL 1
 
   /** `n` finished segments, copied out of pg_wal (PostgreSQL's own archive_command stays `false`). */
   async function segments(n: number): Promise<string[]> {
-    const out: string[] = [];
-    for (let i = 0; i < n; i++) {
-      await pg.psql(`INSERT INTO t SELECT g, md5(g::text) || repeat('s', 200) FROM generate_series(1, 3000) g`);
-      const name = await pg.switchWal({ force: true });
+    const names = await finishedSegments(pg, n, 3000, "md5(g::text) || repeat('s', 200)");
+    for (const name of names) {
       fs.copyFileSync(path.join(pg.dataDir, 'pg_wal', name), path.join(wal, name));
       chownToPostgres(path.join(wal, name));
-      out.push(name);
     }
-    return out;
+    return names;
   }
   const call = (name: string): string[] => ['pg', 'archive-push', path.join(wal, name)];
   const push = (name: string, extraEnv: Record<string, string> = {}): RunResult => runAsPostgres(FRONT, call(name), { ...env, ...extraEnv }, { cwd: dir });
@@ -77,11 +66,7 @@ describe('synchronous archive-push stored by the native front (real PostgreSQL 1
     assert.equal(r.status, 0, show(call(name), r));
     assert.equal(STORED.exec(r.stderr)?.[1], name, `the front stored ${name} itself\n${show(call(name), r)}`);
   };
-  const toNode = (r: RunResult, why: RegExp, name: string): void => {
-    const m = TO_NODE.exec(r.stderr);
-    assert.ok(m, `the front ran Node\n${show(call(name), r)}`);
-    assert.match(m[1]!, why, show(call(name), r));
-  };
+  const toNode = (r: RunResult, why: RegExp, name: string): void => assertToNode(r, why, call(name));
   /** The archived copy of `name`, fetched by the Node CLI's archive-get. */
   const fetched = (name: string): Buffer => {
     const dest = path.join(dir, 'got', name);

@@ -9,21 +9,14 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { CLI, ROOT } from '../testing/helpers.js';
-import { type PgCluster, type RunResult, chownToPostgres, destroyAllClusters, pgSkip, runAsPostgres, runAsPostgresAsync, startCluster, waitUntil } from '../testing/pg.js';
+import { CLI } from '../testing/helpers.js';
+import { FRONT, TO_NODE, assertToNode, finishedSegments, frontSkip, walCluster } from '../testing/front.js';
+import { type PgCluster, type RunResult, chownToPostgres, destroyAllClusters, runAsPostgres, runAsPostgresAsync, waitUntil } from '../testing/pg.js';
 import { postgresRepository } from '../testing/pg-repo.js';
 import { expectError, listFiles, show, workspace } from '../testing/e2e.js';
 import { TEST_KDF } from '../testing/helpers.js';
 
-const FRONT = path.join(ROOT, 'dist', 'holdfast-push');
 const ANSWERED = /holdfast-push: (\S+) was archived by the async worker \(its spool record matches the content\); answered without Node( after waiting for the worker)?/;
-const TO_NODE = /holdfast-push: running Node: (.*)/;
-
-function frontSkip(): string | false {
-  const pg = pgSkip();
-  if (pg) return pg;
-  return fs.existsSync(FRONT) ? false : 'native/wal-front.c was not built on this machine (no C compiler or libcrypto.so.3)';
-}
 
 describe('archive-push --async through the native front (real PostgreSQL 15)', { skip: frontSkip() }, () => {
   let dir = '';
@@ -49,22 +42,14 @@ describe('archive-push --async through the native front (real PostgreSQL 15)', {
     fs.writeFileSync(config, '# the front test\n[global]\njobs = 2\n');
     // A variable with non-ASCII bytes, which the key sorts and hashes bytewise on both sides.
     env = { ...r.env, HOLDFAST_CONFIG: config, HOLDFAST_STATE_DIR: state, HOLDFAST_LOCK_DIR: locks, HOLDFAST_ASYNC_TIMEOUT: '120s', HOLDFAST_ZZ_NOTE: 'sauvegarde – été', HOLDFAST_FRONT: 'trace' };
-    pg = await startCluster({ conf: { wal_level: 'replica', archive_mode: 'on', archive_command: 'false', wal_keep_size: '1GB' } });
-    await pg.psql('CREATE TABLE t (id int, pad text)');
+    pg = await walCluster();
   });
   after(async () => {
     await destroyAllClusters();
     await cleanup();
   });
 
-  async function segments(n: number): Promise<string[]> {
-    const out: string[] = [];
-    for (let i = 0; i < n; i++) {
-      await pg.psql(`INSERT INTO t SELECT g, repeat('f', 100) FROM generate_series(1, 2000) g`);
-      out.push(await pg.switchWal({ force: true }));
-    }
-    return out;
-  }
+  const segments = (n: number): Promise<string[]> => finishedSegments(pg, n, 2000, "repeat('f', 100)");
 
   /** Copies of `names` in a pg_wal of their own with .ready markers; calls made as PostgreSQL's archiver makes them. */
   function simulatedWal(names: readonly string[]): { wal: string; root: string; push: (name: string, extraEnv?: Record<string, string>, cmd?: string) => RunResult } {
@@ -96,11 +81,7 @@ describe('archive-push --async through the native front (real PostgreSQL 15)', {
     assert.equal(r.status, 0, show(args, r));
     assert.equal(ANSWERED.exec(r.stderr)?.[1], name, `the front answered ${name} itself\n${show(args, r)}`);
   };
-  const toNode = (r: RunResult, why: RegExp, args: readonly string[]): void => {
-    const m = TO_NODE.exec(r.stderr);
-    assert.ok(m, `the front ran Node\n${show(args, r)}`);
-    assert.match(m[1]!, why, show(args, r));
-  };
+  const toNode = assertToNode;
 
   test('a call whose file the worker recorded is answered without Node once the CLI left its ticket; the key agrees on both sides', async () => {
     const names = await segments(5);
