@@ -3,7 +3,8 @@
  *
  * Without --async, once the Node CLI left a sync ticket for the call's inputs, it stores the
  * segment itself (sync_push below: the CLI's checks, lock, object format and fsyncs, in C), and
- * hands every case that is not the plain one to Node before storing anything. With --async:
+ * hands every case that is not the plain one to Node before storing anything. `pg archive-get
+ * --prefetch N` calls it answers from the prefetch queue (answer_get). With --async:
  *
  * Under a burst of WAL, PostgreSQL calls archive_command once per segment and waits for each call,
  * while holdfast's async worker has usually stored the segment already: the call only has to find
@@ -238,17 +239,17 @@ static int by_bytes(const void *a, const void *b) {
   return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-/* The ticket key of this call (src/ops/pg-archive-ticket.ts ticketKey), as hex. */
-static int ticket_key(int argc, char **argv, char out[65]) {
+/* The ticket key of this call (src/ops/pg-archive-ticket.ts ticketKey), as hex: every argument but the last `trailing` (the paths). */
+static int ticket_key(int argc, char **argv, int trailing, char out[65]) {
   char cwd[PATH_MAX], tmp[64];
   if (!getcwd(cwd, sizeof cwd)) return 0;
   struct buf b = {0};
   int ok = field(&b, TICKET_VERSION, strlen(TICKET_VERSION));
   snprintf(tmp, sizeof tmp, "%u", (unsigned)getuid());
   ok = ok && field(&b, tmp, strlen(tmp)) && field(&b, cwd, strlen(cwd));
-  snprintf(tmp, sizeof tmp, "a%d", argc - 2);
+  snprintf(tmp, sizeof tmp, "a%d", argc - 1 - trailing);
   ok = ok && field(&b, tmp, strlen(tmp));
-  for (int i = 1; ok && i < argc - 1; i++) ok = field(&b, argv[i], strlen(argv[i]));
+  for (int i = 1; ok && i < argc - trailing; i++) ok = field(&b, argv[i], strlen(argv[i]));
   size_t n = 0, k = 0;
   for (char **e = environ; *e; e++) n++;
   const char **env = calloc(n + 1, sizeof *env);
@@ -1243,20 +1244,19 @@ static const char *sync_push(char *ticket_text, const char *file, const char *wa
   return why;
 }
 
-/* NULL when the spool records `argv[argc-1]` as archived; otherwise why Node has to decide. */
-static const char *answer(int argc, char **argv, const char **filep) {
-  if (argc < 4 || strcmp(argv[1], "pg") != 0 || strcmp(argv[2], "archive-push") != 0) return "not a pg archive-push call";
-  const char *wal = argv[argc - 1];
-  if (wal[0] == '-' || wal[0] == 0) return "the last argument is not the WAL file";
-  const char *file = strrchr(wal, '/');
-  file = file ? file + 1 : wal;
-  *filep = file;
-  if (!safe_name(file)) return "not a WAL file name";
-
+/*
+ * The ticket for this call's inputs (all arguments but the last `trailing`), read into *textp (a
+ * private regular file of this user, in the private ticket directory), or why there is none.
+ */
+static const char *find_ticket(int argc, char **argv, int trailing, char **textp) {
   char *state = state_dir();
   if (!state) return "no state directory from the environment (HOLDFAST_STATE_DIR, XDG_CACHE_HOME or HOME)";
-  char key[65], path[PATH_MAX];
-  if (!ticket_key(argc, argv, key)) return "cannot compute the ticket key";
+  char key[65];
+  static char path[PATH_MAX];
+  if (!ticket_key(argc, argv, trailing, key)) {
+    free(state);
+    return "cannot compute the ticket key";
+  }
   snprintf(path, sizeof path, "%s/spool/tickets", state);
   free(state);
   struct stat st;
@@ -1267,32 +1267,120 @@ static const char *answer(int argc, char **argv, const char **filep) {
   size_t n = 0;
   char *text = read_file(path, 64 << 10, &n, 1, &st);
   if (!text) return miss("no ticket for this call (%s): %s", path, strerror(errno));
-  const char *why = NULL;
-  struct ticket t = {0};
-  char instance[65] = {0};
-  if (!S_ISREG(st.st_mode) || st.st_uid != getuid() || (st.st_mode & 022) != 0) why = miss("the ticket %s is not a private file of this user", path);
-  else if (strlen(text) != n) why = miss("the ticket %s is malformed", path);
-  else if (strncmp(text, TICKET_VERSION "\nsync\n", strlen(TICKET_VERSION) + 6) == 0) {
-    why = sync_push(text, file, wal);
+  const char *why = !S_ISREG(st.st_mode) || st.st_uid != getuid() || (st.st_mode & 022) != 0 ? miss("the ticket %s is not a private file of this user", path) : strlen(text) != n ? miss("the ticket %s is malformed", path) : NULL;
+  if (why) {
     free(text);
     return why;
-  } else if (!parse_ticket(text, &t)) why = miss("the ticket %s is malformed", path);
-  else why = same_content(t.config_path, t.config_digest, "config file");
-  if (!why) {
-    char *cfg = read_file(t.repo_config, 4u << 20, &n, 0, NULL);
-    if (!cfg) why = miss("cannot read the repository's config object %s: %s", t.repo_config, strerror(errno));
-    else if (!sha256_hex(cfg, n, instance)) why = miss("SHA-256 failed");
-    free(cfg);
   }
+  *textp = text;
+  return NULL;
+}
+
+/* The SHA-256 (hex) of the stored config object at `repo_config` equals the first word of `<dir>/repository`. */
+static const char *bound_to_instance(const char *repo_config, const char *dir, const char *what) {
+  char path[PATH_MAX], instance[65];
+  size_t n = 0;
+  char *cfg = read_file(repo_config, 4u << 20, &n, 0, NULL);
+  if (!cfg) return miss("cannot read the repository's config object %s: %s", repo_config, strerror(errno));
+  int ok = sha256_hex(cfg, n, instance);
+  free(cfg);
+  if (!ok) return "SHA-256 failed";
+  snprintf(path, sizeof path, "%s/repository", dir);
+  char *bound = read_file(path, 4096, &n, 0, NULL);
+  const char *b = bound;
+  while (b && (*b == ' ' || *b == '\t' || *b == '\n' || *b == '\r')) b++;
+  ok = b && strncmp(b, instance, 64) == 0 && (!b[64] || b[64] == ' ' || b[64] == '\t' || b[64] == '\n' || b[64] == '\r');
+  free(bound);
+  return ok ? NULL : miss("the %s is not bound to the repository instance at this location", what);
+}
+
+/*
+ * archive-get from the prefetch queue (src/ops/pg-archive-prefetch.ts): `pg archive-get ... FILE
+ * DEST` whose ticket names the queue; FILE is a segment there, whole (its size is the segment size
+ * its header declares, and the header is for the segment its name says), from the repository
+ * instance at the location now. It is renamed to DEST, as the CLI does (the queue's files were
+ * written durably). Anything else, a DEST on another file system included: Node.
+ */
+static int taken_from_queue;
+
+static const char *answer_get(int argc, char **argv, const char **filep) {
+  const char *file = argv[argc - 2], *dest = argv[argc - 1];
+  *filep = file;
+  unsigned long long tli, log, seg;
+  if (strlen(file) != 24 || !hexval(file, 8, &tli) || !hexval(file + 8, 8, &log) || !hexval(file + 16, 8, &seg) || tli == 0) return "not a WAL segment name (Node decides)";
+  if (dest[0] == '-' || dest[0] == 0) return "the last argument is not the destination";
+  char *text = NULL;
+  const char *why = find_ticket(argc, argv, 2, &text);
+  if (why) return why;
+  const char *queue = NULL, *repo_config = NULL, *digest = NULL, *config = NULL;
+  char *cursor = text, *l = next_line(&cursor);
+  if (!l || strcmp(l, TICKET_VERSION) != 0 || !(l = next_line(&cursor)) || strcmp(l, "get") != 0 || !ticket_line(&cursor, "queue /", &queue) || !ticket_line(&cursor, "repo-config /", &repo_config) ||
+      !ticket_line(&cursor, "config ", &digest) || next_line(&cursor) != NULL) {
+    free(text);
+    return "the ticket is malformed (not a get ticket)";
+  }
+  queue--, repo_config--;
+  char *sp = strchr(digest, ' ');
+  if (!sp || sp[1] != '/') why = "the ticket is malformed";
+  else {
+    *sp = 0;
+    config = sp + 1;
+    why = same_content(config, digest, "config file");
+  }
+  if (!why && !private_dir(queue)) why = miss("the prefetch queue %s is not a private directory of this user", queue);
+  if (!why) why = bound_to_instance(repo_config, queue, "prefetch queue");
+  char path[PATH_MAX];
+  unsigned char head[64];
+  struct stat st;
+  int fd = -1;
+  if (!why) {
+    snprintf(path, sizeof path, "%s/%s", queue, file);
+    fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) why = miss("%s is not in the prefetch queue", file);
+    else if (read_full(fd, head, 40, 0) != 40) why = "the queued copy has no long page header";
+  }
+  if (!why) {
+    unsigned long long addr = le(head + 8, 8), segsize = le(head + 32, 4), blcksz = le(head + 36, 4), htli = le(head + 4, 4);
+    unsigned info = (unsigned)le(head + 2, 2);
+    if (!pg_version_of_magic((unsigned)le(head, 2)) || !(info & 0x0002) || (info & ~0x0007u) || htli == 0 || htli > tli) why = "the queued copy has no valid long page header";
+    else if (!pow2_between(segsize, 1ull << 20, 1ull << 30) || !pow2_between(blcksz, 1024, 65536) || (unsigned long long)st.st_size != segsize) why = "the queued copy's size is not its segment size";
+    else if (seg >= 0x100000000ull / segsize || seg >= 0x100 || addr != (log * (0x100000000ull / segsize) + seg) * segsize) why = "the queued copy is not the segment its name says";
+  }
+  if (fd >= 0) close(fd);
+  /* written durably into the queue: renamed into place; another file system is Node's (it copies) */
+  if (!why && rename(path, dest) != 0) why = miss("cannot move the queued %s to %s: %s", file, dest, strerror(errno));
+  if (!why) taken_from_queue = 1;
+  free(text);
+  return why;
+}
+
+/* NULL when the spool records `argv[argc-1]` as archived; otherwise why Node has to decide. */
+static const char *answer(int argc, char **argv, const char **filep) {
+  if (argc >= 5 && strcmp(argv[1], "pg") == 0 && strcmp(argv[2], "archive-get") == 0) return answer_get(argc, argv, filep);
+  if (argc < 4 || strcmp(argv[1], "pg") != 0 || strcmp(argv[2], "archive-push") != 0) return "not a pg archive-push call";
+  const char *wal = argv[argc - 1];
+  if (wal[0] == '-' || wal[0] == 0) return "the last argument is not the WAL file";
+  const char *file = strrchr(wal, '/');
+  file = file ? file + 1 : wal;
+  *filep = file;
+  if (!safe_name(file)) return "not a WAL file name";
+
+  char *text = NULL, path[PATH_MAX];
+  size_t n = 0;
+  const char *found = find_ticket(argc, argv, 1, &text);
+  if (found) return found;
+  if (strncmp(text, TICKET_VERSION "\nsync\n", strlen(TICKET_VERSION) + 6) == 0) {
+    const char *why = sync_push(text, file, wal);
+    free(text);
+    return why;
+  }
+  const char *why = NULL;
+  struct ticket t = {0};
+  if (!parse_ticket(text, &t)) why = "the ticket is malformed";
+  else why = same_content(t.config_path, t.config_digest, "config file");
   if (!why && !private_dir(t.spool)) why = miss("the spool %s is not a private directory of this user", t.spool);
   char *rec = NULL, *bound = NULL, *spool_key = NULL;
-  if (!why) {
-    snprintf(path, sizeof path, "%s/repository", t.spool);
-    bound = read_file(path, 4096, &n, 0, NULL);
-    const char *b = bound;
-    while (b && (*b == ' ' || *b == '\t' || *b == '\n' || *b == '\r')) b++;
-    if (!b || strncmp(b, instance, 64) != 0 || (b[64] && b[64] != ' ' && b[64] != '\t' && b[64] != '\n' && b[64] != '\r')) why = miss("the spool is not bound to the repository instance at this location");
-  }
+  if (!why) why = bound_to_instance(t.repo_config, t.spool, "spool");
   if (!why) {
     snprintf(path, sizeof path, "%s/key", t.spool);
     spool_key = read_file(path, 64, &n, 0, NULL);
@@ -1350,6 +1438,10 @@ int main(int argc, char **argv) {
   int trace = mode && strcmp(mode, "trace") == 0;
   const char *file = "";
   const char *why = mode && strcmp(mode, "off") == 0 ? "HOLDFAST_FRONT=off" : answer(argc, argv, &file);
+  if (!why && taken_from_queue) {
+    if (trace) fprintf(stderr, "holdfast-push: %s taken from the prefetch queue without Node\n", file);
+    return 0;
+  }
   if (!why && stored_without_node) {
     if (trace) fprintf(stderr, "holdfast-push: stored %s in the repository without Node\n", file);
     return 0;

@@ -23,9 +23,16 @@ export async function run(inv: Invocation): Promise<number> {
   const cluster = inv.options.str('cluster')!;
   if (inv.command === 'pg archive-push') return push(inv, cluster);
   const { archiveGet } = await import('../ops/pg-archive.js');
-  const r = await archiveGet(repoRef(inv), cluster, inv.args[0]!, inv.args[1]!);
+  const ref = repoRef(inv);
+  const prefetch = inv.options.num('prefetch');
+  const queueDir = prefetch > 0 ? path.join(spoolDirFor(defaultStateDir(), ref.location, cluster), 'prefetch') : undefined;
+  const r = await archiveGet(ref, cluster, inv.args[0]!, inv.args[1]!, inv.ctx, { prefetch, queueDir });
+  const t = queueDir !== undefined && process.argv.at(-2) === inv.args[0] ? ticketInputs(inv, ref, inv.args[1]!) : undefined;
+  if (t && queueDir !== undefined) {
+    leaveTicket(defaultStateDir(), t.inputs, { queueDir: path.resolve(queueDir), repoConfig: path.join(path.resolve(t.dir), 'config'), configPath: t.config.path, configDigest: configDigest(t.config.raw) });
+  }
   if (inv.json) inv.outJson(r);
-  else inv.log.debug(`restored ${r.file}: ${r.bytes} bytes`);
+  else inv.log.debug(`restored ${r.file}: ${r.bytes} bytes from the ${r.from === 'queue' ? 'prefetch queue' : 'repository'}${r.queued ? `; ${r.queued} following segment(s) queued` : ''}`);
   return 0;
 }
 
@@ -73,7 +80,7 @@ async function push(inv: Invocation, cluster: string): Promise<number> {
 /**
  * What every ticket of the native front (dist/holdfast-push) needs: a local repository with no
  * secondary storage, a known config file, nothing printed on success (no --json, no debug log) and
- * the WAL path last. The raw inputs the ticket is keyed by, or undefined when the front could not
+ * the WAL path (archive-push) or the destination (archive-get) last. The raw inputs the ticket is keyed by, or undefined when the front could not
  * answer this call as this process does.
  */
 function ticketInputs(inv: Invocation, ref: RepoRef, walPath: string): { dir: string; config: NonNullable<Invocation['options']['configSource']>; inputs: TicketInputs } | undefined {

@@ -286,10 +286,11 @@ export const COMMANDS: readonly CommandSpec[] = [
   {
     name: 'pg archive-get',
     summary: 'Fetch a WAL file (PostgreSQL restore_command)',
-    usage: 'holdfast pg archive-get [--cluster NAME] WAL-FILE DEST-PATH',
+    usage: 'holdfast pg archive-get [--cluster NAME] [--prefetch N] WAL-FILE DEST-PATH',
     description:
-      'Writes the archived file WAL-FILE (%f) to DEST-PATH (%p) atomically and exits 0. Exits 1 without a message when the archive has no such file, which ends archive recovery normally; any other failure exits with another code and a message.',
-    examples: ["restore_command = 'holdfast pg archive-get --cluster main %f %p'"],
+      'Writes the archived file WAL-FILE (%f) to DEST-PATH (%p) atomically and exits 0. Exits 1 without a message when the archive has no such file, which ends archive recovery normally; any other failure exits with another code and a message. ' +
+      'With --prefetch N, a call that reads the repository also queues the N following segments locally, and the next calls take theirs from the queue (through dist/holdfast-push without starting Node).',
+    examples: ["restore_command = 'holdfast pg archive-get --cluster main %f %p'", "restore_command = '/opt/holdfast/dist/holdfast-push pg archive-get --cluster main --prefetch 8 %f %p'"],
     minArgs: 2,
     maxArgs: 2,
     load: () => import('./cmd-pg-archive.js'),

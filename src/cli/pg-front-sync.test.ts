@@ -67,6 +67,7 @@ describe('synchronous archive-push stored by the native front (real PostgreSQL 1
     assert.equal(STORED.exec(r.stderr)?.[1], name, `the front stored ${name} itself\n${show(call(name), r)}`);
   };
   const toNode = (r: RunResult, why: RegExp, name: string): void => assertToNode(r, why, call(name));
+  const toNodeGet = (r: RunResult, why: RegExp, name: string): void => assertToNode(r, why, ['pg', 'archive-get', '--prefetch', '3', name]);
   /** The archived copy of `name`, fetched by the Node CLI's archive-get. */
   const fetched = (name: string): Buffer => {
     const dest = path.join(dir, 'got', name);
@@ -254,6 +255,59 @@ describe('synchronous archive-push stored by the native front (real PostgreSQL 1
     assert.equal(acknowledged + killed, names.length - 1);
     const check = runAsPostgres(process.execPath, [CLI, 'check'], env, { cwd: dir });
     assert.equal(check.status, 0, show(['check'], check));
+  });
+
+  test('archive-get --prefetch: one call reads the repository and queues the next segments, the front hands those over without Node; a bad queued copy or another repository instance is never handed over', async () => {
+    const names = await segments(7);
+    for (const n of names) assert.equal(push(n).status, 0);
+    const got = path.join(dir, 'got');
+    const get = (name: string, extraEnv: Record<string, string> = {}): RunResult => runAsPostgres(FRONT, ['pg', 'archive-get', '--prefetch', '3', name, path.join(got, name)], { ...env, ...extraEnv }, { cwd: dir });
+    const args = (name: string): string[] => ['pg', 'archive-get', '--prefetch', '3', name, path.join(got, name)];
+    const same = (name: string): void => {
+      assert.ok(fs.readFileSync(path.join(got, name)).equals(fs.readFileSync(path.join(wal, name))), `${name} is handed over intact`);
+      fs.rmSync(path.join(got, name));
+    };
+    const queued = (): string[] => listFiles(state).filter((f) => f.includes('/prefetch/') && /\/[0-9A-F]{24}$/.test(f)).map((f) => path.basename(f)).sort();
+    const taken = /holdfast-push: (\S+) taken from the prefetch queue without Node/;
+
+    const first = get(names[0]!);
+    assert.equal(first.status, 0, show(args(names[0]!), first));
+    toNodeGet(first, /no ticket for this call/, names[0]!);
+    same(names[0]!);
+    assert.deepEqual(queued(), names.slice(1, 4), 'the next three segments are queued');
+    for (const n of names.slice(1, 4)) {
+      const r = get(n);
+      assert.equal(r.status, 0, show(args(n), r));
+      assert.equal(taken.exec(r.stderr)?.[1], n, show(args(n), r));
+      same(n);
+    }
+    assert.deepEqual(queued(), [], 'taken segments leave the queue');
+
+    // Not queued: Node reads the repository and queues the rest (only what the archive has).
+    const refill = get(names[4]!);
+    toNodeGet(refill, /is not in the prefetch queue/, names[4]!);
+    same(names[4]!);
+    assert.deepEqual(queued(), names.slice(5, 7), 'the two archived segments after it, and nothing for what is not archived yet');
+
+    // A queued copy that is not whole is dropped, and the segment comes from the repository.
+    const q = path.join(state, listFiles(state).find((f) => f.endsWith(`/prefetch/${names[5]!}`))!);
+    fs.truncateSync(q, 8192);
+    const torn = get(names[5]!);
+    toNodeGet(torn, /the queued copy's size is not its segment size/, names[5]!);
+    assert.equal(torn.status, 0, show(args(names[5]!), torn));
+    same(names[5]!);
+
+    // Another repository instance at the location: the queue is not used (Node empties it).
+    const binding = path.join(path.dirname(q), 'repository');
+    fs.writeFileSync(binding, `${'0'.repeat(64)}\n`);
+    const other = get(names[6]!);
+    toNodeGet(other, /the prefetch queue is not bound to the repository instance at this location/, names[6]!);
+    assert.equal(other.status, 0, show(args(names[6]!), other));
+    same(names[6]!);
+
+    // The end of the archive: exit 1, quietly, as without prefetch.
+    const end = get('0000000100000000000000FF');
+    assert.equal(end.status, 1, show(args('0000000100000000000000FF'), end));
   });
 
   test('PostgreSQL archiving through the front synchronously: every segment arrives intact', async () => {

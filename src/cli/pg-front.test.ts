@@ -251,7 +251,7 @@ describe('archive-push --async through the native front (real PostgreSQL 15)', {
     const get = ['pg', 'archive-get', '000000010000000000000099', path.join(dir, 'never')];
     const viaFront = runAsPostgres(FRONT, get, env);
     const viaNode = runAsPostgres(process.execPath, [CLI, ...get], env);
-    toNode(viaFront, /not a pg archive-push call/, get);
+    toNode(viaFront, /no ticket for this call/, get); // archive-get is the front's only with --prefetch and a ticket
     assert.equal(viaFront.status, 1, show(get, viaFront));
     assert.deepEqual([viaFront.status, viaFront.stdout, viaFront.stderr.replace(TO_NODE, '').trim()], [viaNode.status, viaNode.stdout, viaNode.stderr.trim()]);
     const off = runAsPostgres(FRONT, ['pg', 'archive-push', 'pg_wal/000000010000000000000001'], { ...env, HOLDFAST_FRONT: 'off' });

@@ -43,6 +43,14 @@
  *   config <sha-256 hex of the config file's bytes, or "absent"> <absolute config file path>
  * It names no secret: the front reads the password file, and the derived key from the key cache,
  * as the CLI does, on every call.
+ *
+ * An archive-get call with --prefetch leaves a get ticket, keyed by every argument but the last two
+ * (%f and %p), with which the front takes segments from the prefetch queue (pg-archive-prefetch.ts):
+ *   holdfast-ticket-v1
+ *   get
+ *   queue <absolute prefetch queue directory>
+ *   repo-config <absolute path of the local repository's config object>
+ *   config <sha-256 hex of the config file's bytes, or "absent"> <absolute config file path>
  */
 import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -77,13 +85,13 @@ function field(parts: Buffer[], value: string): void {
   parts.push(Buffer.from(`${b.length}:`, 'latin1'), b);
 }
 
-/** The ticket key (hex) of a call's raw inputs. */
-export function ticketKey(i: TicketInputs): string {
+/** The ticket key (hex) of a call's raw inputs: every argument but the last `trailing` (the paths: 1 for archive-push, 2 for archive-get). */
+export function ticketKey(i: TicketInputs, trailing = 1): string {
   const parts: Buffer[] = [];
   field(parts, TICKET_VERSION);
   field(parts, String(i.uid));
   field(parts, i.cwd);
-  const args = i.args.slice(0, -1);
+  const args = i.args.slice(0, -trailing);
   field(parts, `a${args.length}`);
   for (const a of args) field(parts, a);
   const env = Object.entries(i.env)
@@ -120,6 +128,18 @@ export function syncTicketText(t: SyncTicket): string {
   );
 }
 
+/** An archive-get ticket: where the prefetch queue of these inputs is (pg-archive-prefetch.ts). */
+export interface GetTicket {
+  readonly queueDir: string;
+  readonly repoConfig: string;
+  readonly configPath: string;
+  readonly configDigest: string;
+}
+
+export function getTicketText(t: GetTicket): string {
+  return `${TICKET_VERSION}\nget\nqueue ${t.queueDir}\nrepo-config ${t.repoConfig}\nconfig ${t.configDigest} ${t.configPath}\n`;
+}
+
 export function ticketText(t: Ticket): string {
   return `${TICKET_VERSION}\nspool ${t.spoolDir}\nrepo-config ${t.repoConfig}\nconfig ${t.configDigest} ${t.configPath}\nasync-timeout ${Math.max(0, Math.round(t.asyncTimeoutMs))}\n`;
 }
@@ -133,11 +153,11 @@ export function ticketPath(stateDir: string, key: string): string {
  * time, so a failure to write one is not the call's failure. Paths holding a newline are skipped
  * (the format is line-based).
  */
-export function leaveTicket(stateDir: string, inputs: TicketInputs, t: Ticket | SyncTicket): void {
-  const paths = 'spoolDir' in t ? [t.spoolDir, t.repoConfig, t.configPath] : [t.repoDir, t.keyCacheDir, t.passwordFile, t.configPath];
+export function leaveTicket(stateDir: string, inputs: TicketInputs, t: Ticket | SyncTicket | GetTicket): void {
+  const paths = 'spoolDir' in t ? [t.spoolDir, t.repoConfig, t.configPath] : 'queueDir' in t ? [t.queueDir, t.repoConfig, t.configPath] : [t.repoDir, t.keyCacheDir, t.passwordFile, t.configPath];
   if (paths.some((p) => p.includes('\n') || !path.isAbsolute(p))) return;
-  const file = ticketPath(stateDir, ticketKey(inputs));
-  const text = 'spoolDir' in t ? ticketText(t) : syncTicketText(t);
+  const file = ticketPath(stateDir, ticketKey(inputs, 'queueDir' in t ? 2 : 1));
+  const text = 'spoolDir' in t ? ticketText(t) : 'queueDir' in t ? getTicketText(t) : syncTicketText(t);
   try {
     // Kept when identical and still private (the front trusts nothing else).
     const st = fs.lstatSync(file);

@@ -8,8 +8,7 @@
  * `--async` runs the same prepareWal/storeWal in a background worker (pg-archive-worker.ts) and
  * answers calls from its spool (pg-archive-spool.ts, pg-archive-async.ts).
  */
-import { readFileSync, readSync, fstatSync, openSync, writeSync, fsyncSync, closeSync, renameSync, unlinkSync } from 'node:fs';
-import { randomBytes } from 'node:crypto';
+import { readFileSync, readSync, fstatSync, openSync, closeSync } from 'node:fs';
 import * as path from 'node:path';
 import { HoldfastError, fsError } from '../errors/catalogue.js';
 import type { PieceReader, Repository } from '../repository/repository.js';
@@ -21,6 +20,7 @@ import { openRepository } from './repo.js';
 import { withRepoLock } from './locking.js';
 import { isUncertainAbsence } from '../storage/backend.js';
 import { checkClusterName } from './pg-archive-spool.js';
+import { PrefetchQueue, wantedAfter, writeFileDurably } from './pg-archive-prefetch.js';
 
 export interface ClusterRecord {
   version: 1;
@@ -311,41 +311,79 @@ function sameOrConflict(existing: Buffer, data: Buffer, file: string, object: st
   throw new HoldfastError('WAL_CONFLICT', `${file} is already archived with different content (${existing.length} bytes stored, ${data.length} offered)`, { file, object });
 }
 
+export interface GetOptions {
+  /** Fetch up to this many following segments into the prefetch queue (pg-archive-prefetch.ts). */
+  readonly prefetch?: number;
+  /** The prefetch queue directory (private to the user). */
+  readonly queueDir?: string | undefined;
+}
+
 /**
  * Fetch an archived file to `dest` (restore_command's %p): written to a temporary name beside it,
  * fsynced and renamed, so PostgreSQL never sees a partial file. A missing file is WAL_NOT_FOUND
- * (exit 1), which tells PostgreSQL the archive has nothing more.
+ * (exit 1), which tells PostgreSQL the archive has nothing more. With `prefetch`, a segment is
+ * taken from the local queue when it is there (the repository is not opened), and a call that
+ * reads the repository queues the segments after its own.
  */
-export async function archiveGet(ref: RepoRef, cluster: string, file: string, dest: string): Promise<{ file: string; bytes: number }> {
+export async function archiveGet(ref: RepoRef, cluster: string, file: string, dest: string, ctx?: Pick<OpContext, 'log'>, opts: GetOptions = {}): Promise<{ file: string; bytes: number; from?: 'queue' | 'repository'; queued?: number }> {
   checkClusterName(cluster);
-  if (!parseWalName(file)) {
+  const name = parseWalName(file);
+  if (!name) {
     throw new HoldfastError('WAL_INVALID', `${file} is not a WAL segment, .partial, timeline history or backup history file name`, { file, hint: 'restore_command must pass %f and %p.' });
   }
+  const n = opts.prefetch ?? 0;
+  let queue: PrefetchQueue | undefined;
+  if (n > 0 && name.kind === 'segment' && opts.queueDir) {
+    try {
+      queue = new PrefetchQueue(opts.queueDir);
+      await queue.bind(ref.location, ref.storage);
+    } catch (err) {
+      if (!(err instanceof HoldfastError) || err.code !== 'PERMISSION_DENIED') throw err;
+      ctx?.log.warn(`${err.message}; fetching without prefetch`);
+      queue = undefined;
+    }
+    const segSize = queue?.take(file, dest);
+    if (queue && segSize !== undefined) {
+      queue.prune(file, wantedAfter(file, n, segSize));
+      return { file, bytes: segSize, from: 'queue' };
+    }
+  }
   const repo = await openRepository(ref, false);
-  let data: Buffer | undefined;
   try {
-    data = await repo.getNamed(walObjectName(cluster, file));
+    const data = await repo.getNamed(walObjectName(cluster, file));
+    if (!data) throw new HoldfastError('WAL_NOT_FOUND', `${file} is not in the archive of cluster "${cluster}"`, { file, cluster });
+    writeFileDurably(dest, data, 'write');
+    if (!queue) return { file, bytes: data.length, from: 'repository' };
+    return { file, bytes: data.length, from: 'repository', queued: await refill(repo, cluster, file, n, queue, ctx) };
   } finally {
     await repo.close();
   }
-  if (!data) throw new HoldfastError('WAL_NOT_FOUND', `${file} is not in the archive of cluster "${cluster}"`, { file, cluster });
-  const tmp = path.join(path.dirname(dest), `.${path.basename(dest)}.holdfast-${randomBytes(4).toString('hex')}`);
+}
+
+/**
+ * Queue the segments after `file` that are not queued yet, in order, two at a time, stopping at the
+ * first the archive does not have. A failure here is not the call's: its own file is written.
+ */
+async function refill(repo: Repository, cluster: string, file: string, n: number, queue: PrefetchQueue, ctx?: Pick<OpContext, 'log'>): Promise<number> {
+  let queued = 0;
   try {
-    const fd = openSync(tmp, 'wx', 0o600);
-    try {
-      for (let off = 0; off < data.length; ) off += writeSync(fd, data, off, data.length - off);
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
+    const segSize = (await readClusterRecord(repo, cluster))?.segSize;
+    if (!segSize) return 0;
+    const wanted = wantedAfter(file, n, segSize);
+    queue.prune(file, wanted);
+    const have = new Set(queue.segments());
+    const missing = wanted.filter((w) => !have.has(w));
+    for (let i = 0; i < missing.length; i += 2) {
+      const batch = missing.slice(i, i + 2);
+      const got = await Promise.all(batch.map((w) => repo.getNamed(walObjectName(cluster, w))));
+      for (const [j, data] of got.entries()) {
+        if (!data) return queued; // not archived (yet): nothing after it either
+        queue.put(batch[j]!, data);
+        queued++;
+      }
     }
-    renameSync(tmp, dest);
   } catch (err) {
-    try {
-      unlinkSync(tmp);
-    } catch {
-      // nothing to remove
-    }
-    throw fsError(err, 'write', dest, 'TARGET_IO');
+    ctx?.log.debug(`prefetch after ${file} stopped: ${err instanceof Error ? err.message : String(err)}`);
   }
-  return { file, bytes: data.length };
+  return queued;
 }

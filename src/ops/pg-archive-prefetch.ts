@@ -1,0 +1,133 @@
+/**
+ * archive-get with prefetch (`pg archive-get --prefetch N`, docs/design.md §12): PostgreSQL's
+ * recovery asks restore_command for one WAL segment after another, and a call that opens the
+ * repository for each costs a process start, the key and a read of the object every time. With
+ * prefetch, a call that has to open the repository also fetches up to N following segments of the
+ * same timeline into a local queue; the next calls take their segment from there without opening
+ * the repository (and the native front, dist/holdfast-push, without starting Node).
+ *
+ * The queue is `<spool dir of repository and cluster>/prefetch/` (a private directory of the user,
+ * like the async spool, §14): the segments under their own names, each written to a temporary name,
+ * fsynced and renamed (a file there is whole: a torn one would read as zeros, which PostgreSQL takes
+ * for the end of WAL), and `repository`: the instance (SHA-256 of the stored config object) the
+ * segments came from. Another instance at the location empties the queue. Archived objects are
+ * written once and never change, so a queued segment is what the archive holds. A queued segment
+ * is still checked when taken: its size must be the segment size its long page header declares,
+ * and that header must be for the segment its name says (a bad one is dropped and fetched again).
+ * Taken, it is renamed to the destination (already durable, so no copy and no fsync), or copied
+ * when the destination is on another file system.
+ *
+ * Bounds: at most N segments are queued, those after the one asked for, on its timeline; a call
+ * removes the others. A segment the archive does not have stops the fetch (it may be archived
+ * later: absence is never queued).
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { fsError } from '../errors/catalogue.js';
+import { checkSegment } from '../wal/header.js';
+import { nextSegmentName, parseWalName } from '../wal/names.js';
+import { Spool, repositoryInstance } from './pg-archive-spool.js';
+import type { StorageSettings } from '../storage/settings.js';
+
+/** Which queue entries a call keeps: segments after `file` on its timeline, at most `n`. */
+export function wantedAfter(file: string, n: number, segSize: number): string[] {
+  const out: string[] = [];
+  let name = file.replace(/\.partial$/, '');
+  for (let i = 0; i < n; i++) {
+    try {
+      name = nextSegmentName(name, segSize);
+    } catch {
+      break; // the last possible segment
+    }
+    out.push(name);
+  }
+  return out;
+}
+
+/** Write `data` to `dest` through a temporary file beside it, fsynced and renamed. */
+export function writeFileDurably(dest: string, data: Buffer | readonly Buffer[], what: string): void {
+  const tmp = path.join(path.dirname(dest), `.${path.basename(dest)}.holdfast-${randomBytes(4).toString('hex')}`);
+  try {
+    const fd = fs.openSync(tmp, 'wx', 0o600);
+    try {
+      for (const part of Array.isArray(data) ? data : [data as Buffer]) {
+        for (let off = 0; off < part.length; ) off += fs.writeSync(fd, part, off, part.length - off);
+      }
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    fs.renameSync(tmp, dest);
+  } catch (err) {
+    fs.rmSync(tmp, { force: true });
+    throw fsError(err, what, dest, 'TARGET_IO');
+  }
+}
+
+export class PrefetchQueue {
+  private readonly spool: Spool;
+
+  /** `dir`: the queue directory (created 0700; PERMISSION_DENIED when it is not private). */
+  constructor(readonly dir: string) {
+    this.spool = new Spool(dir).open();
+  }
+
+  /** Bind the queue to the repository instance at `location`; another instance's segments are removed. */
+  async bind(location: string, settings?: StorageSettings): Promise<string> {
+    const instance = await repositoryInstance(location, settings);
+    if (this.spool.binding()?.instance !== instance) {
+      for (const name of this.segments()) fs.rmSync(this.spool.path(name), { force: true });
+      this.spool.bind(instance);
+    }
+    return instance;
+  }
+
+  /** The queued segment names. */
+  segments(): string[] {
+    return this.spool.names().filter((n) => parseWalName(n)?.kind === 'segment');
+  }
+
+  /**
+   * Move the queued copy of `file` to `dest` when it checks out (size and header for its name):
+   * renamed (it was written durably), or on another file system copied durably and removed. Its
+   * segment size, or undefined when it is not queued; a copy that does not check out is removed.
+   */
+  take(file: string, dest: string): number | undefined {
+    if (parseWalName(file)?.kind !== 'segment') return undefined;
+    const p = this.spool.path(file);
+    let segSize: number;
+    try {
+      const fd = fs.openSync(p, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+      try {
+        const head = Buffer.alloc(8192);
+        const n = fs.readSync(fd, head, 0, head.length, 0);
+        segSize = checkSegment(head.subarray(0, n), { segmentName: file, fileSize: fs.fstatSync(fd).size }).segSize;
+      } finally {
+        fs.closeSync(fd);
+      }
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') fs.rmSync(p, { force: true });
+      return undefined;
+    }
+    try {
+      fs.renameSync(p, dest);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw fsError(err, 'write', dest, 'TARGET_IO');
+      writeFileDurably(dest, fs.readFileSync(p), 'write');
+      fs.rmSync(p, { force: true });
+    }
+    return segSize;
+  }
+
+  /** Remove `file` and every queued segment that is not in `keep`. */
+  prune(file: string, keep: readonly string[]): void {
+    const wanted = new Set(keep);
+    for (const name of this.segments()) if (name === file || !wanted.has(name)) fs.rmSync(this.spool.path(name), { force: true });
+  }
+
+  /** Queue `data` as `file` (durably: temporary file, fsync, rename). */
+  put(file: string, data: Buffer): void {
+    writeFileDurably(this.spool.path(file), data, 'write the archive-get prefetch queue');
+  }
+}
