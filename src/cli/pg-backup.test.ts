@@ -2,13 +2,14 @@
  * pg backup and pg restore against a real PostgreSQL 15: an online backup taken while pgbench
  * writes, restored and started, holds what was committed before it ended and passes pg_amcheck;
  * point-in-time restores to a time, an LSN and a named restore point hold the row before the
- * target and not the one after.
+ * target and not the one after, also with the native front and --prefetch as restore_command.
  */
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { CLI } from '../testing/helpers.js';
+import { FRONT } from '../testing/front.js';
 import { type PgCluster, chownToPostgres, destroyAllClusters, pgBin, pgSkip, runAsPostgres, runAsPostgresAsync, startCluster, waitUntil } from '../testing/pg.js';
 import { postgresRepository } from '../testing/pg-repo.js';
 import { workspace } from '../testing/e2e.js';
@@ -39,7 +40,7 @@ describe('pg backup and pg restore (real PostgreSQL 15)', { skip: pgSkip() }, ()
   });
 
   /** Restore into a fresh (stopped) harness cluster's directory, start it, and wait for recovery. */
-  async function restoreAndStart(args: string[]): Promise<PgCluster> {
+  async function restoreAndStart(args: string[], beforeStart?: (dataDir: string) => void): Promise<PgCluster> {
     const target = await startCluster();
     await target.stop();
     const r = hf(['pg', 'restore', '--target-dir', target.dataDir, '--force', ...args]);
@@ -51,6 +52,7 @@ describe('pg backup and pg restore (real PostgreSQL 15)', { skip: pgSkip() }, ()
     assert.ok(fs.existsSync(path.join(target.dataDir, 'backup_label')));
     assert.equal(fs.statSync(target.dataDir).mode & 0o777, 0o700);
     target.configure({}); // its own port and socket; the restored postgresql.conf is the source's
+    beforeStart?.(target.dataDir);
     await target.start();
     await waitUntil('recovery to end', async () => (await target.psql('SELECT pg_is_in_recovery()')) === 'f', { timeoutMs: 90_000 }).catch((err: Error) => {
       throw new Error(`${err.message}\n${target.logTail(60)}`);
@@ -107,6 +109,30 @@ describe('pg backup and pg restore (real PostgreSQL 15)', { skip: pgSkip() }, ()
       }
     });
   }
+
+  test('point-in-time restore whose restore_command is the native front with --prefetch: queued segments are handed over without Node, and the data is right', { skip: fs.existsSync(FRONT) ? false : 'dist/holdfast-push was not built' }, async () => {
+    assert.ok(marks.time, 'the backup test ran first');
+    const conf = path.join(dir, 'prefetch.conf');
+    fs.writeFileSync(conf, '[global]\nprefetch = 2\n');
+    chownToPostgres(conf);
+    const state = path.join(dir, 'recovery-state');
+    fs.mkdirSync(state, { mode: 0o700 });
+    chownToPostgres(state);
+    const restored = await restoreAndStart(['--target-time', marks.time, '--target-action', 'promote', '--holdfast-command', FRONT, '--config', conf], (dataDir) => {
+      // The front says what it does (on the server's log) and keeps its queue and tickets here.
+      const auto = path.join(dataDir, 'postgresql.auto.conf');
+      const text = fs.readFileSync(auto, 'utf8');
+      assert.match(text, new RegExp(`restore_command = '${FRONT} pg archive-get --cluster main .*--config ${conf} %f %p'`));
+      fs.writeFileSync(auto, text.replace(/restore_command = '/, `restore_command = 'HOLDFAST_FRONT=trace HOLDFAST_STATE_DIR=${state} `));
+    });
+    try {
+      assert.equal(await restored.psql('SELECT string_agg(id::text, \',\' ORDER BY id) FROM marks'), '1,2');
+      const log = restored.logTail(400);
+      assert.match(log, /holdfast-push: \S+ taken from the prefetch queue without Node/, `some segment came from the queue\n${log}`);
+    } finally {
+      await restored.destroy();
+    }
+  });
 
   test('pg restore --standby writes standby.signal (not recovery.signal) with the restore_command', () => {
     const target = pg.makeDir('standby');
