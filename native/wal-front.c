@@ -1294,12 +1294,21 @@ static const char *bound_to_instance(const char *repo_config, const char *dir, c
   return ok ? NULL : miss("the %s is not bound to the repository instance at this location", what);
 }
 
+/* The nonce and tag of the fingerprint record text `rec` ("gmac-aes256 <nonce> <tag>", spaces around allowed). */
+static int parse_record(char *rec, size_t n, unsigned char nonce[12], unsigned char tag[16]) {
+  char *r = rec;
+  while (r && n > 0 && (r[n - 1] == '\n' || r[n - 1] == '\r' || r[n - 1] == ' ' || r[n - 1] == '\t')) r[--n] = 0;
+  while (r && (*r == ' ' || *r == '\t' || *r == '\n' || *r == '\r')) r++;
+  return r && strlen(r) == 12 + 24 + 1 + 32 && strncmp(r, "gmac-aes256 ", 12) == 0 && r[36] == ' ' && unhex(r + 12, 12, nonce) && unhex(r + 37, 16, tag);
+}
+
 /*
  * archive-get from the prefetch queue (src/ops/pg-archive-prefetch.ts): `pg archive-get ... FILE
  * DEST` whose ticket names the queue; FILE is a segment there, whole (its size is the segment size
  * its header declares, and the header is for the segment its name says), from the repository
- * instance at the location now. It is renamed to DEST, as the CLI does (the queue's files were
- * written durably). Anything else, a DEST on another file system included: Node.
+ * instance at the location now, with the content its fingerprint record (`<FILE>.ok`, GMAC under the
+ * queue's key, as the async spool's) speaks of. It is renamed to DEST, as the CLI does, and its
+ * record removed. Anything else, a DEST on another file system included: Node.
  */
 static int taken_from_queue;
 
@@ -1347,8 +1356,24 @@ static const char *answer_get(int argc, char **argv, const char **filep) {
     else if (seg >= 0x100000000ull / segsize || seg >= 0x100 || addr != (log * (0x100000000ull / segsize) + seg) * segsize) why = "the queued copy is not the segment its name says";
   }
   if (fd >= 0) close(fd);
-  /* written durably into the queue: renamed into place; another file system is Node's (it copies) */
+  /* the content the queue recorded (a copy torn by a power loss, or changed since, is not) */
+  char rpath[PATH_MAX + 8];
+  if (!why) {
+    size_t n = 0, kn = 0;
+    unsigned char nonce[12], tag[16];
+    snprintf(rpath, sizeof rpath, "%s/key", queue);
+    char *key = read_file(rpath, 64, &kn, 0, NULL);
+    snprintf(rpath, sizeof rpath, "%s/%s.ok", queue, file);
+    char *rec = read_file(rpath, 256, &n, 0, NULL);
+    if (!key || kn != 32) why = "the prefetch queue has no key";
+    else if (!rec || !parse_record(rec, n, nonce, tag)) why = miss("no fingerprint record for the queued %s", file);
+    else why = content_matches((const unsigned char *)key, nonce, tag, file, path);
+    free(rec);
+    free(key);
+  }
+  /* renamed into place; another file system is Node's (it copies) */
   if (!why && rename(path, dest) != 0) why = miss("cannot move the queued %s to %s: %s", file, dest, strerror(errno));
+  if (!why) unlink(rpath);
   if (!why) taken_from_queue = 1;
   free(text);
   return why;
@@ -1394,11 +1419,8 @@ static const char *answer(int argc, char **argv, const char **filep) {
       why = wait_for_record(t.spool, file, wal, t.timeout_ms);
       if (!why) rec = read_file(path, 256, &n, 0, NULL);
     }
-    char *r = rec;
-    while (r && n > 0 && (r[n - 1] == '\n' || r[n - 1] == '\r' || r[n - 1] == ' ' || r[n - 1] == '\t')) r[--n] = 0;
-    while (r && (*r == ' ' || *r == '\t' || *r == '\n' || *r == '\r')) r++;
-    if (!why && !r) why = miss("no success record for %s in the spool", file);
-    else if (!why && (strlen(r) != 12 + 24 + 1 + 32 || strncmp(r, "gmac-aes256 ", 12) != 0 || r[36] != ' ' || !unhex(r + 12, 12, nonce) || !unhex(r + 37, 16, tag))) why = miss("the spool record of %s is malformed", file);
+    if (!why && !rec) why = miss("no success record for %s in the spool", file);
+    else if (!why && !parse_record(rec, n, nonce, tag)) why = miss("the spool record of %s is malformed", file);
   }
   if (!why) why = content_matches((const unsigned char *)spool_key, nonce, tag, file, wal);
   free(rec);

@@ -258,8 +258,8 @@ describe('synchronous archive-push stored by the native front (real PostgreSQL 1
   });
 
   test('archive-get --prefetch: one call reads the repository and queues the next segments, the front hands those over without Node; a bad queued copy or another repository instance is never handed over', async () => {
-    const names = await segments(7);
-    for (const n of names) assert.equal(push(n).status, 0);
+    const names = await segments(8);
+    for (const n of names.slice(0, 7)) assert.equal(push(n).status, 0);
     const got = path.join(dir, 'got');
     const get = (name: string, extraEnv: Record<string, string> = {}): RunResult => runAsPostgres(FRONT, ['pg', 'archive-get', '--prefetch', '3', name, path.join(got, name)], { ...env, ...extraEnv }, { cwd: dir });
     const args = (name: string): string[] => ['pg', 'archive-get', '--prefetch', '3', name, path.join(got, name)];
@@ -268,6 +268,7 @@ describe('synchronous archive-push stored by the native front (real PostgreSQL 1
       fs.rmSync(path.join(got, name));
     };
     const queued = (): string[] => listFiles(state).filter((f) => f.includes('/prefetch/') && /\/[0-9A-F]{24}$/.test(f)).map((f) => path.basename(f)).sort();
+    const queuedPath = (name: string): string => path.join(state, listFiles(state).find((f) => f.endsWith(`/prefetch/${name}`))!);
     const taken = /holdfast-push: (\S+) taken from the prefetch queue without Node/;
 
     const first = get(names[0]!);
@@ -287,23 +288,34 @@ describe('synchronous archive-push stored by the native front (real PostgreSQL 1
     const refill = get(names[4]!);
     toNodeGet(refill, /is not in the prefetch queue/, names[4]!);
     same(names[4]!);
-    assert.deepEqual(queued(), names.slice(5, 7), 'the two archived segments after it, and nothing for what is not archived yet');
+    assert.deepEqual(queued(), names.slice(5, 7), 'the two archived segments after it, and nothing for the one not archived yet');
 
-    // A queued copy that is not whole is dropped, and the segment comes from the repository.
-    const q = path.join(state, listFiles(state).find((f) => f.endsWith(`/prefetch/${names[5]!}`))!);
+    // A queued copy that is not whole, or not what was queued (its fingerprint), is dropped, and
+    // the segment comes from the repository.
+    const q = queuedPath(names[5]!);
     fs.truncateSync(q, 8192);
     const torn = get(names[5]!);
     toNodeGet(torn, /the queued copy's size is not its segment size/, names[5]!);
     assert.equal(torn.status, 0, show(args(names[5]!), torn));
     same(names[5]!);
+    const flipped = fs.readFileSync(queuedPath(names[6]!));
+    flipped[flipped.length - 5000] = flipped[flipped.length - 5000]! ^ 0x40;
+    fs.writeFileSync(queuedPath(names[6]!), flipped);
+    const changed = get(names[6]!);
+    toNodeGet(changed, /has other content/, names[6]!);
+    assert.equal(changed.status, 0, show(args(names[6]!), changed));
+    same(names[6]!);
 
     // Another repository instance at the location: the queue is not used (Node empties it).
+    assert.equal(push(names[7]!).status, 0);
     const binding = path.join(path.dirname(q), 'repository');
     fs.writeFileSync(binding, `${'0'.repeat(64)}\n`);
-    const other = get(names[6]!);
-    toNodeGet(other, /the prefetch queue is not bound to the repository instance at this location/, names[6]!);
-    assert.equal(other.status, 0, show(args(names[6]!), other));
-    same(names[6]!);
+    const other = get(names[7]!);
+    toNodeGet(other, /the prefetch queue is not bound to the repository instance at this location/, names[7]!);
+    assert.equal(other.status, 0, show(args(names[7]!), other));
+    same(names[7]!);
+    assert.match(fs.readFileSync(binding, 'utf8'), /^[0-9a-f]{64}\n$/);
+    assert.notEqual(fs.readFileSync(binding, 'utf8').trim(), '0'.repeat(64), 'Node bound the queue to the instance at the location');
 
     // The end of the archive: exit 1, quietly, as without prefetch.
     const end = get('0000000100000000000000FF');

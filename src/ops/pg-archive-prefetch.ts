@@ -6,15 +6,17 @@
  * same timeline into a local queue; the next calls take their segment from there without opening
  * the repository (and the native front, dist/holdfast-push, without starting Node).
  *
- * The queue is `<spool dir of repository and cluster>/prefetch/` (a private directory of the user,
- * like the async spool, §14): the segments under their own names, each written to a temporary name,
- * fsynced and renamed (a file there is whole: a torn one would read as zeros, which PostgreSQL takes
- * for the end of WAL), and `repository`: the instance (SHA-256 of the stored config object) the
- * segments came from. Another instance at the location empties the queue. Archived objects are
- * written once and never change, so a queued segment is what the archive holds. A queued segment
- * is still checked when taken: its size must be the segment size its long page header declares,
- * and that header must be for the segment its name says (a bad one is dropped and fetched again).
- * Taken, it is renamed to the destination (already durable, so no copy and no fsync), or copied
+ * The queue is `<spool dir of repository and cluster>/prefetch/`, a spool of its own (a private
+ * directory of the user, §14): the segments under their own names (written to a temporary name and
+ * renamed, not fsynced), each with a `<segment>.ok` record holding its fingerprint (GMAC under the
+ * queue's `key`, as the async spool's records), and `repository`: the instance (SHA-256 of the
+ * stored config object) the segments came from. Another instance at the location empties the
+ * queue. Archived objects are written once and never change, so a queued segment is what the
+ * archive holds. A queued segment is checked when taken: its size must be the segment size its
+ * long page header declares, that header must be for the segment its name says, and its content
+ * must have the recorded fingerprint, so a copy torn by a power loss (which could read as zeros of
+ * the right size: PostgreSQL would take them for the end of WAL and end recovery early) or changed
+ * since is dropped and fetched again. Taken, it is renamed to the destination (no copy), or copied
  * when the destination is on another file system.
  *
  * Bounds: at most N segments are queued, those after the one asked for, on its timeline; a call
@@ -78,7 +80,7 @@ export class PrefetchQueue {
     const instance = await repositoryInstance(location, settings);
     if (this.spool.binding()?.instance !== instance) {
       for (const name of this.segments()) fs.rmSync(this.spool.path(name), { force: true });
-      this.spool.bind(instance);
+      this.spool.bind(instance); // removes the records
     }
     return instance;
   }
@@ -89,8 +91,8 @@ export class PrefetchQueue {
   }
 
   /**
-   * Move the queued copy of `file` to `dest` when it checks out (size and header for its name):
-   * renamed (it was written durably), or on another file system copied durably and removed. Its
+   * Move the queued copy of `file` to `dest` when it checks out (size and header for its name, the
+   * recorded fingerprint): renamed, or on another file system copied durably and removed. Its
    * segment size, or undefined when it is not queued; a copy that does not check out is removed.
    */
   take(file: string, dest: string): number | undefined {
@@ -107,9 +109,21 @@ export class PrefetchQueue {
         fs.closeSync(fd);
       }
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') fs.rmSync(p, { force: true });
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.drop(file);
       return undefined;
     }
+    const rec = this.spool.readRecord(file);
+    let whole = false;
+    try {
+      whole = rec?.kind === 'ok' && this.spool.matches(file, p, rec.fingerprint);
+    } catch {
+      // unreadable: dropped below
+    }
+    if (!whole) {
+      this.drop(file);
+      return undefined;
+    }
+    this.spool.remove(file);
     try {
       fs.renameSync(p, dest);
     } catch (err) {
@@ -123,11 +137,31 @@ export class PrefetchQueue {
   /** Remove `file` and every queued segment that is not in `keep`. */
   prune(file: string, keep: readonly string[]): void {
     const wanted = new Set(keep);
-    for (const name of this.segments()) if (name === file || !wanted.has(name)) fs.rmSync(this.spool.path(name), { force: true });
+    for (const name of this.segments()) if (name === file || !wanted.has(name)) this.drop(name);
   }
 
-  /** Queue `data` as `file` (durably: temporary file, fsync, rename). */
+  private drop(file: string): void {
+    this.spool.remove(file);
+    fs.rmSync(this.spool.path(file), { force: true });
+  }
+
+  /**
+   * Queue `data` as `file`: its fingerprint record first (a record without its file is harmless),
+   * then the file (temporary name, renamed; not fsynced: the fingerprint tells a torn one).
+   */
   put(file: string, data: Buffer): void {
-    writeFileDurably(this.spool.path(file), data, 'write the archive-get prefetch queue');
+    const f = this.spool.fingerprinter(file);
+    f.begin();
+    f.update(data);
+    this.spool.writeOk(file, f.value());
+    const dest = this.spool.path(file);
+    const tmp = `${dest}.${randomBytes(4).toString('hex')}.tmp`;
+    try {
+      fs.writeFileSync(tmp, data, { mode: 0o600 });
+      fs.renameSync(tmp, dest);
+    } catch (err) {
+      fs.rmSync(tmp, { force: true });
+      throw fsError(err, 'write the archive-get prefetch queue', dest);
+    }
   }
 }
