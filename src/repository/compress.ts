@@ -284,8 +284,14 @@ export function scanFrames(z: Buffer): FrameScan {
   return { bound, declared, frames };
 }
 
-/** Largest known-size payload decoded synchronously by the native helper, in any thread. */
+/** Largest blob (size known from the index) decoded synchronously by the native helper, in any thread. */
 const SYNC_MAX = 8 << 20;
+/**
+ * Largest payload whose frames declare their sizes (named objects, indexes, trees) decoded
+ * synchronously: a 16 MiB WAL segment for archive-get takes ~15 ms on the main thread, where the
+ * async binding first costs its loading and a thread-pool round trip.
+ */
+const SYNC_DECLARED_MAX = 32 << 20;
 
 /**
  * Decompress a payload to at most `limit` bytes (`MAX_PLAINTEXT` unless the caller knows
@@ -298,8 +304,8 @@ const SYNC_MAX = 8 << 20;
  * rather than decoded (a decompression bomb). With `rawLength` known (blobs), a payload of up to
  * 8 MiB is decoded synchronously by the native helper when it is available (no thread-pool round
  * trip per blob) into a buffer of exactly that size; so is any payload whose frames declare their
- * sizes, up to 8 MiB (indexes, trees, sealed files and named objects: a command that only reads
- * those never loads the async binding).
+ * sizes, up to 32 MiB (indexes, trees, sealed files and named objects such as WAL segments: a
+ * command that only reads those never loads the async binding).
  */
 export async function decompress(mode: number | undefined, payload: Buffer, rawLength?: number, limit = MAX_PLAINTEXT): Promise<Buffer> {
   if (rawLength !== undefined && !(Number.isSafeInteger(rawLength) && rawLength >= 0)) throw new DecompressError(`invalid expected size ${rawLength}`);
@@ -316,7 +322,7 @@ export async function decompress(mode: number | undefined, payload: Buffer, rawL
   const sync = loadHelper()?.decompress;
   const exact = rawLength ?? scan.declared;
   let out: Buffer;
-  if (sync && exact !== undefined && exact <= SYNC_MAX) {
+  if (sync && exact !== undefined && exact <= (rawLength !== undefined ? SYNC_MAX : SYNC_DECLARED_MAX)) {
     try {
       out = sync(payload, exact);
     } catch (err) {
