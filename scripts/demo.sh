@@ -31,6 +31,12 @@ echo "demo password, not for production" > "$work/password"
 chown -R postgres: "$work/repo" "$work/sock" "$work/sock2" "$work/password"
 chmod 600 "$work/password"
 hf="$(command -v node) $PWD/bin/holdfast.cjs"
+# archive_command and restore_command call the native front when the build made it (it stores
+# segments and hands over prefetched ones itself, and runs the Node CLI for everything else)
+push=$hf
+[[ -x $PWD/dist/holdfast-push ]] && push=$PWD/dist/holdfast-push
+printf '[global]\nprefetch = 4\n' >"$work/holdfast.conf"
+chown postgres: "$work/holdfast.conf"
 export HOLDFAST_REPO="$work/repo" HOLDFAST_PASSWORD_FILE="$work/password" HOLDFAST_CONFIG=/dev/null
 export PGHOST="$work/sock" PGPORT="$port" PGUSER=postgres PGDATABASE=postgres
 hfpg() { aspg HOLDFAST_REPO="$HOLDFAST_REPO" HOLDFAST_PASSWORD_FILE="$HOLDFAST_PASSWORD_FILE" HOLDFAST_CONFIG=/dev/null PGHOST="$PGHOST" PGPORT="$PGPORT" PGUSER=postgres $hf "$@"; }
@@ -48,7 +54,7 @@ port = $port
 unix_socket_directories = '$work/sock'
 wal_level = replica
 archive_mode = on
-archive_command = 'HOLDFAST_REPO=$work/repo HOLDFAST_PASSWORD_FILE=$work/password HOLDFAST_CONFIG=/dev/null $hf pg archive-push --cluster main %p'
+archive_command = 'HOLDFAST_REPO=$work/repo HOLDFAST_PASSWORD_FILE=$work/password HOLDFAST_CONFIG=/dev/null $push pg archive-push --cluster main %p'
 CONF
 aspg "$PGBIN/pg_ctl" -D "$work/data" -l "$work/data/server.log" -w -t 60 start >/dev/null
 sql "$work/sock" "$port" "CREATE TABLE orders (id int PRIMARY KEY, item text, placed timestamptz DEFAULT clock_timestamp())"
@@ -82,7 +88,8 @@ done
 
 say "holdfast pg restore --target-time '$target' into $work/restored"
 mkdir -p "$work/restored" && chown postgres: "$work/restored"
-hfpg pg restore --cluster main --target-dir "$work/restored" --target-time "$target" --target-action promote --password-file "$work/password"
+hfpg pg restore --cluster main --target-dir "$work/restored" --target-time "$target" --target-action promote --password-file "$work/password" \
+  --holdfast-command "$push" --config "$work/holdfast.conf"
 port2=$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
 cat >> "$work/restored/postgresql.conf" <<CONF
 port = $port2
