@@ -298,28 +298,46 @@ struct ticket {
   long long timeout_ms;
 };
 
-static int parse_ticket(char *text, struct ticket *t) {
-  char *l = next_line(&text);
-  if (!l || strcmp(l, TICKET_VERSION) != 0) return 0;
-  l = next_line(&text);
-  if (!l || strncmp(l, "spool /", 7) != 0) return 0;
-  t->spool = l + 6;
-  l = next_line(&text);
-  if (!l || strncmp(l, "repo-config /", 13) != 0) return 0;
-  t->repo_config = l + 12;
-  l = next_line(&text);
-  if (!l || strncmp(l, "config ", 7) != 0) return 0;
-  char *sp = strchr(l + 7, ' ');
+/* "<prefix><rest>" on the next line; the rest in *out. */
+static int ticket_line(char **text, const char *prefix, const char **out) {
+  char *l = next_line(text);
+  size_t n = strlen(prefix);
+  if (!l || strncmp(l, prefix, n) != 0 || !l[n]) return 0;
+  *out = l + n;
+  return 1;
+}
+
+/* "<prefix>/<path>" on the next line: the absolute path in *out. */
+static int ticket_path(char **text, const char *prefix, const char **out) {
+  char pre[32];
+  snprintf(pre, sizeof pre, "%s/", prefix);
+  if (!ticket_line(text, pre, out)) return 0;
+  (*out)--; /* the leading '/' */
+  return 1;
+}
+
+/* "config <SHA-256 hex or absent> <absolute path>" on the next line. */
+static int ticket_config(char **text, const char **digest, const char **path) {
+  const char *v = NULL;
+  if (!ticket_line(text, "config ", &v)) return 0;
+  char *sp = strchr(v, ' ');
   if (!sp || sp[1] != '/') return 0;
   *sp = 0;
-  t->config_digest = l + 7;
-  t->config_path = sp + 1;
-  l = next_line(&text);
-  if (!l || strncmp(l, "async-timeout ", 14) != 0) return 0;
+  *digest = v;
+  *path = sp + 1;
+  return 1;
+}
+
+static int parse_ticket(char *text, struct ticket *t) {
+  const char *v = NULL;
+  char *l = next_line(&text);
+  if (!l || strcmp(l, TICKET_VERSION) != 0) return 0;
+  if (!ticket_path(&text, "spool ", &t->spool) || !ticket_path(&text, "repo-config ", &t->repo_config) || !ticket_config(&text, &t->config_digest, &t->config_path)) return 0;
+  if (!ticket_line(&text, "async-timeout ", &v)) return 0;
   char *end = NULL;
   errno = 0;
-  t->timeout_ms = strtoll(l + 14, &end, 10);
-  if (errno || end == l + 14 || *end || t->timeout_ms < 0) return 0;
+  t->timeout_ms = strtoll(v, &end, 10);
+  if (errno || *end || t->timeout_ms < 0) return 0;
   return next_line(&text) == NULL;
 }
 
@@ -339,7 +357,7 @@ static const char *same_content(const char *path, const char *digest, const char
 }
 
 /* The GMAC of "holdfast-spool-v1\0<file>\0" + the content of `wal` equals `tag`. */
-static const char *content_matches(const unsigned char key[32], const unsigned char nonce[12], const unsigned char tag[16], const char *file, const char *wal) {
+static const char *content_matches(const unsigned char key[32], const unsigned char nonce[12], const unsigned char tag[16], const char *file, const char *wal, const char *recorded) {
   int fd = open(wal, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return miss("cannot open %s: %s", wal, strerror(errno));
   (void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
@@ -361,7 +379,7 @@ static const char *content_matches(const unsigned char key[32], const unsigned c
   }
   unsigned char got[16], out[16];
   if (!why && (!EVP_EncryptFinal_ex(ctx, out, &outl) || !EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, 16, got))) why = miss("GMAC failed");
-  if (!why && memcmp(got, tag, 16) != 0) why = miss("%s has other content than the async worker archived", wal);
+  if (!why && memcmp(got, tag, 16) != 0) why = miss("%s has other content than %s", wal, recorded);
   free(piece);
   EVP_CIPHER_CTX_free(ctx);
   close(fd);
@@ -524,15 +542,6 @@ struct sync_ticket {
   long long lock_ttl_ms;
 };
 
-/* "<prefix><rest>" on the next line; the rest in *out. */
-static int ticket_line(char **text, const char *prefix, const char **out) {
-  char *l = next_line(text);
-  size_t n = strlen(prefix);
-  if (!l || strncmp(l, prefix, n) != 0 || !l[n]) return 0;
-  *out = l + n;
-  return 1;
-}
-
 static int hex64(const char *s) {
   if (strlen(s) != 64) return 0;
   for (int i = 0; i < 64; i++)
@@ -547,10 +556,9 @@ static int parse_sync_ticket(char *text, struct sync_ticket *t) {
   if (!l || strcmp(l, TICKET_VERSION) != 0) return 0;
   l = next_line(&text);
   if (!l || strcmp(l, "sync") != 0) return 0;
-  if (!ticket_line(&text, "repo /", &t->repo) || !ticket_line(&text, "instance ", &t->instance) || !hex64(t->instance)) return 0;
+  if (!ticket_path(&text, "repo ", &t->repo) || !ticket_line(&text, "instance ", &t->instance) || !hex64(t->instance)) return 0;
   if (!ticket_line(&text, "key ", &t->key_id) || !hex64(t->key_id)) return 0;
-  if (!ticket_line(&text, "key-cache /", &t->key_cache) || !ticket_line(&text, "password-file /", &t->password_file)) return 0;
-  t->repo--, t->key_cache--, t->password_file--; /* keep the leading '/' */
+  if (!ticket_path(&text, "key-cache ", &t->key_cache) || !ticket_path(&text, "password-file ", &t->password_file)) return 0;
   if (!ticket_line(&text, "cluster ", &t->cluster)) return 0;
   if (!ticket_line(&text, "compression zstd:", &v)) return 0;
   errno = 0;
@@ -560,24 +568,13 @@ static int parse_sync_ticket(char *text, struct sync_ticket *t) {
   if (!ticket_line(&text, "lock-ttl ", &v)) return 0;
   t->lock_ttl_ms = strtoll(v, &end, 10);
   if (errno || *end || t->lock_ttl_ms <= 0) return 0;
-  if (!ticket_line(&text, "config ", &v)) return 0;
-  char *sp = strchr(v, ' ');
-  if (!sp || sp[1] != '/') return 0;
-  *sp = 0;
-  t->config_digest = v;
-  t->config_path = sp + 1;
-  return next_line(&text) == NULL;
+  return ticket_config(&text, &t->config_digest, &t->config_path) && next_line(&text) == NULL;
 }
 
-/* A cluster name as checkClusterName allows: 1-64 of [A-Za-z0-9_.-], not "." or "..". */
+/* A cluster name as checkClusterName allows: a letter or digit, then up to 63 of [A-Za-z0-9_.-]. */
 static int cluster_name(const char *s) {
-  size_t n = strlen(s);
-  if (n == 0 || n > 64 || strcmp(s, ".") == 0 || strcmp(s, "..") == 0) return 0;
-  for (size_t i = 0; i < n; i++) {
-    char c = s[i];
-    if (!((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '.' || c == '_' || c == '-')) return 0;
-  }
-  return 1;
+  char c = s[0];
+  return strlen(s) <= 64 && ((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')) && safe_name(s);
 }
 
 static size_t unbase64(const char *in, size_t n, unsigned char *out, size_t cap) {
@@ -804,6 +801,7 @@ static int hexval(const char *s, int n, unsigned long long *v) {
  * every check Node makes, and nothing else passes (Node reports whatever fails).
  */
 static const char *check_segment(const char *file, const unsigned char *h, size_t hlen, unsigned long long size, const struct cluster_rec *c) {
+  /* c NULL: only the header against itself, its name and the size (a queued copy, answer_get) */
   unsigned long long tli, log, seg;
   if (strlen(file) != 24 || !hexval(file, 8, &tli) || !hexval(file + 8, 8, &log) || !hexval(file + 16, 8, &seg) || tli == 0) return "not a WAL segment name (Node decides)";
   if (hlen < 40) return "shorter than a long page header";
@@ -812,8 +810,8 @@ static const char *check_segment(const char *file, const unsigned char *h, size_
   unsigned long long htli = le(h + 4, 4), addr = le(h + 8, 8), sysid = le(h + 24, 8), segsize = le(h + 32, 4), blcksz = le(h + 36, 4);
   if (!version || !(info & 0x0002) || (info & ~0x0007u) || htli == 0) return "not a valid long page header";
   if (!pow2_between(segsize, 1ull << 20, 1ull << 30) || !pow2_between(blcksz, 1024, 65536) || addr % segsize != 0) return "implausible header";
-  if (sysid != c->system_id || (long long)segsize != c->seg_size || version != c->pg_version) return "another cluster's WAL";
-  if (size != segsize) return "the file size is not the segment size";
+  if (c && (sysid != c->system_id || (long long)segsize != c->seg_size || version != c->pg_version)) return "another cluster's WAL";
+  if (size != segsize) return "its size is not the segment size its header declares";
   /* prepareWal parses the name with 16 MiB segments first, then checkSegment with the cluster's */
   unsigned long long per_log = 0x100000000ull / segsize;
   if (seg >= per_log || seg >= 0x100) return "segment field out of range";
@@ -1315,45 +1313,34 @@ static int taken_from_queue;
 static const char *answer_get(int argc, char **argv, const char **filep) {
   const char *file = argv[argc - 2], *dest = argv[argc - 1];
   *filep = file;
-  unsigned long long tli, log, seg;
-  if (strlen(file) != 24 || !hexval(file, 8, &tli) || !hexval(file + 8, 8, &log) || !hexval(file + 16, 8, &seg) || tli == 0) return "not a WAL segment name (Node decides)";
+  if (strlen(file) != 24 || strspn(file, "0123456789ABCDEF") != 24) return "not a WAL segment name (Node decides)";
   if (dest[0] == '-' || dest[0] == 0) return "the last argument is not the destination";
   char *text = NULL;
   const char *why = find_ticket(argc, argv, 2, &text);
   if (why) return why;
   const char *queue = NULL, *repo_config = NULL, *digest = NULL, *config = NULL;
   char *cursor = text, *l = next_line(&cursor);
-  if (!l || strcmp(l, TICKET_VERSION) != 0 || !(l = next_line(&cursor)) || strcmp(l, "get") != 0 || !ticket_line(&cursor, "queue /", &queue) || !ticket_line(&cursor, "repo-config /", &repo_config) ||
-      !ticket_line(&cursor, "config ", &digest) || next_line(&cursor) != NULL) {
+  if (!l || strcmp(l, TICKET_VERSION) != 0 || !(l = next_line(&cursor)) || strcmp(l, "get") != 0 || !ticket_path(&cursor, "queue ", &queue) || !ticket_path(&cursor, "repo-config ", &repo_config) ||
+      !ticket_config(&cursor, &digest, &config) || next_line(&cursor) != NULL) {
     free(text);
     return "the ticket is malformed (not a get ticket)";
   }
-  queue--, repo_config--;
-  char *sp = strchr(digest, ' ');
-  if (!sp || sp[1] != '/') why = "the ticket is malformed";
-  else {
-    *sp = 0;
-    config = sp + 1;
-    why = same_content(config, digest, "config file");
-  }
+  why = same_content(config, digest, "config file");
   if (!why && !private_dir(queue)) why = miss("the prefetch queue %s is not a private directory of this user", queue);
   if (!why) why = bound_to_instance(repo_config, queue, "prefetch queue");
   char path[PATH_MAX];
-  unsigned char head[64];
+  unsigned char head[40];
   struct stat st;
   int fd = -1;
   if (!why) {
     snprintf(path, sizeof path, "%s/%s", queue, file);
     fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) why = miss("%s is not in the prefetch queue", file);
-    else if (read_full(fd, head, 40, 0) != 40) why = "the queued copy has no long page header";
   }
   if (!why) {
-    unsigned long long addr = le(head + 8, 8), segsize = le(head + 32, 4), blcksz = le(head + 36, 4), htli = le(head + 4, 4);
-    unsigned info = (unsigned)le(head + 2, 2);
-    if (!pg_version_of_magic((unsigned)le(head, 2)) || !(info & 0x0002) || (info & ~0x0007u) || htli == 0 || htli > tli) why = "the queued copy has no valid long page header";
-    else if (!pow2_between(segsize, 1ull << 20, 1ull << 30) || !pow2_between(blcksz, 1024, 65536) || (unsigned long long)st.st_size != segsize) why = "the queued copy's size is not its segment size";
-    else if (seg >= 0x100000000ull / segsize || seg >= 0x100 || addr != (log * (0x100000000ull / segsize) + seg) * segsize) why = "the queued copy is not the segment its name says";
+    ssize_t hlen = read_full(fd, head, sizeof head, 0);
+    const char *bad = hlen < 0 ? "unreadable" : check_segment(file, head, (size_t)hlen, (unsigned long long)st.st_size, NULL);
+    if (bad) why = miss("the queued copy: %s", bad);
   }
   if (fd >= 0) close(fd);
   /* the content the queue recorded (a copy torn by a power loss, or changed since, is not) */
@@ -1367,7 +1354,7 @@ static const char *answer_get(int argc, char **argv, const char **filep) {
     char *rec = read_file(rpath, 256, &n, 0, NULL);
     if (!key || kn != 32) why = "the prefetch queue has no key";
     else if (!rec || !parse_record(rec, n, nonce, tag)) why = miss("no fingerprint record for the queued %s", file);
-    else why = content_matches((const unsigned char *)key, nonce, tag, file, path);
+    else why = content_matches((const unsigned char *)key, nonce, tag, file, path, "was queued");
     free(rec);
     free(key);
   }
@@ -1422,7 +1409,7 @@ static const char *answer(int argc, char **argv, const char **filep) {
     if (!why && !rec) why = miss("no success record for %s in the spool", file);
     else if (!why && !parse_record(rec, n, nonce, tag)) why = miss("the spool record of %s is malformed", file);
   }
-  if (!why) why = content_matches((const unsigned char *)spool_key, nonce, tag, file, wal);
+  if (!why) why = content_matches((const unsigned char *)spool_key, nonce, tag, file, wal, "the async worker archived");
   free(rec);
   free(bound);
   free(spool_key);

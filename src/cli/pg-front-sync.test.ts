@@ -295,7 +295,7 @@ describe('synchronous archive-push stored by the native front (real PostgreSQL 1
     const q = queuedPath(names[5]!);
     fs.truncateSync(q, 8192);
     const torn = get(names[5]!);
-    toNodeGet(torn, /the queued copy's size is not its segment size/, names[5]!);
+    toNodeGet(torn, /the queued copy: its size is not the segment size its header declares/, names[5]!);
     assert.equal(torn.status, 0, show(args(names[5]!), torn));
     same(names[5]!);
     const flipped = fs.readFileSync(queuedPath(names[6]!));

@@ -35,7 +35,7 @@ import type { StorageSettings } from '../storage/settings.js';
 /** Which queue entries a call keeps: segments after `file` on its timeline, at most `n`. */
 export function wantedAfter(file: string, n: number, segSize: number): string[] {
   const out: string[] = [];
-  let name = file.replace(/\.partial$/, '');
+  let name = file;
   for (let i = 0; i < n; i++) {
     try {
       name = nextSegmentName(name, segSize);
@@ -48,14 +48,12 @@ export function wantedAfter(file: string, n: number, segSize: number): string[] 
 }
 
 /** Write `data` to `dest` through a temporary file beside it, fsynced and renamed. */
-export function writeFileDurably(dest: string, data: Buffer | readonly Buffer[], what: string): void {
+export function writeFileDurably(dest: string, data: Buffer, what: string): void {
   const tmp = path.join(path.dirname(dest), `.${path.basename(dest)}.holdfast-${randomBytes(4).toString('hex')}`);
   try {
     const fd = fs.openSync(tmp, 'wx', 0o600);
     try {
-      for (const part of Array.isArray(data) ? data : [data as Buffer]) {
-        for (let off = 0; off < part.length; ) off += fs.writeSync(fd, part, off, part.length - off);
-      }
+      for (let off = 0; off < data.length; ) off += fs.writeSync(fd, data, off, data.length - off);
       fs.fsyncSync(fd);
     } finally {
       fs.closeSync(fd);
@@ -154,14 +152,6 @@ export class PrefetchQueue {
     f.begin();
     f.update(data);
     this.spool.writeOk(file, f.value());
-    const dest = this.spool.path(file);
-    const tmp = `${dest}.${randomBytes(4).toString('hex')}.tmp`;
-    try {
-      fs.writeFileSync(tmp, data, { mode: 0o600 });
-      fs.renameSync(tmp, dest);
-    } catch (err) {
-      fs.rmSync(tmp, { force: true });
-      throw fsError(err, 'write the archive-get prefetch queue', dest);
-    }
+    this.spool.writeAtomic(file, data);
   }
 }

@@ -300,7 +300,8 @@ export class Spool {
     return fs.openSync(log, 'a', 0o600);
   }
 
-  private writeAtomic(name: string, text: string): void {
+  /** Write `name` in the spool: a temporary name, then renamed (not fsynced). */
+  writeAtomic(name: string, text: string | Buffer): void {
     const tmp = this.path(`.${name}.${randomBytes(6).toString('hex')}`);
     try {
       fs.writeFileSync(tmp, text, { mode: 0o600 });
