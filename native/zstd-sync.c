@@ -18,7 +18,10 @@
  * the input until the promise settles.
  *
  * And openBlob(...): opens one sealed blob (AES-256-GCM, then zstd or stored, then SHA-256 of the
- * plaintext against its id) in one call, for the restore workers; see open_blob below. sealBlob(...)
+ * plaintext against its id) in one call, for the restore workers; see open_blob below. openBlobs(...)
+ * does that for up to 64 consecutive pieces of a file at once and writes them, hashing them together
+ * in 16 AVX-512 lanes where the CPU has them (sha256-lanes.h); sha256Many(...) exposes the hashing.
+ * sealBlob(...)
  * is its converse for the backup workers: compress and seal a chunk into one buffer of its own.
  *
  * And pageChecksums(...): PostgreSQL's page checksums of a run of pages, for the backup workers'
@@ -26,11 +29,14 @@
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <errno.h>
+#include <unistd.h>
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <node_api.h>
+#include "sha256-lanes.h"
 
 typedef struct ZSTD_CCtx_s ZSTD_CCtx;
 typedef struct ZSTD_DCtx_s ZSTD_DCtx;
@@ -303,6 +309,7 @@ static __thread size_t plain_scratch_size;
 #define OPEN_UNDECODED (-2) /* authenticated, but not decoded here (see below) */
 #define OPEN_MISMATCH (-3)  /* decoded, but not rawLength bytes or not the id's SHA-256 */
 #define OPEN_BAD_ID (-4)    /* the id is not 64 lower-case hex digits; nothing was done */
+#define OPEN_ERROR (-100)   /* open_one only: *error says what failed that is not the blob's fault */
 
 static int unhex(const char *hex, unsigned char *out) {
   for (int i = 0; i < 32; i++) {
@@ -322,9 +329,8 @@ static int all_zero(const unsigned char *p, size_t n) {
   return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
 }
 
-/* SHA-256 of p[0, n) equals id. */
-static int sha256_is(const unsigned char *p, size_t n, const unsigned char *id, const char **error) {
-  unsigned char digest[32];
+/* The SHA-256 of p[0, n) into digest (OpenSSL, one message). Returns 0 with *error set on failure. */
+static int sha256_one(const unsigned char *p, size_t n, unsigned char digest[32], const char **error) {
   unsigned int len = 0;
   if (!md && !(md = ossl.md_ctx_new())) {
     *error = "EVP_MD_CTX_new failed";
@@ -336,23 +342,169 @@ static int sha256_is(const unsigned char *p, size_t n, const unsigned char *id, 
     *error = "SHA-256 failed";
     return 0;
   }
-  return memcmp(digest, id, 32) == 0;
+  return 1;
+}
+
+/* SHA-256 of p[0, n) equals id. */
+static int sha256_is(const unsigned char *p, size_t n, const unsigned char *id, const char **error) {
+  unsigned char digest[32];
+  return sha256_one(p, n, digest, error) && memcmp(digest, id, 32) == 0;
+}
+
+/* Whether sha256_lanes may run here (set at module load; HOLDFAST_TEST_NO_SHA_LANES=1 turns it
+ * off, for tests of the one-at-a-time path). */
+static int lanes_on;
+/* A group of messages is hashed in lanes when sum(blocks) * LANES_GAIN >= lanes * max(blocks):
+ * sixteen lanes do ~3 blocks in the time one message takes for one, so fewer busy lanes lose. */
+#define LANES_GAIN 3
+/* The most messages hash_many and openBlobs take at once. */
+#define MANY_MAX 64
+
+/* The SHA-256 of msg[i][0, len[i]) into digest + 32 i, for i < n (n <= MANY_MAX): groups of up to
+ * 16 messages of similar length through the lanes where they pay off, the rest one at a time.
+ * Returns 0 with *error set when OpenSSL fails. */
+static int hash_many(int n, const unsigned char *const msg[], const size_t len[], unsigned char *digest, const char **error) {
+  int order[MANY_MAX];
+  for (int i = 0; i < n; i++) { /* longest first (insertion sort: n <= 64) */
+    int j = i;
+    for (; j > 0 && len[order[j - 1]] < len[i]; j--) order[j] = order[j - 1];
+    order[j] = i;
+  }
+  for (int g = 0; g < n; g += SHA256_LANES) {
+    int m = n - g < SHA256_LANES ? n - g : SHA256_LANES;
+    size_t most = len[order[g]] / 64 + 1, sum = 0;
+    for (int j = 0; j < m; j++) sum += len[order[g + j]] / 64 + 1;
+    if (lanes_on && m > 1 && sum * LANES_GAIN >= most * SHA256_LANES) {
+      const unsigned char *p[SHA256_LANES];
+      size_t l[SHA256_LANES];
+      unsigned char d[32 * SHA256_LANES];
+      for (int j = 0; j < m; j++) {
+        p[j] = msg[order[g + j]];
+        l[j] = len[order[g + j]];
+      }
+      sha256_lanes(m, p, l, d);
+      for (int j = 0; j < m; j++) memcpy(digest + 32 * order[g + j], d + 32 * j, 32);
+    } else {
+      for (int j = 0; j < m; j++) {
+        int i = order[g + j];
+        if (!sha256_one(msg[i], len[i], digest + 32 * i, error)) return 0;
+      }
+    }
+  }
+  return 1;
+}
+
+/*
+ * One sealed blob sealed[0, sealed_len) (nonce (12) || ciphertext || tag (16), AAD = type byte ||
+ * id; sealed_len >= 28; not modified) decrypted and decoded into out[0, raw). Its plaintext is a
+ * mode byte, then the payload: mode 0 (stored) is decrypted straight into out, mode 1 (zstd) into
+ * a per-thread scratch buffer and, once the tag has been checked, decompressed into out. Nothing
+ * is interpreted before the tag is checked. With `hash`, the plaintext must also be exactly raw
+ * bytes with SHA-256 equal to the id; without, the caller checks that. Returns OPEN_OK (with
+ * OPEN_ZERO when hashed and all zeros) or a failure; *error is set (and a negative returned) only
+ * for what is not the blob's fault (no memory, a failing library call), which the caller throws.
+ * OPEN_UNDECODED covers an empty plaintext, any other mode byte, and a zstd payload that does not
+ * start with a frame or that libzstd does not decode to exactly raw bytes: the JS path decides
+ * those (and words every failure; this only says which check failed).
+ */
+static int open_one(const unsigned char *key, int type, const unsigned char id[32], const unsigned char *sealed, size_t sealed_len, unsigned char *out, size_t raw, int hash, const char **error) {
+  unsigned char aad[33], tag[16], fin[16], mode = 0;
+  unsigned char *temp = NULL; /* a payload larger than SCRATCH_KEEP: freed at the end */
+  const unsigned char *body = sealed + 12;
+  int body_len = (int)sealed_len - 28, n = 0, status;
+  size_t payload_len = body_len > 0 ? (size_t)body_len - 1 : 0;
+  unsigned char *plain = NULL; /* where the payload is decrypted to */
+  memcpy(tag, body + body_len, 16);
+  aad[0] = (unsigned char)type;
+  memcpy(aad + 1, id, 32);
+  if (!gcm && !(gcm = ossl.cipher_ctx_new())) {
+    *error = "EVP_CIPHER_CTX_new failed";
+    return OPEN_ERROR;
+  }
+  if (!gcm_keyed || memcmp(gcm_key, key, 32) != 0) {
+    gcm_keyed = 0;
+    if (ossl.decrypt_init(gcm, aes_256_gcm(), NULL, key, NULL) != 1) {
+      *error = "EVP_DecryptInit_ex failed";
+      return OPEN_ERROR;
+    }
+    memcpy(gcm_key, key, 32);
+    gcm_keyed = 1;
+  }
+  /* The default GCM nonce length is 12; a new nonce re-initialises everything but the key. */
+  if (ossl.decrypt_init(gcm, NULL, NULL, NULL, sealed) != 1 || ossl.decrypt_update(gcm, NULL, &n, aad, 33) != 1 ||
+      (body_len > 0 && ossl.decrypt_update(gcm, &mode, &n, body, 1) != 1))
+    return OPEN_TAG;
+  /* The mode byte is not authenticated yet: it only chooses where the payload is decrypted to. */
+  if (mode == 0 && payload_len == raw) {
+    plain = out;
+  } else if (payload_len <= SCRATCH_KEEP) {
+    if (payload_len > plain_scratch_size) {
+      free(plain_scratch);
+      plain_scratch = malloc(payload_len);
+      plain_scratch_size = plain_scratch ? payload_len : 0;
+      if (!plain_scratch) {
+        *error = "out of memory";
+        return OPEN_ERROR;
+      }
+    }
+    plain = plain_scratch;
+  } else {
+    if (!(temp = malloc(payload_len))) {
+      *error = "out of memory";
+      return OPEN_ERROR;
+    }
+    plain = temp;
+  }
+  if ((payload_len > 0 && ossl.decrypt_update(gcm, plain, &n, body + 1, (int)payload_len) != 1) || ossl.cipher_ctrl(gcm, EVP_CTRL_GCM_SET_TAG, 16, tag) != 1 ||
+      ossl.decrypt_final(gcm, fin, &n) != 1) {
+    status = OPEN_TAG;
+    goto done;
+  }
+  /* Authenticated: now the plaintext may be interpreted. */
+  if (body_len == 0) {
+    status = OPEN_UNDECODED;
+    goto done;
+  } else if (mode == 0) {
+    if (payload_len != raw) {
+      status = OPEN_MISMATCH;
+      goto done;
+    }
+  } else if (mode == 1) {
+    if (payload_len < 4 || plain[0] != 0x28 || plain[1] != 0xb5 || plain[2] != 0x2f || plain[3] != 0xfd) {
+      status = OPEN_UNDECODED;
+      goto done;
+    }
+    if (!dctx && !(dctx = ZSTD_createDCtx())) {
+      *error = "ZSTD_createDCtx failed";
+      status = OPEN_ERROR;
+      goto done;
+    }
+    size_t got = ZSTD_decompressDCtx(dctx, out, raw, plain, payload_len);
+    if (ZSTD_isError(got) || got != raw) {
+      status = OPEN_UNDECODED;
+      goto done;
+    }
+  } else {
+    status = OPEN_UNDECODED;
+    goto done;
+  }
+  status = OPEN_OK;
+  if (hash) {
+    if (!sha256_is(out, raw, id, error)) status = *error ? OPEN_ERROR : OPEN_MISMATCH;
+    else if (all_zero(out, raw)) status = OPEN_OK | OPEN_ZERO;
+  }
+done:
+  free(temp);
+  return status;
 }
 
 /*
  * openBlob(key, type, idHex, src, srcOff, srcLen, out, rawLength) -> number (OPEN_*).
  *
- * src[srcOff, srcOff + srcLen) is a sealed blob: nonce (12) || ciphertext || tag (16), AAD = type
- * byte || id; it is not modified. Its plaintext is a mode byte, then the payload: mode 0 (stored)
- * is decrypted straight into out, mode 1 (zstd) into a per-thread scratch buffer and, once the tag
- * has been checked, decompressed into out. Nothing is interpreted before the tag is checked. Then
- * the plaintext must be exactly rawLength bytes with SHA-256 equal to the id; on success it is
- * out[0, rawLength) (out's content means nothing after a failure).
- * OPEN_UNDECODED covers an empty plaintext, any other mode byte, and a zstd payload that does not
- * start with a frame or that libzstd does not decode to exactly rawLength bytes: the caller's JS
- * path decides those (and words every failure; this only says which check failed).
- * The caller provides out with at least rawLength bytes and srcLen >= 28 within src: violations
- * are a TypeError here.
+ * src[srcOff, srcOff + srcLen) is a sealed blob; open_one opens and checks it (against its id as
+ * well); on success the plaintext is out[0, rawLength) (out's content means nothing after a
+ * failure). The caller provides out with at least rawLength bytes and srcLen >= 28 within src:
+ * violations are a TypeError here.
  */
 static napi_value open_blob(napi_env env, napi_callback_info info) {
   size_t argc = 8;
@@ -362,8 +514,7 @@ static napi_value open_blob(napi_env env, napi_callback_info info) {
   char hex[66];
   int32_t type;
   int64_t src_off, src_len, raw;
-  unsigned char id[32], aad[33], tag[16], fin[16], mode = 0;
-  unsigned char *temp = NULL; /* a payload larger than SCRATCH_KEEP: freed at the end */
+  unsigned char id[32];
   napi_value result;
   const char *error = NULL;
   int status;
@@ -378,88 +529,132 @@ static napi_value open_blob(napi_env env, napi_callback_info info) {
   }
   if (napi_get_value_string_latin1(env, argv[2], hex, sizeof hex, &id_len) != napi_ok || id_len != 64 || !unhex(hex, id)) {
     status = OPEN_BAD_ID;
-    goto done;
-  }
-  const unsigned char *sealed = (const unsigned char *)src + src_off;
-  const unsigned char *body = sealed + 12;
-  int body_len = (int)src_len - 28, n = 0;
-  size_t payload_len = body_len > 0 ? (size_t)body_len - 1 : 0;
-  unsigned char *plain = NULL; /* where the payload is decrypted to */
-  memcpy(tag, body + body_len, 16);
-  aad[0] = (unsigned char)type;
-  memcpy(aad + 1, id, 32);
-  if (!gcm && !(gcm = ossl.cipher_ctx_new())) return fail(env, "EVP_CIPHER_CTX_new failed");
-  if (!gcm_keyed || memcmp(gcm_key, key, 32) != 0) {
-    gcm_keyed = 0;
-    if (ossl.decrypt_init(gcm, aes_256_gcm(), NULL, key, NULL) != 1) return fail(env, "EVP_DecryptInit_ex failed");
-    memcpy(gcm_key, key, 32);
-    gcm_keyed = 1;
-  }
-  /* The default GCM nonce length is 12; a new nonce re-initialises everything but the key. */
-  if (ossl.decrypt_init(gcm, NULL, NULL, NULL, sealed) != 1 || ossl.decrypt_update(gcm, NULL, &n, aad, 33) != 1 ||
-      (body_len > 0 && ossl.decrypt_update(gcm, &mode, &n, body, 1) != 1)) {
-    status = OPEN_TAG;
-    goto done;
-  }
-  /* The mode byte is not authenticated yet: it only chooses where the payload is decrypted to. */
-  if (mode == 0 && payload_len == (size_t)raw) {
-    plain = out;
-  } else if (payload_len <= SCRATCH_KEEP) {
-    if (payload_len > plain_scratch_size) {
-      free(plain_scratch);
-      plain_scratch = malloc(payload_len);
-      plain_scratch_size = plain_scratch ? payload_len : 0;
-      if (!plain_scratch) return fail(env, "out of memory");
-    }
-    plain = plain_scratch;
   } else {
-    if (!(temp = malloc(payload_len))) return fail(env, "out of memory");
-    plain = temp;
+    status = open_one(key, type, id, (const unsigned char *)src + src_off, (size_t)src_len, out, (size_t)raw, 1, &error);
+    if (error) return fail(env, error);
   }
-  if ((payload_len > 0 && ossl.decrypt_update(gcm, plain, &n, body + 1, (int)payload_len) != 1) || ossl.cipher_ctrl(gcm, EVP_CTRL_GCM_SET_TAG, 16, tag) != 1 ||
-      ossl.decrypt_final(gcm, fin, &n) != 1) {
-    status = OPEN_TAG;
-    goto done;
-  }
-  /* Authenticated: now the plaintext may be interpreted. */
-  if (body_len == 0) {
-    status = OPEN_UNDECODED;
-    goto done;
-  } else if (mode == 0) {
-    if (payload_len != (size_t)raw) {
-      status = OPEN_MISMATCH;
-      goto done;
-    }
-  } else if (mode == 1) {
-    if (payload_len < 4 || plain[0] != 0x28 || plain[1] != 0xb5 || plain[2] != 0x2f || plain[3] != 0xfd) {
-      status = OPEN_UNDECODED;
-      goto done;
-    }
-    if (!dctx && !(dctx = ZSTD_createDCtx())) {
-      free(temp);
-      return fail(env, "ZSTD_createDCtx failed");
-    }
-    size_t got = ZSTD_decompressDCtx(dctx, out, (size_t)raw, plain, payload_len);
-    if (ZSTD_isError(got) || got != (size_t)raw) {
-      status = OPEN_UNDECODED;
-      goto done;
-    }
-  } else {
-    status = OPEN_UNDECODED;
-    goto done;
-  }
-  if (!sha256_is(out, (size_t)raw, id, &error)) {
-    if (error) {
-      free(temp);
-      return fail(env, error);
-    }
-    status = OPEN_MISMATCH;
-    goto done;
-  }
-  status = all_zero(out, (size_t)raw) ? OPEN_OK | OPEN_ZERO : OPEN_OK;
-done:
-  free(temp);
   if (napi_create_int32(env, status, &result) != napi_ok) return NULL;
+  return result;
+}
+
+/*
+ * openBlobs(key, src, ids, desc, out, flags, fd, pos) -> number: opens up to 64 sealed blobs of src
+ * that are consecutive pieces of one file and writes them to it. ids: n ids as 64 lower-case hex
+ * digits each; desc: a Float64Array of 4 n numbers, per blob type, srcOff, srcLen, rawLength;
+ * out: room for the sum of the raw lengths; flags: a Uint8Array of at least n; the file fd gets
+ * blob i at pos + the sum of the raw lengths before it.
+ *
+ * Each blob is decrypted and decoded into its place in out (open_one) and, unless it is all zeros
+ * (flags[i] = OPEN_ZERO: a hole, not written), written at once, while its bytes are still in the
+ * CPU's cache: on this project's VM, writing them from a buffer of a few MiB that had been read
+ * again since cost more kernel time than the hashing saved. Then all are hashed together
+ * (hash_many). So a blob is written before its id is checked, as pgBackRest writes a file before
+ * comparing its checksum: the caller fails the restore when one does not match.
+ *
+ * Returns k >= 0, the number of leading blobs that passed every check (and are written). Blob k,
+ * when k < n, failed a check or was not attempted: the caller opens it one by one (openBlob / the
+ * JS path), which throws its error or, where the JS decoder accepts it, writes it; nothing after it
+ * counts. A failed write returns -errno. Arguments that break these rules are a TypeError.
+ */
+static napi_value open_blobs(napi_env env, napi_callback_info info) {
+  size_t argc = 8;
+  napi_value argv[8], result;
+  void *key, *src, *out, *desc_data, *flags_data;
+  size_t key_len, src_size, out_size, desc_len = 0, flags_len = 0;
+  uint32_t n = 0;
+  int32_t fd = -1;
+  double pos = -1;
+  napi_typedarray_type desc_type, flags_type;
+  const char *error = NULL;
+  int bad = napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 8 || napi_get_buffer_info(env, argv[0], &key, &key_len) != napi_ok ||
+            key_len != 32 || napi_get_buffer_info(env, argv[1], &src, &src_size) != napi_ok || napi_get_array_length(env, argv[2], &n) != napi_ok ||
+            n > MANY_MAX || napi_get_typedarray_info(env, argv[3], &desc_type, &desc_len, &desc_data, NULL, NULL) != napi_ok ||
+            desc_type != napi_float64_array || desc_len < 4 * (size_t)n || napi_get_buffer_info(env, argv[4], &out, &out_size) != napi_ok ||
+            napi_get_typedarray_info(env, argv[5], &flags_type, &flags_len, &flags_data, NULL, NULL) != napi_ok || flags_type != napi_uint8_array || flags_len < n ||
+            napi_get_value_int32(env, argv[6], &fd) != napi_ok || fd < 0 || napi_get_value_double(env, argv[7], &pos) != napi_ok || !(pos >= 0 && pos <= 9007199254740991.0) ||
+            pos != (double)(int64_t)pos;
+  const double *desc = desc_data;
+  size_t offset[MANY_MAX], len[MANY_MAX], at = 0;
+  for (uint32_t i = 0; !bad && i < n; i++) {
+    double type = desc[4 * i], off = desc[4 * i + 1], slen = desc[4 * i + 2], raw = desc[4 * i + 3];
+    bad = !(type >= 0 && type <= 255 && off >= 0 && slen >= 28 && slen <= 0x7fffffff && off + slen <= (double)src_size && raw >= 0 && raw <= (double)out_size - (double)at) ||
+          type != (double)(int)type || off != (double)(size_t)off || slen != (double)(size_t)slen || raw != (double)(size_t)raw;
+    if (!bad) {
+      offset[i] = at;
+      len[i] = (size_t)raw;
+      at += len[i];
+    }
+  }
+  if (bad) {
+    napi_throw_type_error(env, "ZSTD_SYNC", "openBlobs(key, src, ids, desc, out, flags, fd, pos): bad arguments");
+    return NULL;
+  }
+  unsigned char ids[32 * MANY_MAX], digest[32 * MANY_MAX];
+  const unsigned char *msg[MANY_MAX];
+  unsigned char *flags = flags_data;
+  uint32_t opened = 0; /* decoded and written, not yet hashed */
+  for (; opened < n; opened++) {
+    napi_value v;
+    char hex[66];
+    size_t id_len = 0;
+    if (napi_get_element(env, argv[2], opened, &v) != napi_ok || napi_get_value_string_latin1(env, v, hex, sizeof hex, &id_len) != napi_ok || id_len != 64 ||
+        !unhex(hex, ids + 32 * opened)) {
+      napi_get_and_clear_last_exception(env, &v); /* not an id: blob `opened` is the caller's to open */
+      break;
+    }
+    const double *d = desc + 4 * opened;
+    unsigned char *plain = (unsigned char *)out + offset[opened];
+    int status = open_one(key, (int)d[0], ids + 32 * opened, (const unsigned char *)src + (size_t)d[1], (size_t)d[2], plain, len[opened], 0, &error);
+    if (error) return fail(env, error);
+    if (status != OPEN_OK) break;
+    msg[opened] = plain;
+    flags[opened] = all_zero(plain, len[opened]) ? OPEN_ZERO : 0;
+    for (size_t done = 0; !flags[opened] && done < len[opened];) {
+      ssize_t w = pwrite(fd, plain + done, len[opened] - done, (off_t)pos + (off_t)(offset[opened] + done));
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) {
+        int code = w < 0 ? errno : EIO;
+        if (napi_create_int32(env, -code, &result) != napi_ok) return NULL;
+        return result;
+      }
+      done += (size_t)w;
+    }
+  }
+  if (opened > 0 && !hash_many((int)opened, msg, len, digest, &error)) return fail(env, error);
+  uint32_t k = 0;
+  while (k < opened && memcmp(digest + 32 * k, ids + 32 * k, 32) == 0) k++;
+  if (napi_create_uint32(env, k, &result) != napi_ok) return NULL;
+  return result;
+}
+
+/*
+ * sha256Many(list) -> Buffer: the SHA-256 digests of up to 64 buffers, 32 bytes each in order,
+ * through hash_many (the lanes where they pay off). shaLanes, a property of the module, is 16 when
+ * the lanes are in use in this process and 0 when not.
+ */
+static napi_value sha256_many(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], result;
+  uint32_t n = 0;
+  const unsigned char *msg[MANY_MAX];
+  size_t len[MANY_MAX];
+  void *digest;
+  const char *error = NULL;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 || napi_get_array_length(env, argv[0], &n) != napi_ok || n > MANY_MAX) {
+    napi_throw_type_error(env, "ZSTD_SYNC", "sha256Many(list): an array of at most 64 buffers");
+    return NULL;
+  }
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value v;
+    void *data;
+    if (napi_get_element(env, argv[0], i, &v) != napi_ok || napi_get_buffer_info(env, v, &data, &len[i]) != napi_ok) {
+      napi_throw_type_error(env, "ZSTD_SYNC", "sha256Many(list): an array of at most 64 buffers");
+      return NULL;
+    }
+    msg[i] = data;
+  }
+  if (napi_create_buffer(env, 32 * (size_t)n, &digest, &result) != napi_ok) return fail(env, "cannot allocate the output buffer");
+  if (n > 0 && !hash_many((int)n, msg, len, digest, &error)) return fail(env, error);
   return result;
 }
 
@@ -681,6 +876,14 @@ NAPI_MODULE_INIT() {
   if (ossl_load()) {
     if (napi_create_function(env, "openBlob", NAPI_AUTO_LENGTH, open_blob, NULL, &fn) != napi_ok) return NULL;
     if (napi_set_named_property(env, exports, "openBlob", fn) != napi_ok) return NULL;
+    const char *no_lanes = getenv("HOLDFAST_TEST_NO_SHA_LANES");
+    lanes_on = sha256_lanes_usable() && !(no_lanes && strcmp(no_lanes, "1") == 0);
+    if (napi_create_function(env, "openBlobs", NAPI_AUTO_LENGTH, open_blobs, NULL, &fn) != napi_ok) return NULL;
+    if (napi_set_named_property(env, exports, "openBlobs", fn) != napi_ok) return NULL;
+    if (napi_create_function(env, "sha256Many", NAPI_AUTO_LENGTH, sha256_many, NULL, &fn) != napi_ok) return NULL;
+    if (napi_set_named_property(env, exports, "sha256Many", fn) != napi_ok) return NULL;
+    napi_value lanes;
+    if (napi_create_int32(env, lanes_on ? SHA256_LANES : 0, &lanes) != napi_ok || napi_set_named_property(env, exports, "shaLanes", lanes) != napi_ok) return NULL;
   }
   if (ossl.seal_ok) {
     if (napi_create_function(env, "sealBlob", NAPI_AUTO_LENGTH, seal_blob, NULL, &fn) != napi_ok) return NULL;

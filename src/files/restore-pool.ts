@@ -31,7 +31,7 @@
  * exits). `stop` is a shared flag: once set, workers cancel what they have not written yet and
  * report, so after `stop()` resolves no worker uses a descriptor it was given.
  *
- * Bounds: each worker holds one chunk (and one coalesced read of at most 1 MiB of sealed blobs)
+ * Bounds: each worker holds up to 2 MiB of chunks (and one coalesced read of at most 4 MiB of sealed blobs)
  * at a time, and is sent work only while it has less than SLOT_WEIGHT or SLOT_ITEMS outstanding,
  * so idle workers pick up what is left (large files are cut into RANGE-byte ranges for the same
  * reason). Whole files are sent before ranges (see `files`). The walk waits (`room`) while

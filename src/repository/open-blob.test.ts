@@ -3,10 +3,18 @@
  * openBlob (the JS path Repository.openBlob uses): the same plaintext for every kind of blob, and
  * for every kind of damage the same INTEGRITY error, word for word. Run with the native helper
  * when it was built here; the JS fallback (no helper) is covered by `native: false` and, in a
- * worker thread, by HOLDFAST_TEST_NO_ZSTD_SYNC.
+ * worker thread, by HOLDFAST_TEST_NO_ZSTD_SYNC. openMany (many blobs of one read in one native
+ * call, written as decoded, ids checked together) against the same: what it counts as opened, what
+ * it leaves to `open`, and the bytes in the file; sha256Many (the SHA-256 lanes) against
+ * node:crypto, with and without the lanes.
  */
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { spawnSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 import { Worker } from 'node:worker_threads';
 import { HoldfastError } from '../errors/catalogue.js';
@@ -14,7 +22,7 @@ import { Rng } from '../testing/helpers.js';
 import { MODE_NONE, MODE_ZSTD, compress } from './compress.js';
 import { nativeHelper } from '../util/native.js';
 import { KEY_LEN, seal, sha256 } from './crypto.js';
-import { BlobOpener, openBlob } from './open-blob.js';
+import { type BlobSpan, BlobOpener, openBlob } from './open-blob.js';
 import { type BlobType, blobAad } from './pack.js';
 import { sealBlob } from './seal-blob.js';
 
@@ -226,4 +234,139 @@ test('HOLDFAST_TEST_NO_ZSTD_SYNC=1: a worker thread runs without the native help
 
 test('the native opener is built here (skipped otherwise: the tests above then cover the JS path only)', { skip: NO_NATIVE }, () => {
   assert.ok(new BlobOpener(key).isNative);
+});
+
+const many = nativeHelper()?.openBlobs !== undefined;
+const NO_MANY = !many && 'native/zstd-sync.c (with openBlobs) was not built on this machine';
+
+/** Blobs sealed back to back in one buffer (with a gap between some), as a pack read holds them. */
+async function packed(datas: readonly Buffer[], ids?: readonly Buffer[]): Promise<{ buf: Buffer; spans: BlobSpan[] }> {
+  const parts: Buffer[] = [randomBytes(19)];
+  const spans: BlobSpan[] = [];
+  let at = 19;
+  for (const [i, d] of datas.entries()) {
+    const id = ids?.[i] ?? sha256(d);
+    const sealed = await sealBlob(key, 'data', id, d, { algo: 'zstd', level: 3 });
+    const bytes = Buffer.concat(sealed.parts, sealed.length);
+    spans.push({ id: id.toString('hex'), rawLength: d.length, offset: 1000 + at, length: bytes.length });
+    parts.push(bytes);
+    at += bytes.length;
+    if (i % 3 === 1) {
+      parts.push(randomBytes(77)); // another file's blob
+      at += 77;
+    }
+  }
+  return { buf: Buffer.concat(parts), spans };
+}
+
+/** openMany into a new file from position `pos`: the count and the file's bytes. */
+function openManyToFile(opener: BlobOpener, spans: readonly BlobSpan[], buf: Buffer, pos: number): { k: number; file: Buffer; zeros: number[] } {
+  const dir = mkdtempSync(path.join(tmpdir(), 'holdfast-openmany-'));
+  try {
+    const fd = openSync(path.join(dir, 'f'), 'w');
+    let k: number;
+    try {
+      k = opener.openMany('data', spans, 0, spans.length, buf, 1000, fd, pos);
+    } finally {
+      closeSync(fd);
+    }
+    return { k, file: readFileSync(path.join(dir, 'f')), zeros: [...opener.zeros.subarray(0, k)] };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+test('openMany writes a run of blobs at their positions (all-zero ones as holes), ids checked together; it stops at the first that fails, which open then words', { skip: NO_MANY }, async () => {
+  const rng = new Rng(5160);
+  const datas = [rng.text(128 << 10), rng.bytes(128 << 10), Buffer.alloc(128 << 10), rng.text(128 << 10), rng.text(1000), Buffer.alloc(0), rng.text(128 << 10), rng.text(100 << 10)];
+  for (let i = 0; i < 10; i++) datas.push(rng.text(128 << 10));
+  const { buf, spans } = await packed(datas);
+  const opener = new BlobOpener(key);
+  const sealedCopy = Buffer.from(buf);
+  const pos = 4096;
+  const all = openManyToFile(opener, spans, buf, pos);
+  assert.ok(buf.equals(sealedCopy), 'the sealed bytes are not modified');
+  assert.equal(all.k, 16, 'the first 16 (the most it takes at once) are opened');
+  let at = pos;
+  for (let i = 0; i < all.k; i++) {
+    assert.ok(all.file.subarray(at, at + datas[i]!.length).equals(datas[i]!), `blob ${i} is in the file at its position`);
+    assert.equal(all.zeros[i], datas[i]!.equals(Buffer.alloc(datas[i]!.length)) ? 1 : 0, `blob ${i}: zero flag`);
+    at += datas[i]!.length;
+  }
+  assert.equal(all.file.length, at, 'nothing written past the 16th blob');
+  assert.throws(() => opener.openMany('data', spans, 16, spans.length, buf, 1000, -1, 0), TypeError, 'no descriptor: a TypeError');
+
+  // A flipped bit in the 4th blob: the 3 before it count; the 4th is open's to word.
+  const flipped = Buffer.from(buf);
+  flipped[spans[3]!.offset - 1000 + 40]! ^= 4;
+  const r = openManyToFile(opener, spans, flipped, 0);
+  assert.equal(r.k, 3);
+  const js = await openBlob(key, 'data', Buffer.from(spans[3]!.id, 'hex'), flipped.subarray(spans[3]!.offset - 1000, spans[3]!.offset - 1000 + spans[3]!.length), datas[3]!.length, WHERE).then(
+    () => undefined,
+    (err: unknown) => err,
+  );
+  assert.ok(js instanceof HoldfastError && /authentication failed/.test(js.message));
+
+  // Sealed under an id that is not its content's: it decodes (and is written), but does not count.
+  const wrongIds = datas.slice(0, 6).map((d) => sha256(d));
+  wrongIds[4] = sha256(Buffer.from('something else'));
+  const w = await packed(datas.slice(0, 6), wrongIds);
+  const r2 = openManyToFile(opener, w.spans, w.buf, 0);
+  assert.equal(r2.k, 4, 'the blob whose content does not match its id, and what follows, are not counted');
+  const p = opener.open('data', w.spans[4]!.id, datas[4]!.length, w.buf, w.spans[4]!.offset - 1000, w.spans[4]!.length, WHERE);
+  await assert.rejects(async () => p, (err: unknown) => err instanceof HoldfastError && err.code === 'INTEGRITY' && /content does not match its id/.test(err.message));
+});
+
+test('openMany: a failed write throws the system error', { skip: NO_MANY }, async () => {
+  const { buf, spans } = await packed([new Rng(5161).text(5000)]);
+  const dir = mkdtempSync(path.join(tmpdir(), 'holdfast-openmany-'));
+  try {
+    const fd = openSync(path.join(dir, 'f'), 'w+');
+    closeSync(openSync(path.join(dir, 'f'), 'r'));
+    const ro = openSync(path.join(dir, 'f'), 'r');
+    try {
+      assert.throws(() => new BlobOpener(key).openMany('data', spans, 0, 1, buf, 1000, ro, 0), (err: NodeJS.ErrnoException) => err.code === 'EBADF');
+    } finally {
+      closeSync(ro);
+      closeSync(fd);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('sha256Many gives node:crypto\'s digests for any mix of lengths and counts, in the lanes and without them', { skip: NO_MANY }, () => {
+  const helper = nativeHelper()!;
+  const rng = new Rng(5162);
+  const cases: Buffer[][] = [];
+  for (const len of [0, 1, 55, 56, 63, 64, 65, 119, 120, 128, 4096, 128 << 10]) cases.push(Array.from({ length: 16 }, () => rng.bytes(len)));
+  for (let t = 0; t < 40; t++) {
+    const n = 1 + (t % 64);
+    const top = t % 2 ? 300 : 140_000;
+    cases.push(Array.from({ length: n }, () => rng.bytes(rng.int(top))));
+  }
+  for (const list of cases) {
+    const got = helper.sha256Many!(list);
+    assert.equal(got.length, 32 * list.length);
+    for (const [i, b] of list.entries()) assert.ok(got.subarray(32 * i, 32 * i + 32).equals(createHash('sha256').update(b).digest()), `length ${b.length}, ${list.length} messages`);
+  }
+  // The same in a process without the lanes (HOLDFAST_TEST_NO_SHA_LANES=1), and the lanes are off there.
+  const module = fileURLToPath(new URL('../zstd-sync.node', import.meta.url));
+  const code = `const h = require(${JSON.stringify(module)}); const c = require('node:crypto'); let bad = 0;
+    for (const len of [0, 64, 1000, 131072]) { const l = Array.from({ length: 16 }, (_, i) => Buffer.alloc(len, i)); const d = h.sha256Many(l);
+      l.forEach((b, i) => { if (!d.subarray(32 * i, 32 * i + 32).equals(c.createHash('sha256').update(b).digest())) bad++; }); }
+    console.log(JSON.stringify({ lanes: h.shaLanes, bad }));`;
+  for (const off of [true, false]) {
+    const env = { ...process.env, HOLDFAST_TEST_NO_SHA_LANES: off ? '1' : '0' };
+    const r = spawnSync(process.execPath, ['-e', code], { env, encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    const out = JSON.parse(r.stdout) as { lanes: number; bad: number };
+    assert.equal(out.bad, 0);
+    if (off) assert.equal(out.lanes, 0);
+    else assert.equal(out.lanes, helper.shaLanes);
+  }
+});
+
+test('the SHA-256 lanes are in use here (skipped on a CPU without AVX-512: the tests above then cover the one-at-a-time path)', { skip: !many ? NO_MANY : nativeHelper()?.shaLanes !== 16 && 'this CPU has no AVX-512F/BW' }, () => {
+  assert.equal(nativeHelper()?.shaLanes, 16);
 });

@@ -13,6 +13,16 @@ import { createRequire } from 'node:module';
 export type NativeOpenBlob = (key: Buffer, type: number, idHex: string, src: Buffer, srcOff: number, srcLen: number, out: Buffer, rawLength: number) => number;
 
 /**
+ * openBlobs(key, src, ids, desc, out, flags, fd, pos) -> k: opens up to 64 sealed blobs of src that
+ * are consecutive pieces of one file (desc: type, srcOff, srcLen, rawLength per blob), with
+ * openBlob's checks, decoding each into out and writing it to fd from pos on (all-zero ones are
+ * left as holes, flags[i] & 1) before the SHA-256 checks, which run together (16 lanes on
+ * AVX-512). The first k passed; blob k, if any, is the caller's to open one by one; -errno when a
+ * write failed (BlobOpener.openMany in repository/open-blob.ts).
+ */
+export type NativeOpenBlobs = (key: Buffer, src: Buffer, ids: readonly string[], desc: Float64Array, out: Buffer, flags: Uint8Array, fd: number, pos: number) => number;
+
+/**
  * sealBlob(key, type, id, data, level?) -> ArrayBuffer: the stored form of a blob (nonce, then
  * AES-256-GCM of the mode byte and the payload, then the tag), compressed at `level` by the rules of
  * repository/compress.ts's compress when a level is given, stored as is without (seal-blob.ts).
@@ -28,6 +38,12 @@ export interface NativeHelper {
   compressAsync?: (data: Buffer, level: number) => Promise<Buffer>;
   /** Absent when Node does not export the OpenSSL functions it needs. */
   openBlob?: NativeOpenBlob;
+  /** Absent when Node does not export the OpenSSL functions it needs. */
+  openBlobs?: NativeOpenBlobs;
+  /** SHA-256 of up to 64 buffers, 32 bytes each in order (lanes where they pay off). Absent with openBlob. */
+  sha256Many?: (list: readonly Uint8Array[]) => Buffer;
+  /** 16 when sha256Many and openBlobs hash in AVX-512 lanes in this process, else 0 (or absent). */
+  shaLanes?: number;
   /** Absent when Node does not export the OpenSSL functions it needs. */
   sealBlob?: NativeSealBlob;
   pageChecksums?: NativePageChecksums;
