@@ -11,6 +11,9 @@
 #   BENCH_PGBENCH_SECONDS=30   pgbench run between the full and the incremental backup
 #   BENCH_LATENCY_SEGMENTS=20  WAL segments for the per-call archive-push latency
 #   BENCH_BURST_SEGMENTS=200   WAL segments of the burst
+#   BENCH_BURST_REPEAT=3       runs of the burst per tool (fresh repositories each, the tools taking
+#                              turns); the report shows the median total and every run: one run
+#                              moved from 0.72 to 1.14 of pgBackRest's time between two days
 #   BENCH_DIR=/tmp/holdfast-pgbench   work directory (base copy, work area, logs)
 #   BENCH_KEEP_BASE=0          1 = keep the freshly built pgbench cluster (BENCH_DIR/base-sSCALE) and
 #                              reuse it in later runs (copied, never modified). Building it takes
@@ -69,7 +72,8 @@
 #      §12), else the Node CLI. The three take turns segment by segment, so
 #      load from other work on the machine falls on all of them alike; besides the wall-clock time
 #      per call, the CPU time (user + system) per call is reported, which such load hardly moves.
-#   6. burst of 200 segments: holdfast --async (and sync at --kdf-cost 10), once per segment,
+#   6. burst of 200 segments, BENCH_BURST_REPEAT times per tool (medians compared): holdfast
+#      --async (and sync at --kdf-cost 10), once per segment,
 #      sequentially as PostgreSQL's archiver would (both through the native front
 #      dist/holdfast-push when the build made it, as archive_command should call it), vs pgBackRest archive-async=y (spool path,
 #      process-max N, WAL inside pg1-path with .ready files) called the same way.
@@ -90,6 +94,7 @@ KEEP_BASE=${BENCH_KEEP_BASE:-0}
 CMD_TIMEOUT=${BENCH_CMD_TIMEOUT:-1800}
 BENCH_STRICT=${BENCH_STRICT:-0}
 REPEAT=${BENCH_REPEAT:-5}
+BURST_REPEAT=${BENCH_BURST_REPEAT:-3}
 PGBIN=/usr/lib/postgresql/15/bin
 SEG=16777216
 PARTS=" $(echo "${BENCH_PARTS:-all}" | tr ',' ' ') "
@@ -108,6 +113,7 @@ die() { log "ERROR: $*"; exit 1; }
 [[ $SCALE =~ ^[0-9]+$ && $SCALE -ge 1 ]] || die "BENCH_SCALE must be a positive integer"
 [[ $JOBS =~ ^[0-9]+$ && $JOBS -ge 1 ]] || die "BENCH_JOBS must be a positive integer"
 [[ $REPEAT =~ ^[0-9]+$ && $REPEAT -ge 1 && $REPEAT -le 20 ]] || die "BENCH_REPEAT must be an integer in 1..20"
+[[ $BURST_REPEAT =~ ^[0-9]+$ && $BURST_REPEAT -ge 1 && $BURST_REPEAT -le 20 ]] || die "BENCH_BURST_REPEAT must be an integer in 1..20"
 POOL_N=$((LAT_N > BURST_N ? LAT_N : BURST_N))
 
 mkdir -p "$BENCH_DIR"
@@ -415,9 +421,9 @@ new_repo() { # TOOL PATH [ARGS...]: a fresh, empty repository at PATH
     pgbr "$r" stanza-create >>"$LOGS/pgbr-stanza-create.log" 2>&1 || { cat "$LOGS/pgbr-stanza-create.log" >&2; die "pgbackrest stanza-create --repo1-path=$r failed"; }
   fi
 }
-for r in "$HF_L16" "$HF_U16"; do new_repo hf "$r"; done
-for r in "$HF_L10" "$HF_U10"; do new_repo hf "$r" --kdf-cost 10; done
-for r in "$PB_L" "$PB_U"; do new_repo pgbr "$r"; done
+new_repo hf "$HF_L16"
+new_repo hf "$HF_L10" --kdf-cost 10
+new_repo pgbr "$PB_L"
 
 # one full backup: KEY TOOL REPO ARGS...
 backup_step() {
@@ -679,17 +685,47 @@ reset_ready() {
   chown -R postgres: "$BURST/pg_wal/archive_status"
 }
 export LOOP_MARK_DONE=1
-reset_ready
-loop hf-burst16 "$W/burst-pgdata.list" env HOLDFAST_CONFIG=/dev/null HOLDFAST_PASSWORD_FILE="$PWFILE" HOLDFAST_REPO="$HF_U16" "${HF_ASYNC_PUSH[@]}" --async --jobs "$JOBS"
-# untimed: let the async worker go idle and exit (bounded), so it neither takes CPU from the next
-# loops nor archives their .ready files into its repository
-for ((i = 0; i < 60; i++)); do pgrep -u postgres -f -- "--async-worker .*--repo $HF_U16 " >/dev/null 2>&1 || break; sleep 0.5; done
-reset_ready
-loop hf-burst10 "$W/burst-pgdata.list" env HOLDFAST_CONFIG=/dev/null HOLDFAST_PASSWORD_FILE="$PWFILE" HOLDFAST_REPO="$HF_U10" "${HF_SYNC_PUSH[@]}"
-reset_ready
-loop pgbr-burst "$W/burst-pgdata.list" pgbackrest --config="$PGBR_CONF" --stanza=bench --repo1-path="$PB_U" --pg1-path="$BURST" \
-  --archive-async --spool-path="$W/pgbr/spool" --process-max="$JOBS" archive-push
-for ((i = 0; i < 60; i++)); do pgrep -u postgres -f -- "--config=$PGBR_CONF" >/dev/null 2>&1 || break; sleep 0.5; done
+# BURST_REPEAT runs per tool, the tools taking turns (which goes first too), each into fresh
+# repositories and, for pgBackRest, an empty spool; the report compares the medians.
+for ((i = 1; i <= BURST_REPEAT; i++)); do
+  u16="$HF_U16-r$i" u10="$HF_U10-r$i" pu="$PB_U-r$i"
+  new_repo hf "$u16"
+  new_repo hf "$u10" --kdf-cost 10
+  new_repo pgbr "$pu"
+  for t in $(if first_hf "$i"; then echo hf pgbr; else echo pgbr hf; fi); do
+    reset_ready
+    if [[ $t == hf ]]; then
+      loop "hf-burst16-r$i" "$W/burst-pgdata.list" env HOLDFAST_CONFIG=/dev/null HOLDFAST_PASSWORD_FILE="$PWFILE" HOLDFAST_REPO="$u16" "${HF_ASYNC_PUSH[@]}" --async --jobs "$JOBS"
+      # untimed: let the async worker go idle and exit (bounded), so it neither takes CPU from the
+      # next loops nor archives their .ready files into its repository
+      for ((k = 0; k < 60; k++)); do pgrep -u postgres -f -- "--async-worker .*--repo $u16 " >/dev/null 2>&1 || break; sleep 0.5; done
+      reset_ready
+      loop "hf-burst10-r$i" "$W/burst-pgdata.list" env HOLDFAST_CONFIG=/dev/null HOLDFAST_PASSWORD_FILE="$PWFILE" HOLDFAST_REPO="$u10" "${HF_SYNC_PUSH[@]}"
+    else
+      rm -rf "$W/pgbr/spool"/*
+      loop "pgbr-burst-r$i" "$W/burst-pgdata.list" pgbackrest --config="$PGBR_CONF" --stanza=bench --repo1-path="$pu" --pg1-path="$BURST" \
+        --archive-async --spool-path="$W/pgbr/spool" --process-max="$JOBS" archive-push
+      for ((k = 0; k < 60; k++)); do pgrep -u postgres -f -- "--config=$PGBR_CONF" >/dev/null 2>&1 || break; sleep 0.5; done
+    fi
+  done
+  if ((i < BURST_REPEAT)); then rm -rf "$u16" "$u10" "$pu"; fi
+done
+# burst_collect KEY: KEY's figures from its runs: TOTAL, MEAN, MED and CPUMED the medians, MAXRSS
+# the maximum, RUNS every total; STATUS the first failure.
+burst_collect() {
+  local key=$1 i totals="" means="" meds="" cpus="" rss=0 status=ok
+  for ((i = 1; i <= BURST_REPEAT; i++)); do
+    if [[ ${STATUS[$key-r$i]:-} != ok ]]; then [[ $status == ok ]] && status=${STATUS[$key-r$i]:-n/a}; continue; fi
+    totals+=" ${TOTAL[$key-r$i]}" means+=" ${MEAN[$key-r$i]}" meds+=" ${MED[$key-r$i]}" cpus+=" ${CPUMED[$key-r$i]:-}"
+    ((MAXRSS[$key-r$i] > rss)) && rss=${MAXRSS[$key-r$i]}
+  done
+  STATUS[$key]=$status
+  RUNS[$key]=${totals# }
+  CALLS[$key]=${CALLS[$key-r1]:-}
+  if [[ $status == ok ]]; then TOTAL[$key]=$(median <<<"$totals") MEAN[$key]=$(median <<<"$means") MED[$key]=$(median <<<"$meds") CPUMED[$key]=$(median <<<"$cpus") MAXRSS[$key]=$rss; fi
+}
+for k in hf-burst16 hf-burst10 pgbr-burst; do burst_collect "$k"; done
+HF_U16="$HF_U16-r$BURST_REPEAT" HF_U10="$HF_U10-r$BURST_REPEAT" PB_U="$PB_U-r$BURST_REPEAT"
 BURST_PB_STORED=$(find "$PB_U/archive" -type f -name '0000*' 2>/dev/null | wc -l)
 BURST_HF_SIZE=$(dusize "$HF_U16")
 BURST_PB_SIZE=$(dusize "$PB_U")
@@ -792,10 +828,12 @@ REPORT="$LOGS/report.txt"
   row "   holdfast --kdf-cost 10: mean (ms)" "$(val hf-lat10 "${MEAN[hf-lat10]:-}")" "$(val pgbr-lat "${MEAN[pgbr-lat]:-}")" "$(ratio "${MEAN[hf-lat10]:-}" "${MEAN[pgbr-lat]:-}")"
   row "   peak RSS, max of the calls (MB)" "$(mb "${MAXRSS[hf-lat16]:-}")" "$(mb "${MAXRSS[pgbr-lat]:-}")" "$(ratio "${MAXRSS[hf-lat16]:-}" "${MAXRSS[pgbr-lat]:-}")"
   row "6  burst of $BURST_N segments, hf --async vs pgbr async (s)" "$(val hf-burst16 "${TOTAL[hf-burst16]:-}")" "$(val pgbr-burst "${TOTAL[pgbr-burst]:-}")" "$(ratio "${TOTAL[hf-burst16]:-}" "${TOTAL[pgbr-burst]:-}")"
+  ((BURST_REPEAT > 1)) && row "   each run (s; the median above)" "${RUNS[hf-burst16]:-n/a}" "${RUNS[pgbr-burst]:-n/a}" ""
   th=$(mbps "$((BURST_N * SEG))" "${TOTAL[hf-burst16]:-}") tp=$(mbps "$((BURST_N * SEG))" "${TOTAL[pgbr-burst]:-}")
   row "   WAL archived (MB/s, higher is better)" "${th:-n/a}" "${tp:-n/a}" "$(ratio "$th" "$tp")"
   row "   per segment (ms)" "$(val hf-burst16 "${MEAN[hf-burst16]:-}")" "$(val pgbr-burst "${MEAN[pgbr-burst]:-}")" "$(ratio "${MEAN[hf-burst16]:-}" "${MEAN[pgbr-burst]:-}")"
   row "   holdfast sync (--kdf-cost 10) (s)" "$(val hf-burst10 "${TOTAL[hf-burst10]:-}")" "$(val pgbr-burst "${TOTAL[pgbr-burst]:-}")" "$(ratio "${TOTAL[hf-burst10]:-}" "${TOTAL[pgbr-burst]:-}")"
+  ((BURST_REPEAT > 1)) && row "   holdfast sync, each run (s)" "${RUNS[hf-burst10]:-n/a}" "" ""
   row "   repository size after (MB)" "$(mb "$BURST_HF_SIZE")" "$(mb "$BURST_PB_SIZE")" "$(ratio "$BURST_HF_SIZE" "$BURST_PB_SIZE")"
   row "   peak RSS, max of the calls (MB)" "$(mb "${MAXRSS[hf-burst16]:-}")" "$(mb "${MAXRSS[pgbr-burst]:-}")" "$(ratio "${MAXRSS[hf-burst16]:-}" "${MAXRSS[pgbr-burst]:-}")"
   # 7. peak RSS over every holdfast command
