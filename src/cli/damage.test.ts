@@ -422,7 +422,14 @@ describe('damage: check detects it and names the affected backups; repair brings
       const restored = restoredPath(target, src);
       const prefix = src.split('/').filter(Boolean).length;
       const lostRel = lost.map((l) => l.split('/').slice(prefix).join('/'));
-      const isLost = (rel: string): boolean => lostRel.some((l) => (l.endsWith('/') ? rel.startsWith(l) : rel === l));
+      // A lost directory that holds the whole source (the source directory or one above it, e.g.
+      // `tmp/` when a flipped pack held that tree) covers every source file.
+      const srcParts = src.split('/').filter(Boolean);
+      const lostAbove = lost.some((l) => {
+        const parts = l.split('/').filter(Boolean);
+        return l.endsWith('/') && parts.length <= srcParts.length && parts.every((p, i) => srcParts[i] === p);
+      });
+      const isLost = (rel: string): boolean => lostAbove || lostRel.some((l) => (l.endsWith('/') ? rel.startsWith(l) : rel === l));
       if (lost.length < lostCount) return undefined; // not every lost path is listed: nothing exact to compare
       const want = fileDigests(src);
       // A snapshot whose whole source directory was lost restores without it: then nothing is
