@@ -321,14 +321,12 @@ test('openMany: a failed write throws the system error', { skip: NO_MANY }, asyn
   const { buf, spans } = await packed([new Rng(5161).text(5000)]);
   const dir = mkdtempSync(path.join(tmpdir(), 'holdfast-openmany-'));
   try {
-    const fd = openSync(path.join(dir, 'f'), 'w+');
-    closeSync(openSync(path.join(dir, 'f'), 'r'));
+    closeSync(openSync(path.join(dir, 'f'), 'w'));
     const ro = openSync(path.join(dir, 'f'), 'r');
     try {
       assert.throws(() => new BlobOpener(key).openMany('data', spans, 0, 1, buf, 1000, ro, 0), (err: NodeJS.ErrnoException) => err.code === 'EBADF');
     } finally {
       closeSync(ro);
-      closeSync(fd);
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });

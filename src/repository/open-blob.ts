@@ -20,7 +20,7 @@
  * (16 SHA-256 lanes on AVX-512, native/sha256-lanes.h): one at a time, the id check was the largest
  * part of a restore's CPU time.
  */
-import { constants as osConstants } from 'node:os';
+import { getSystemErrorName } from 'node:util';
 import { HoldfastError } from '../errors/catalogue.js';
 import { DecryptError, SEAL_OVERHEAD, sha256, unseal } from './crypto.js';
 import { MAX_PLAINTEXT, decompress } from './compress.js';
@@ -68,6 +68,11 @@ export interface BlobSpan {
   /** Offset of the sealed blob, relative to the same origin as openMany's `srcBase`. */
   readonly offset: number;
   readonly length: number;
+}
+
+/** Whether a sealed blob of `sealedLength` bytes and `rawLength` of plaintext is one the native helper takes. */
+function nativeSizes(sealedLength: number, rawLength: number): boolean {
+  return sealedLength >= SEAL_OVERHEAD && Number.isSafeInteger(rawLength) && rawLength >= 0 && rawLength <= MAX_PLAINTEXT;
 }
 
 function isZero(buf: Buffer): boolean {
@@ -139,7 +144,7 @@ export class BlobOpener {
     let bytes = 0;
     for (let i = from; i < to && n < MANY_BLOBS; i++, n++) {
       const b = blobs[i]!;
-      if (b.length < SEAL_OVERHEAD || !Number.isSafeInteger(b.rawLength) || b.rawLength < 0 || b.rawLength > MAX_PLAINTEXT || bytes + b.rawLength > MANY_BYTES) break;
+      if (!nativeSizes(b.length, b.rawLength) || bytes + b.rawLength > MANY_BYTES) break;
       desc[4 * n] = code;
       desc[4 * n + 1] = b.offset - srcBase;
       desc[4 * n + 2] = b.length;
@@ -152,7 +157,7 @@ export class BlobOpener {
     if (this.manyOut.length < bytes) this.manyOut = Buffer.allocUnsafe(Math.max(bytes, Math.min(MANY_BYTES, 2 * this.manyOut.length)));
     const k = many(this.key, src, ids, desc, this.manyOut, this.zeros, fd, pos);
     if (k < 0) {
-      const name = Object.entries(osConstants.errno).find(([, v]) => v === -k)?.[0] ?? 'EIO';
+      const name = getSystemErrorName(k);
       throw Object.assign(new Error(`${name}: write failed`), { code: name, errno: k });
     }
     return k;
@@ -166,7 +171,7 @@ export class BlobOpener {
   /** Open the sealed blob `src[srcOff, srcOff + srcLen)` of type `type` and id `hex` (lower case), read from `where`. */
   open(type: BlobType, hex: string, rawLength: number, src: Buffer, srcOff: number, srcLen: number, where: string): Promise<void> | undefined {
     const native = this.native;
-    if (native && srcLen >= SEAL_OVERHEAD && Number.isSafeInteger(rawLength) && rawLength >= 0 && rawLength <= MAX_PLAINTEXT) {
+    if (native && nativeSizes(srcLen, rawLength)) {
       let out = this.out;
       if (out.length < rawLength) {
         out = Buffer.allocUnsafe(rawLength <= KEEP_OUT ? Math.min(KEEP_OUT, Math.max(rawLength, 2 * out.length, 64 << 10)) : rawLength);
