@@ -539,11 +539,17 @@ static napi_value open_blob(napi_env env, napi_callback_info info) {
 }
 
 /*
- * openBlobs(key, src, ids, desc, out, flags, fd, pos) -> number: opens up to 64 sealed blobs of src
- * that are consecutive pieces of one file and writes them to it. ids: n ids as 64 lower-case hex
- * digits each; desc: a Float64Array of 4 n numbers, per blob type, srcOff, srcLen, rawLength;
+ * openBlobs(key, src, ids, desc, out, flags, fd, pos[, dfd]) -> number: opens up to 64 sealed blobs
+ * of src that are consecutive pieces of one file and writes them to it. ids: n ids as 64 lower-case
+ * hex digits each; desc: a Float64Array of 4 n numbers, per blob type, srcOff, srcLen, rawLength;
  * out: room for the sum of the raw lengths; flags: a Uint8Array of at least n; the file fd gets
  * blob i at pos + the sum of the raw lengths before it.
+ *
+ * dfd, when given and >= 0, is the same file opened with O_DIRECT: a blob whose position and
+ * length are multiples of DIO_ALIGN is written through it (from a DIO_ALIGN-aligned place in out,
+ * when out has DIO_ALIGN bytes to spare), which skips the copy into the page cache; others go
+ * through fd. A direct write that fails is done again through fd, and flags[i] gets OPEN_DIRECT_OFF
+ * (the caller stops passing dfd); the rest of the call uses fd only.
  *
  * Each blob is decrypted and decoded into its place in out (open_one) and, unless it is all zeros
  * (flags[i] = OPEN_ZERO: a hole, not written), written at once, while its bytes are still in the
@@ -557,13 +563,28 @@ static napi_value open_blob(napi_env env, napi_callback_info info) {
  * JS path), which throws its error or, where the JS decoder accepts it, writes it; nothing after it
  * counts. A failed write returns -errno. Arguments that break these rules are a TypeError.
  */
+/* Direct writes: position, length and memory aligned to this (a page; a logical block is at most that on common disks). */
+#define DIO_ALIGN ((size_t)4096)
+#define OPEN_DIRECT_OFF 2 /* or-ed into openBlobs' flags: a direct write failed and was done through fd */
+
+/* Write p[0, n) at `at` of fd; 0 or an errno. */
+static int pwrite_all(int fd, const unsigned char *p, size_t n, off_t at) {
+  for (size_t done = 0; done < n;) {
+    ssize_t w = pwrite(fd, p + done, n - done, at + (off_t)done);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return w < 0 ? errno : EIO;
+    done += (size_t)w;
+  }
+  return 0;
+}
+
 static napi_value open_blobs(napi_env env, napi_callback_info info) {
-  size_t argc = 8;
-  napi_value argv[8], result;
+  size_t argc = 9;
+  napi_value argv[9], result;
   void *key, *src, *out, *desc_data, *flags_data;
   size_t key_len, src_size, out_size, desc_len = 0, flags_len = 0;
   uint32_t n = 0;
-  int32_t fd = -1;
+  int32_t fd = -1, dfd = -1;
   double pos = -1;
   napi_typedarray_type desc_type, flags_type;
   const char *error = NULL;
@@ -573,7 +594,7 @@ static napi_value open_blobs(napi_env env, napi_callback_info info) {
             desc_type != napi_float64_array || desc_len < 4 * (size_t)n || napi_get_buffer_info(env, argv[4], &out, &out_size) != napi_ok ||
             napi_get_typedarray_info(env, argv[5], &flags_type, &flags_len, &flags_data, NULL, NULL) != napi_ok || flags_type != napi_uint8_array || flags_len < n ||
             napi_get_value_int32(env, argv[6], &fd) != napi_ok || fd < 0 || napi_get_value_double(env, argv[7], &pos) != napi_ok || !(pos >= 0 && pos <= 9007199254740991.0) ||
-            pos != (double)(int64_t)pos;
+            pos != (double)(int64_t)pos || (argc > 8 && napi_get_value_int32(env, argv[8], &dfd) != napi_ok);
   const double *desc = desc_data;
   size_t offset[MANY_MAX], len[MANY_MAX], at = 0;
   for (uint32_t i = 0; !bad && i < n; i++) {
@@ -593,6 +614,11 @@ static napi_value open_blobs(napi_env env, napi_callback_info info) {
   unsigned char ids[32 * MANY_MAX], digest[32 * MANY_MAX];
   const unsigned char *msg[MANY_MAX];
   unsigned char *flags = flags_data;
+  /* Where the plaintexts go: out, or its first DIO_ALIGN-aligned byte when there is room for that. */
+  unsigned char *base = out;
+  size_t skew = (DIO_ALIGN - (uintptr_t)out % DIO_ALIGN) % DIO_ALIGN;
+  if (dfd >= 0 && skew <= out_size - at) base += skew;
+  int direct = dfd >= 0 && (uintptr_t)base % DIO_ALIGN == 0;
   uint32_t opened = 0; /* decoded and written, not yet hashed */
   for (; opened < n; opened++) {
     napi_value v;
@@ -604,21 +630,26 @@ static napi_value open_blobs(napi_env env, napi_callback_info info) {
       break;
     }
     const double *d = desc + 4 * opened;
-    unsigned char *plain = (unsigned char *)out + offset[opened];
+    unsigned char *plain = base + offset[opened];
     int status = open_one(key, (int)d[0], ids + 32 * opened, (const unsigned char *)src + (size_t)d[1], (size_t)d[2], plain, len[opened], 0, &error);
     if (error) return fail(env, error);
     if (status != OPEN_OK) break;
     msg[opened] = plain;
     flags[opened] = all_zero(plain, len[opened]) ? OPEN_ZERO : 0;
-    for (size_t done = 0; !flags[opened] && done < len[opened];) {
-      ssize_t w = pwrite(fd, plain + done, len[opened] - done, (off_t)pos + (off_t)(offset[opened] + done));
-      if (w < 0 && errno == EINTR) continue;
-      if (w <= 0) {
-        int code = w < 0 ? errno : EIO;
-        if (napi_create_int32(env, -code, &result) != napi_ok) return NULL;
-        return result;
+    if (flags[opened]) continue;
+    off_t at = (off_t)pos + (off_t)offset[opened];
+    int code = -1;
+    if (direct && (uint64_t)at % DIO_ALIGN == 0 && len[opened] % DIO_ALIGN == 0 && (uintptr_t)plain % DIO_ALIGN == 0) {
+      code = pwrite_all(dfd, plain, len[opened], at);
+      if (code != 0) {
+        flags[opened] |= OPEN_DIRECT_OFF;
+        direct = 0;
       }
-      done += (size_t)w;
+    }
+    if (code != 0) code = pwrite_all(fd, plain, len[opened], at);
+    if (code != 0) {
+      if (napi_create_int32(env, -code, &result) != napi_ok) return NULL;
+      return result;
     }
   }
   if (opened > 0 && !hash_many((int)opened, msg, len, digest, &error)) return fail(env, error);

@@ -60,6 +60,7 @@ export async function run(inv: Invocation): Promise<number> {
       tablespaceMap: tablespaceMap(o.list('tablespace-map')),
       restoreCommand: restoreCommand(inv, cluster),
       sync: o.bool('sync'),
+      directIo: o.bool('direct-io'),
     },
     inv.ctx,
   );

@@ -79,7 +79,17 @@ export interface SerializedError {
   readonly data: Record<string, unknown>;
 }
 
-export type MainToWorker = { t: 'init'; key: Uint8Array; root: string; location: string; stop: SharedArrayBuffer; sync: boolean; writeback: boolean } | { t: 'work'; batch: number; items: WorkItem[] };
+export type MainToWorker = { t: 'init'; key: Uint8Array; root: string; location: string; stop: SharedArrayBuffer } & WriteMode | { t: 'work'; batch: number; items: WorkItem[] };
+
+/**
+ * How workers write: `sync`, fsync each file; `writeback`, start writing what they write to
+ * storage as they go; `direct`, write large files' page-aligned blobs with O_DIRECT.
+ */
+export interface WriteMode {
+  readonly sync: boolean;
+  readonly writeback: boolean;
+  readonly direct: boolean;
+}
 
 export type WorkerToMain = { t: 'results'; batch: number; results: Array<Outcome | SerializedError> };
 
@@ -221,9 +231,9 @@ export class RestorePool {
   /**
    * Start `count` workers reading packs below `root` (a local repository directory, reported as
    * `location` in messages). Undefined when worker threads cannot be used here (no worker script).
-   * `sync`: fsync each file; `writeback`: start writing what they write to storage as they go.
+   * `mode`: how they write (WriteMode).
    */
-  static start(key: Buffer, root: string, location: string, count: number, sync: boolean, writeback: boolean): RestorePool | undefined {
+  static start(key: Buffer, root: string, location: string, count: number, mode: WriteMode): RestorePool | undefined {
     const script = workerScript();
     if (!script || count < 1) return undefined;
     const pool = new RestorePool();
@@ -244,7 +254,7 @@ export class RestorePool {
         slot.batches.clear();
         pool.wakeIdleWaiters();
       });
-      worker.postMessage({ t: 'init', key: Uint8Array.from(key), root, location, stop: pool.stopFlag.buffer as SharedArrayBuffer, sync, writeback } satisfies MainToWorker);
+      worker.postMessage({ t: 'init', key: Uint8Array.from(key), root, location, stop: pool.stopFlag.buffer as SharedArrayBuffer, ...mode } satisfies MainToWorker);
       pool.slots.push(slot);
     }
     return pool;

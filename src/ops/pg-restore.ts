@@ -61,6 +61,8 @@ export interface PgRestoreParams {
   readonly accept?: (backup: PgBackupInfo) => Promise<void>;
   /** fsync what was restored before returning (default true; --no-sync). */
   readonly sync?: boolean;
+  /** Write large files' page-aligned parts with O_DIRECT when that is safe to (default true; --no-direct-io; RestoreOptions.directIo). */
+  readonly directIo?: boolean;
 }
 
 export interface PgRestoreResult {
@@ -207,6 +209,7 @@ export async function pgRestore(ref: RepoRef, p: PgRestoreParams, ctx: OpContext
           onWarning: (m) => ctx.log.warn(m),
           deltaByContent: p.delta === true,
           sync: p.sync !== false,
+          directIo: p.directIo !== false,
         });
       const spaces = sn.pg.tablespaces ?? [];
       for (const oid of p.tablespaceMap?.keys() ?? []) {

@@ -14,6 +14,8 @@ export interface RestoreParams {
   readonly jobs?: number | undefined;
   /** fsync what was restored before returning (default true; --no-sync). */
   readonly sync?: boolean | undefined;
+  /** Write large files' page-aligned parts with O_DIRECT when that is safe to (default true; --no-direct-io; RestoreOptions.directIo). */
+  readonly directIo?: boolean | undefined;
 }
 
 export interface RestoreResult {
@@ -44,6 +46,7 @@ export async function restore(ref: RepoRef, p: RestoreParams, ctx: OpContext): P
           progress,
           parallel: p.jobs,
           sync: p.sync !== false,
+          directIo: p.directIo !== false,
           signal: ctx.signal,
           onWarning: (m) => {
             warnings.push(m);

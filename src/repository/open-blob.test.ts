@@ -11,7 +11,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, constants, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -327,6 +327,50 @@ test('openMany: a failed write throws the system error', { skip: NO_MANY }, asyn
       assert.throws(() => new BlobOpener(key).openMany('data', spans, 0, 1, buf, 1000, ro, 0), (err: NodeJS.ErrnoException) => err.code === 'EBADF');
     } finally {
       closeSync(ro);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('openMany with an O_DIRECT descriptor writes page-aligned blobs through it, the rest through fd; a direct write that fails is done through fd and turns direct off', { skip: NO_MANY }, async (t) => {
+  const rng = new Rng(5162);
+  const aligned = [rng.text(128 << 10), Buffer.alloc(128 << 10), rng.bytes(64 << 10), rng.text(8192)];
+  const dir = mkdtempSync(path.join(tmpdir(), 'holdfast-openmany-'));
+  try {
+    const file = path.join(dir, 'f');
+    closeSync(openSync(file, 'w'));
+    let dfd: number;
+    try {
+      dfd = openSync(file, constants.O_WRONLY | constants.O_DIRECT);
+    } catch (err) {
+      return t.skip(`${tmpdir()} does not take O_DIRECT: ${(err as Error).message}`);
+    }
+    const ro = openSync(file, 'r');
+    const rw = openSync(file, 'r+');
+    const roDirect = openSync(file, constants.O_RDONLY | constants.O_DIRECT);
+    try {
+      // Every blob aligned: fd is read-only, so only writes through dfd can succeed.
+      const a = await packed(aligned);
+      const opener = new BlobOpener(key);
+      assert.equal(opener.openMany('data', a.spans, 0, a.spans.length, a.buf, 1000, ro, 8192, dfd), aligned.length);
+      assert.equal(opener.directFailed, false);
+      assert.ok(readFileSync(file).subarray(8192).equals(Buffer.concat(aligned)), 'the blobs are in the file at their positions (the zero one a hole)');
+      // A blob of 1000 bytes, and what follows it (no longer page-aligned), go through fd.
+      const b = await packed([rng.text(128 << 10), rng.text(1000), rng.text(128 << 10)]);
+      assert.throws(() => opener.openMany('data', b.spans, 0, 3, b.buf, 1000, ro, 0, dfd), (err: NodeJS.ErrnoException) => err.code === 'EBADF');
+      assert.equal(opener.openMany('data', b.spans, 0, 3, b.buf, 1000, rw, 0, dfd), 3);
+      assert.equal(opener.directFailed, false, 'unaligned blobs are not a failure of direct writes');
+      // A direct write that fails (here: a read-only O_DIRECT descriptor) is done through fd...
+      const c = await packed(aligned);
+      const other = new BlobOpener(key);
+      assert.equal(other.openMany('data', c.spans, 0, c.spans.length, c.buf, 1000, rw, 0, roDirect), aligned.length);
+      assert.equal(other.directFailed, true);
+      assert.ok(readFileSync(file).subarray(0, 128 << 10).equals(aligned[0]!));
+      // ...and from then on dfd is not used: with a read-only fd the aligned blobs now fail.
+      assert.throws(() => other.openMany('data', c.spans, 0, c.spans.length, c.buf, 1000, ro, 0, dfd), (err: NodeJS.ErrnoException) => err.code === 'EBADF');
+    } finally {
+      for (const fd of [dfd, ro, rw, roDirect]) closeSync(fd);
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -60,6 +60,10 @@ const ZEROS = Buffer.alloc(1 << 20);
 /** openMany takes at most this many blobs and this many plaintext bytes at once. */
 const MANY_BLOBS = 16;
 const MANY_BYTES = 2 << 20;
+/** openMany's buffer has this much more, for the native helper to start its plaintexts on a page for O_DIRECT. */
+const DIRECT_SLACK = 4096;
+/** Or-ed into openBlobs' flags besides OPEN_ZERO: a direct write failed and was done through fd. */
+const OPEN_DIRECT_OFF = 2;
 
 /** A blob handed to openMany: its id, plaintext size, and where its sealed bytes lie. */
 export interface BlobSpan {
@@ -101,6 +105,8 @@ export class BlobOpener {
   zero = false;
   /** After openMany: whether each opened blob is all zeros (index 0 = the first one opened). */
   readonly zeros = new Uint8Array(MANY_BLOBS);
+  /** Set by openMany when a write through its `dfd` failed (and was done through `fd`): pass -1 from then on. */
+  directFailed = false;
   private out = Buffer.alloc(0);
   private manyOut = Buffer.alloc(0);
   private readonly native: NativeOpenBlob | undefined;
@@ -133,8 +139,11 @@ export class BlobOpener {
    * the JS path decides: the caller opens it with `open`, which throws its error or returns its
    * plaintext. 0 also when the native helper is missing or the first blob alone is too large to
    * batch. A failed write throws the system error (with its `code`), for the caller to word.
+   * `dfd` (or -1) is the same file opened with O_DIRECT: blobs at page-aligned positions with
+   * page-multiple lengths are written through it, skipping the page cache; if such a write fails,
+   * the blob is written through `fd` and `directFailed` is set.
    */
-  openMany(type: BlobType, blobs: readonly BlobSpan[], from: number, to: number, src: Buffer, srcBase: number, fd: number, pos: number): number {
+  openMany(type: BlobType, blobs: readonly BlobSpan[], from: number, to: number, src: Buffer, srcBase: number, fd: number, pos: number, dfd = -1): number {
     const many = this.nativeMany;
     if (!many) return 0;
     const desc = this.desc;
@@ -154,8 +163,13 @@ export class BlobOpener {
     }
     if (n === 0) return 0;
     ids.length = n;
-    if (this.manyOut.length < bytes) this.manyOut = Buffer.allocUnsafe(Math.max(bytes, Math.min(MANY_BYTES, 2 * this.manyOut.length)));
-    const k = many(this.key, src, ids, desc, this.manyOut, this.zeros, fd, pos);
+    if (this.manyOut.length < bytes + DIRECT_SLACK) this.manyOut = Buffer.allocUnsafe(Math.max(bytes, Math.min(MANY_BYTES, 2 * this.manyOut.length)) + DIRECT_SLACK);
+    const zeros = this.zeros;
+    const k = many(this.key, src, ids, desc, this.manyOut, zeros, fd, pos, this.directFailed ? -1 : dfd);
+    for (let t = 0; t < n; t++) {
+      if (zeros[t]! & OPEN_DIRECT_OFF) this.directFailed = true;
+      zeros[t] = zeros[t]! & OPEN_ZERO;
+    }
     if (k < 0) {
       const name = getSystemErrorName(k);
       throw Object.assign(new Error(`${name}: write failed`), { code: name, errno: k });

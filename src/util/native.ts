@@ -18,9 +18,11 @@ export type NativeOpenBlob = (key: Buffer, type: number, idHex: string, src: Buf
  * openBlob's checks, decoding each into out and writing it to fd from pos on (all-zero ones are
  * left as holes, flags[i] & 1) before the SHA-256 checks, which run together (16 lanes on
  * AVX-512). The first k passed; blob k, if any, is the caller's to open one by one; -errno when a
- * write failed (BlobOpener.openMany in repository/open-blob.ts).
+ * write failed (BlobOpener.openMany in repository/open-blob.ts). `dfd`, the same file opened with
+ * O_DIRECT (or -1), takes the blobs whose position and length are multiples of 4096; when a write
+ * through it fails, that blob goes through fd and its flag gets 2 (stop passing dfd).
  */
-export type NativeOpenBlobs = (key: Buffer, src: Buffer, ids: readonly string[], desc: Float64Array, out: Buffer, flags: Uint8Array, fd: number, pos: number) => number;
+export type NativeOpenBlobs = (key: Buffer, src: Buffer, ids: readonly string[], desc: Float64Array, out: Buffer, flags: Uint8Array, fd: number, pos: number, dfd?: number) => number;
 
 /**
  * sealBlob(key, type, id, data, level?) -> ArrayBuffer: the stored form of a blob (nonce, then
