@@ -32,6 +32,8 @@
 #include <errno.h>
 #include <unistd.h>
 #include <fcntl.h>
+#include <linux/aio_abi.h>
+#include <sys/syscall.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -578,6 +580,119 @@ static int pwrite_all(int fd, const unsigned char *p, size_t n, off_t at) {
   return 0;
 }
 
+/*
+ * Asynchronous direct writes: Linux AIO (io_submit) on the O_DIRECT descriptor, which on ext4 and
+ * XFS really is asynchronous for writes within the file's size (a write that extends the file
+ * waits; the restore sizes files first). A synchronous direct write blocks the thread until the
+ * device has the data: measured in a restore of 1.5 GB with 2 workers, each was blocked ~0.9 s
+ * of ~3 s. With these, openBlobs decodes the next blobs while the earlier ones are written.
+ *
+ * Each thread has AIO_SLOTS buffers of AIO_SLOT_BYTES, used in turn by the calls of openBlobs
+ * (one per call); a buffer is used again only once every write from it has completed. A write
+ * that completes with an error (or short) is done again through the call's buffered descriptor,
+ * from the same buffer, and direct writes are reported off (OPEN_DIRECT_OFF); if that fails too,
+ * the error is kept for the next call or for openBlobsDrain, which the caller runs before it
+ * reports the file written and before it closes either descriptor.
+ */
+#define AIO_SLOTS 4
+#define AIO_SLOT_BYTES ((size_t)2 << 20)
+static __thread aio_context_t aio_ctx;
+static __thread int aio_state; /* 0 not tried, 1 usable, -1 not here (or broken: the buffers are then never reused) */
+static __thread unsigned char *aio_buf[AIO_SLOTS];
+static __thread int aio_fd[AIO_SLOTS];             /* the buffered descriptor of the slot's file */
+static __thread uint32_t aio_pending[AIO_SLOTS];   /* writes submitted from the slot, not yet completed */
+static __thread struct iocb aio_cb[AIO_SLOTS][MANY_MAX];
+static __thread uint32_t aio_inflight;
+static __thread int aio_next;
+static __thread int aio_error;         /* errno of a write that failed both ways, not yet reported */
+static __thread int aio_direct_failed; /* a direct write failed and was done through fd, not yet reported */
+static int aio_test_fail;              /* HOLDFAST_TEST_AIO_FAIL=1: every completion counts as failed */
+
+static int aio_ready(void) {
+  if (aio_state == 0) {
+    aio_state = -1;
+    aio_context_t ctx = 0;
+    if (syscall(SYS_io_setup, AIO_SLOTS * MANY_MAX, &ctx) != 0) return 0;
+    for (int i = 0; i < AIO_SLOTS; i++) {
+      if (posix_memalign((void **)&aio_buf[i], DIO_ALIGN, AIO_SLOT_BYTES) != 0) {
+        for (int j = 0; j < i; j++) free(aio_buf[j]);
+        memset(aio_buf, 0, sizeof aio_buf);
+        syscall(SYS_io_destroy, ctx);
+        return 0;
+      }
+    }
+    aio_ctx = ctx;
+    aio_state = 1;
+  }
+  return aio_state == 1;
+}
+
+/* Wait for at least one write to complete (there must be one in flight) and settle what completed. */
+static void aio_reap(void) {
+  struct io_event ev[32];
+  long got;
+  do got = syscall(SYS_io_getevents, aio_ctx, 1, 32, ev, NULL);
+  while (got < 0 && errno == EINTR);
+  if (got <= 0) {
+    /* Cannot happen with a valid context; if it does, nothing in flight can be accounted for:
+       keep the buffers (a write may still read them), stop using AIO, fail what was written. */
+    if (!aio_error) aio_error = got < 0 ? errno : EIO;
+    aio_state = -1;
+    aio_inflight = 0;
+    memset(aio_pending, 0, sizeof aio_pending);
+    return;
+  }
+  for (long i = 0; i < got; i++) {
+    const struct iocb *cb = (const struct iocb *)(uintptr_t)ev[i].obj;
+    int slot = (int)ev[i].data;
+    if (ev[i].res != (int64_t)cb->aio_nbytes || aio_test_fail) {
+      int code = pwrite_all(aio_fd[slot], (const unsigned char *)(uintptr_t)cb->aio_buf, cb->aio_nbytes, (off_t)cb->aio_offset);
+      if (code != 0) {
+        if (!aio_error) aio_error = code;
+      } else {
+        aio_direct_failed = 1;
+      }
+    }
+    aio_pending[slot]--;
+    aio_inflight--;
+  }
+}
+
+/* Submit one write; 0 or an errno (then it was not submitted). */
+static int aio_submit(struct iocb *cb) {
+  struct iocb *list[1] = {cb};
+  for (;;) {
+    long r = syscall(SYS_io_submit, aio_ctx, 1, list);
+    if (r == 1) return 0;
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0 && errno == EAGAIN && aio_inflight > 0) {
+      aio_reap();
+      if (aio_state == 1) continue;
+    }
+    return r < 0 ? errno : EIO;
+  }
+}
+
+static void aio_drain(void) {
+  while (aio_inflight > 0 && aio_state == 1) aio_reap();
+}
+
+/*
+ * openBlobsDrain() -> number: waits until every asynchronous write of this thread has completed.
+ * 0; 1 when one failed as a direct write and was done through the buffered descriptor (stop
+ * passing dfd); -errno when one failed both ways (the file does not hold what was written).
+ */
+static napi_value open_blobs_drain(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value result;
+  aio_drain();
+  int r = aio_error ? -aio_error : aio_direct_failed ? 1 : 0;
+  aio_error = 0;
+  aio_direct_failed = 0;
+  if (napi_create_int32(env, r, &result) != napi_ok) return NULL;
+  return result;
+}
+
 static napi_value open_blobs(napi_env env, napi_callback_info info) {
   size_t argc = 9;
   napi_value argv[9], result;
@@ -619,6 +734,26 @@ static napi_value open_blobs(napi_env env, napi_callback_info info) {
   size_t skew = (DIO_ALIGN - (uintptr_t)out % DIO_ALIGN) % DIO_ALIGN;
   if (dfd >= 0 && skew <= out_size - at) base += skew;
   int direct = dfd >= 0 && (uintptr_t)base % DIO_ALIGN == 0;
+  /* Direct writes from a slot's buffer, asynchronously, when AIO is usable and the blobs fit. */
+  int slot = -1;
+  if (dfd >= 0 && at <= AIO_SLOT_BYTES && aio_ready()) {
+    slot = aio_next;
+    aio_next = (aio_next + 1) % AIO_SLOTS;
+    while (aio_pending[slot] > 0 && aio_state == 1) aio_reap();
+    if (aio_state == 1) {
+      base = aio_buf[slot];
+      aio_fd[slot] = fd;
+      direct = 1;
+    } else {
+      slot = -1;
+    }
+  }
+  if (aio_error) { /* an earlier write of this file failed both ways */
+    int code = aio_error;
+    aio_error = 0;
+    if (napi_create_int32(env, -code, &result) != napi_ok) return NULL;
+    return result;
+  }
   uint32_t opened = 0; /* decoded and written, not yet hashed */
   for (; opened < n; opened++) {
     napi_value v;
@@ -640,7 +775,24 @@ static napi_value open_blobs(napi_env env, napi_callback_info info) {
     off_t at = (off_t)pos + (off_t)offset[opened];
     int code = -1;
     if (direct && (uint64_t)at % DIO_ALIGN == 0 && len[opened] % DIO_ALIGN == 0 && (uintptr_t)plain % DIO_ALIGN == 0) {
-      code = pwrite_all(dfd, plain, len[opened], at);
+      if (slot >= 0 && aio_state == 1) {
+        struct iocb *cb = &aio_cb[slot][opened];
+        memset(cb, 0, sizeof *cb);
+        cb->aio_data = (uint64_t)slot;
+        cb->aio_lio_opcode = IOCB_CMD_PWRITE;
+        cb->aio_fildes = (uint32_t)dfd;
+        cb->aio_buf = (uint64_t)(uintptr_t)plain;
+        cb->aio_nbytes = len[opened];
+        cb->aio_offset = (int64_t)at;
+        code = aio_submit(cb);
+        if (code == 0) {
+          aio_pending[slot]++;
+          aio_inflight++;
+          continue;
+        }
+      } else {
+        code = pwrite_all(dfd, plain, len[opened], at);
+      }
       if (code != 0) {
         flags[opened] |= OPEN_DIRECT_OFF;
         direct = 0;
@@ -651,6 +803,10 @@ static napi_value open_blobs(napi_env env, napi_callback_info info) {
       if (napi_create_int32(env, -code, &result) != napi_ok) return NULL;
       return result;
     }
+  }
+  if (aio_direct_failed && n > 0) { /* reported with this call's flags */
+    flags[0] |= OPEN_DIRECT_OFF;
+    aio_direct_failed = 0;
   }
   if (opened > 0 && !hash_many((int)opened, msg, len, digest, &error)) return fail(env, error);
   uint32_t k = 0;
@@ -850,6 +1006,13 @@ static napi_value page_checksums(napi_env env, napi_callback_info info) {
  */
 static void free_thread_state(void *arg) {
   (void)arg;
+  aio_drain();
+  if (aio_state == 1) {
+    syscall(SYS_io_destroy, aio_ctx);
+    for (int i = 0; i < AIO_SLOTS; i++) free(aio_buf[i]);
+    memset(aio_buf, 0, sizeof aio_buf);
+    aio_state = 0;
+  }
   ZSTD_freeCCtx(cctx);
   cctx = NULL;
   ZSTD_freeDCtx(dctx);
@@ -912,6 +1075,10 @@ NAPI_MODULE_INIT() {
     lanes_on = sha256_lanes_usable() && !(no_lanes && strcmp(no_lanes, "1") == 0);
     if (napi_create_function(env, "openBlobs", NAPI_AUTO_LENGTH, open_blobs, NULL, &fn) != napi_ok) return NULL;
     if (napi_set_named_property(env, exports, "openBlobs", fn) != napi_ok) return NULL;
+    const char *aio_fail = getenv("HOLDFAST_TEST_AIO_FAIL");
+    aio_test_fail = aio_fail && strcmp(aio_fail, "1") == 0;
+    if (napi_create_function(env, "openBlobsDrain", NAPI_AUTO_LENGTH, open_blobs_drain, NULL, &fn) != napi_ok) return NULL;
+    if (napi_set_named_property(env, exports, "openBlobsDrain", fn) != napi_ok) return NULL;
     if (napi_create_function(env, "sha256Many", NAPI_AUTO_LENGTH, sha256_many, NULL, &fn) != napi_ok) return NULL;
     if (napi_set_named_property(env, exports, "sha256Many", fn) != napi_ok) return NULL;
     napi_value lanes;

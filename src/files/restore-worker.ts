@@ -15,7 +15,7 @@
  * against ~70 µs of event-loop time for the promise API. See restore-pool.ts for the protocol.
  */
 import { parentPort } from 'node:worker_threads';
-import { constants, openSync, readSync, writeSync } from 'node:fs';
+import { constants, ftruncateSync, openSync, readSync, writeSync } from 'node:fs';
 import * as path from 'node:path';
 import { HoldfastError, fsError, systemCode } from '../errors/catalogue.js';
 import { startWriteback } from '../repository/compress.js';
@@ -147,16 +147,53 @@ function openDirect(fd: number, bytes: number): number {
 /** Where writeBlobs' last write ended (its start position if it wrote nothing). */
 let writtenTo = 0;
 
-/** Write `blobs` back to back from `pos`; returns the end position. */
-async function writeBlobs(fd: number, dest: string, pos: number, blobs: readonly BlobRef[]): Promise<number> {
+/** Whether writeBlobs sized the file first (a new file written with O_DIRECT). */
+let sized = false;
+
+/**
+ * Write `blobs` back to back from `pos`; returns the end position. `whole`: they are the whole
+ * file, which this thread created (not a range of a file another thread sized).
+ */
+async function writeBlobs(fd: number, dest: string, pos: number, blobs: readonly BlobRef[], whole: boolean): Promise<number> {
   let bytes = 0;
   for (const b of blobs) bytes += b.rawLength;
-  const dfd = opener!.canOpenMany ? openDirect(fd, bytes) : -1;
-  try {
-    return await writeBlobsTo(fd, dfd, dest, pos, blobs);
-  } finally {
-    if (dfd >= 0) closeQuietly(dfd);
+  const o = opener!;
+  const dfd = o.canOpenMany ? openDirect(fd, bytes) : -1;
+  sized = false;
+  if (dfd < 0) return writeBlobsTo(fd, dfd, dest, pos, blobs);
+  if (whole) {
+    // A direct write that extends the file waits for the device even when submitted
+    // asynchronously (ext4, XFS); one within the file's size does not.
+    try {
+      ftruncateSync(fd, pos + bytes);
+    } catch (err) {
+      closeQuietly(dfd);
+      throw fsError(err, 'write', dest, 'TARGET_IO');
+    }
+    sized = true;
   }
+  let end: number;
+  try {
+    end = await writeBlobsTo(fd, dfd, dest, pos, blobs);
+  } catch (err) {
+    try {
+      o.finishWrites();
+    } catch {
+      // the first error is the one reported
+    }
+    closeQuietly(dfd);
+    throw err;
+  }
+  // Every write in flight has completed before the file (or range) counts as written and before
+  // either descriptor is closed.
+  try {
+    o.finishWrites();
+  } catch (err) {
+    throw fsError(err, 'write', dest, 'TARGET_IO');
+  } finally {
+    closeQuietly(dfd);
+  }
+  return end;
 }
 
 async function writeBlobsTo(fd: number, dfd: number, dest: string, pos: number, blobs: readonly BlobRef[]): Promise<number> {
@@ -240,7 +277,7 @@ async function doItem(item: WorkItem): Promise<Outcome> {
   switch (item.t) {
     case 'range':
       // The main thread created the file, and finishes and closes it when every range is in.
-      await writeBlobs(item.fd, item.dest, item.pos, item.blobs);
+      await writeBlobs(item.fd, item.dest, item.pos, item.blobs, false);
       return 'written';
     case 'check':
       return sameContent(item.dest, item.size, item.pos, item.blobs, false) ? 'same' : 'differs';
@@ -263,14 +300,14 @@ async function doItem(item: WorkItem): Promise<Outcome> {
   const fd = createTargetFile(item.dest, item.force);
   let size: number;
   try {
-    size = await writeBlobs(fd, item.dest, 0, item.blobs);
+    size = await writeBlobs(fd, item.dest, 0, item.blobs, true);
   } catch (err) {
     closeQuietly(fd);
     throw err;
   }
   // A new file is as long as its last write: sized only when it ends in a hole (one syscall and
-  // one inode update fewer per file).
-  finishAndClose(fd, writtenTo === size ? undefined : size, item.meta, item.dest, sync);
+  // one inode update fewer per file), unless writeBlobs sized it.
+  finishAndClose(fd, writtenTo === size || sized ? undefined : size, item.meta, item.dest, sync);
   return 'written';
 }
 

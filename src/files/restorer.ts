@@ -16,7 +16,7 @@
  * Other storage drivers (and `parallel: 0`) write in the main thread through the repository.
  */
 import * as fsp from 'node:fs/promises';
-import { constants as fsc } from 'node:fs';
+import { constants as fsc, ftruncateSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import * as path from 'node:path';
 import { execFile } from 'node:child_process';
@@ -407,6 +407,14 @@ async function writeWithPool(w: PoolWriter, dest: string, node: TreeNode, keep =
     }
   }
   const fd = await createLargeFile(w, dest);
+  // Sized before the ranges are written: a direct write that extends a file waits for the device
+  // even when submitted asynchronously (ext4, XFS); one within the file's size does not.
+  try {
+    ftruncateSync(fd, size);
+  } catch (err) {
+    closeQuietly(fd);
+    throw fsError(err, 'write', dest);
+  }
   const ranges = splitRanges(blobs).map((r) =>
     pool.submit({ t: 'range', fd, dest, pos: r.pos, blobs: r.blobs }, r.bytes).then(
       () => void (p.bytesDone += r.bytes),

@@ -11,7 +11,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, constants, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, constants, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -333,7 +333,7 @@ test('openMany: a failed write throws the system error', { skip: NO_MANY }, asyn
   }
 });
 
-test('openMany with an O_DIRECT descriptor writes page-aligned blobs through it, the rest through fd; a direct write that fails is done through fd and turns direct off', { skip: NO_MANY }, async (t) => {
+test('openMany with an O_DIRECT descriptor writes page-aligned blobs through it (asynchronously: finishWrites waits), the rest through fd; a direct write that fails is done through fd and turns direct off', { skip: NO_MANY }, async (t) => {
   const rng = new Rng(5162);
   const aligned = [rng.text(128 << 10), Buffer.alloc(128 << 10), rng.bytes(64 << 10), rng.text(8192)];
   const dir = mkdtempSync(path.join(tmpdir(), 'holdfast-openmany-'));
@@ -354,24 +354,61 @@ test('openMany with an O_DIRECT descriptor writes page-aligned blobs through it,
       const a = await packed(aligned);
       const opener = new BlobOpener(key);
       assert.equal(opener.openMany('data', a.spans, 0, a.spans.length, a.buf, 1000, ro, 8192, dfd), aligned.length);
+      opener.finishWrites();
       assert.equal(opener.directFailed, false);
       assert.ok(readFileSync(file).subarray(8192).equals(Buffer.concat(aligned)), 'the blobs are in the file at their positions (the zero one a hole)');
       // A blob of 1000 bytes, and what follows it (no longer page-aligned), go through fd.
       const b = await packed([rng.text(128 << 10), rng.text(1000), rng.text(128 << 10)]);
       assert.throws(() => opener.openMany('data', b.spans, 0, 3, b.buf, 1000, ro, 0, dfd), (err: NodeJS.ErrnoException) => err.code === 'EBADF');
+      opener.finishWrites();
       assert.equal(opener.openMany('data', b.spans, 0, 3, b.buf, 1000, rw, 0, dfd), 3);
+      opener.finishWrites();
       assert.equal(opener.directFailed, false, 'unaligned blobs are not a failure of direct writes');
       // A direct write that fails (here: a read-only O_DIRECT descriptor) is done through fd...
       const c = await packed(aligned);
       const other = new BlobOpener(key);
       assert.equal(other.openMany('data', c.spans, 0, c.spans.length, c.buf, 1000, rw, 0, roDirect), aligned.length);
+      other.finishWrites();
       assert.equal(other.directFailed, true);
       assert.ok(readFileSync(file).subarray(0, 128 << 10).equals(aligned[0]!));
       // ...and from then on dfd is not used: with a read-only fd the aligned blobs now fail.
       assert.throws(() => other.openMany('data', c.spans, 0, c.spans.length, c.buf, 1000, ro, 0, dfd), (err: NodeJS.ErrnoException) => err.code === 'EBADF');
+      other.finishWrites();
     } finally {
       for (const fd of [dfd, ro, rw, roDirect]) closeSync(fd);
     }
+
+    // A write that fails when it completes, not when submitted (HOLDFAST_TEST_AIO_FAIL=1 makes
+    // every completion count as failed, in a child process): done again through fd, and
+    // reported by finishWrites; when fd fails too, finishWrites throws that error.
+    const d = await packed(aligned);
+    writeFileSync(path.join(dir, 'pack'), d.buf);
+    const openBlobJs = fileURLToPath(new URL('./open-blob.js', import.meta.url));
+    const code = `import { BlobOpener } from ${JSON.stringify(openBlobJs)};
+      import { closeSync, constants, openSync, readFileSync } from 'node:fs';
+      const [dir, keyHex, spansJson] = process.argv.slice(1);
+      const spans = JSON.parse(spansJson), buf = readFileSync(dir + '/pack'), out = {};
+      for (const mode of ['rw', 'ro']) {
+        const o = new BlobOpener(Buffer.from(keyHex, 'hex'));
+        const file = dir + '/aio-' + mode;
+        closeSync(openSync(file, 'w'));
+        const fd = openSync(file, mode === 'rw' ? 'r+' : 'r'), dfd = openSync(file, constants.O_WRONLY | constants.O_DIRECT);
+        const k = o.openMany('data', spans, 0, spans.length, buf, 1000, fd, 0, dfd);
+        let error;
+        try { o.finishWrites(); } catch (err) { error = err.code; }
+        closeSync(fd); closeSync(dfd);
+        out[mode] = { k, error, directFailed: o.directFailed, file: readFileSync(file).toString('base64') };
+      }
+      console.log(JSON.stringify(out));`;
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', code, dir, key.toString('hex'), JSON.stringify(d.spans)], { env: { ...process.env, HOLDFAST_TEST_AIO_FAIL: '1' }, encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    const out = JSON.parse(r.stdout) as Record<'rw' | 'ro', { k: number; error?: string; directFailed: boolean; file: string }>;
+    assert.equal(out.rw.k, aligned.length);
+    assert.equal(out.rw.error, undefined);
+    assert.equal(out.rw.directFailed, true);
+    assert.ok(Buffer.from(out.rw.file, 'base64').equals(Buffer.concat(aligned)), 'every blob is in the file, written again through fd');
+    assert.equal(out.ro.k, aligned.length, 'the writes were submitted');
+    assert.equal(out.ro.error, 'EBADF', 'finishWrites throws the error of the write through fd');
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

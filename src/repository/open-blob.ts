@@ -24,7 +24,7 @@ import { getSystemErrorName } from 'node:util';
 import { HoldfastError } from '../errors/catalogue.js';
 import { DecryptError, SEAL_OVERHEAD, sha256, unseal } from './crypto.js';
 import { MAX_PLAINTEXT, decompress } from './compress.js';
-import { type NativeOpenBlob, type NativeOpenBlobs, nativeHelper } from '../util/native.js';
+import { type NativeOpenBlob, type NativeOpenBlobs, type NativeOpenBlobsDrain, nativeHelper } from '../util/native.js';
 import { type BlobType, blobAad, blobTypeCode } from './pack.js';
 
 /** The INTEGRITY error of a blob that fails to open, worded once for every reader. */
@@ -79,6 +79,12 @@ function nativeSizes(sealedLength: number, rawLength: number): boolean {
   return sealedLength >= SEAL_OVERHEAD && Number.isSafeInteger(rawLength) && rawLength >= 0 && rawLength <= MAX_PLAINTEXT;
 }
 
+/** The system error of a failed write, -errno, with its `code` for the caller to word. */
+function writeFailed(errno: number): Error {
+  const name = getSystemErrorName(errno);
+  return Object.assign(new Error(`${name}: write failed`), { code: name, errno });
+}
+
 function isZero(buf: Buffer): boolean {
   for (let off = 0; off < buf.length; off += ZEROS.length) {
     const n = Math.min(ZEROS.length, buf.length - off);
@@ -111,6 +117,7 @@ export class BlobOpener {
   private manyOut = Buffer.alloc(0);
   private readonly native: NativeOpenBlob | undefined;
   private readonly nativeMany: NativeOpenBlobs | undefined;
+  private readonly nativeDrain: NativeOpenBlobsDrain | undefined;
   private readonly desc = new Float64Array(4 * MANY_BLOBS);
   private readonly ids: string[] = [];
 
@@ -121,6 +128,7 @@ export class BlobOpener {
   ) {
     this.native = native ? nativeHelper()?.openBlob : undefined;
     this.nativeMany = native ? nativeHelper()?.openBlobs : undefined;
+    this.nativeDrain = native ? nativeHelper()?.openBlobsDrain : undefined;
   }
 
   /** Whether openMany can open anything (else it always returns 0). */
@@ -140,8 +148,10 @@ export class BlobOpener {
    * plaintext. 0 also when the native helper is missing or the first blob alone is too large to
    * batch. A failed write throws the system error (with its `code`), for the caller to word.
    * `dfd` (or -1) is the same file opened with O_DIRECT: blobs at page-aligned positions with
-   * page-multiple lengths are written through it, skipping the page cache; if such a write fails,
-   * the blob is written through `fd` and `directFailed` is set.
+   * page-multiple lengths are written through it, skipping the page cache, asynchronously where
+   * the system allows (then `finishWrites` must be called before the file counts as written and
+   * before either descriptor is closed); if such a write fails, the blob is written through `fd`
+   * and `directFailed` is set.
    */
   openMany(type: BlobType, blobs: readonly BlobSpan[], from: number, to: number, src: Buffer, srcBase: number, fd: number, pos: number, dfd = -1): number {
     const many = this.nativeMany;
@@ -170,11 +180,19 @@ export class BlobOpener {
       if (zeros[t]! & OPEN_DIRECT_OFF) this.directFailed = true;
       zeros[t] = zeros[t]! & OPEN_ZERO;
     }
-    if (k < 0) {
-      const name = getSystemErrorName(k);
-      throw Object.assign(new Error(`${name}: write failed`), { code: name, errno: k });
-    }
+    if (k < 0) throw writeFailed(k);
     return k;
+  }
+
+  /**
+   * Wait until every write openMany left in flight (through a `dfd`) has completed; throws the
+   * system error of one that failed through both descriptors. Sets `directFailed` when one
+   * failed as a direct write and was done through `fd`.
+   */
+  finishWrites(): void {
+    const r = this.nativeDrain?.() ?? 0;
+    if (r === 1) this.directFailed = true;
+    if (r < 0) throw writeFailed(r);
   }
 
   /** Whether blobs are opened by the native helper. */

@@ -25,6 +25,13 @@ export type NativeOpenBlob = (key: Buffer, type: number, idHex: string, src: Buf
 export type NativeOpenBlobs = (key: Buffer, src: Buffer, ids: readonly string[], desc: Float64Array, out: Buffer, flags: Uint8Array, fd: number, pos: number, dfd?: number) => number;
 
 /**
+ * openBlobsDrain() -> number: openBlobs writes through `dfd` asynchronously (Linux AIO) where it
+ * can; this waits for all of this thread's: 0, 1 when one failed as a direct write and was done
+ * through fd instead, -errno when one failed both ways.
+ */
+export type NativeOpenBlobsDrain = () => number;
+
+/**
  * sealBlob(key, type, id, data, level?) -> ArrayBuffer: the stored form of a blob (nonce, then
  * AES-256-GCM of the mode byte and the payload, then the tag), compressed at `level` by the rules of
  * repository/compress.ts's compress when a level is given, stored as is without (seal-blob.ts).
@@ -42,6 +49,7 @@ export interface NativeHelper {
   openBlob?: NativeOpenBlob;
   /** Absent when Node does not export the OpenSSL functions it needs. */
   openBlobs?: NativeOpenBlobs;
+  openBlobsDrain?: NativeOpenBlobsDrain;
   /** SHA-256 of up to 64 buffers, 32 bytes each in order (lanes where they pay off). Absent with openBlob. */
   sha256Many?: (list: readonly Uint8Array[]) => Buffer;
   /** 16 when sha256Many and openBlobs hash in AVX-512 lanes in this process, else 0 (or absent). */
