@@ -37,7 +37,8 @@ export function kdfParams(logN: number): ScryptParams {
   return { N: 2 ** logN, r: 8, p: 1 };
 }
 
-export async function createKeyFile(master: Buffer, password: string, params: ScryptParams): Promise<{ id: string; bytes: Buffer }> {
+/** A new key file wrapping `master` under `password`; also returns the KEK scrypt derived (for the key cache). */
+export async function createKeyFile(master: Buffer, password: string, params: ScryptParams): Promise<{ id: string; bytes: Buffer; kek: Buffer }> {
   const salt = randomBytes(32);
   const kek = await scrypt(password, salt, params);
   const username = currentUsername();
@@ -54,7 +55,7 @@ export async function createKeyFile(master: Buffer, password: string, params: Sc
     data: seal(kek, KEY_AAD, [master]).toString('base64'),
   };
   const bytes = Buffer.from(JSON.stringify(file, null, 1) + '\n');
-  return { id: sha256Hex(bytes), bytes };
+  return { id: sha256Hex(bytes), bytes, kek };
 }
 
 /** Key files are a few hundred bytes; anything far larger is not one (and is not parsed). */
