@@ -395,7 +395,7 @@ function cachedBytes(file: string): number | undefined {
   }
 }
 
-describe('O_DIRECT writes (RestoreOptions.directIo)', { timeout: 120_000 }, () => {
+describe('O_DIRECT writes (RestoreOptions.directIo)', { timeout: 180_000 }, () => {
   let dir: string;
   let cleanup: () => Promise<void>;
   let src: string;
@@ -414,6 +414,8 @@ describe('O_DIRECT writes (RestoreOptions.directIo)', { timeout: 120_000 }, () =
     await fsp.writeFile(path.join(src, 'relation'), Buffer.concat([rng.bytes(5 * MiB), Buffer.alloc(MiB), rng.bytes(2 * MiB + 8192)]));
     // Its last chunk has a length that is no multiple of a page: written through the page cache.
     await fsp.writeFile(path.join(src, 'odd-tail'), rng.bytes(3 * MiB + 100));
+    // More than two ranges: sized by the main thread, written by both workers.
+    await fsp.writeFile(path.join(src, 'large-relation'), Buffer.concat([rng.bytes(2 * RANGE), Buffer.alloc(MiB), rng.bytes(3 * MiB)]));
     await fsp.writeFile(path.join(src, 'small'), rng.bytes(200 << 10));
     initRepo(repoDir, PASSWORD);
     const repo = await openRepo(repoDir);
@@ -439,7 +441,7 @@ describe('O_DIRECT writes (RestoreOptions.directIo)', { timeout: 120_000 }, () =
       await repo.close();
     }
     const cached: Record<string, number> = {};
-    for (const f of ['relation', 'odd-tail', 'small']) cached[f] = cachedBytes(restoredPath(path.join(target), path.join(src, f)))!;
+    for (const f of ['relation', 'odd-tail', 'small', 'large-relation']) cached[f] = cachedBytes(restoredPath(path.join(target), path.join(src, f)))!;
     await assertSameTree(src, restoredPath(target, src));
     return cached;
   }
@@ -454,11 +456,41 @@ describe('O_DIRECT writes (RestoreOptions.directIo)', { timeout: 120_000 }, () =
     assert.ok(buffered['relation']! >= data / 2, `--no-direct-io: ${buffered['relation']} bytes of relation cached`);
     assert.ok(unsynced['relation']! >= data / 2, `--no-sync: ${unsynced['relation']} bytes of relation cached`);
     assert.ok(direct['relation']! < MiB, `O_DIRECT: ${direct['relation']} bytes of relation cached`);
+    assert.ok(buffered['large-relation']! >= RANGE, `--no-direct-io: ${buffered['large-relation']} bytes of large-relation cached`);
+    assert.ok(direct['large-relation']! < MiB, `O_DIRECT, in ranges: ${direct['large-relation']} bytes of large-relation cached`);
     // odd-tail: 24 aligned chunks direct, the last (3 MiB + 100 is 24 chunks and 100 bytes) through the cache.
     assert.ok(direct['odd-tail']! <= 64 << 10, `O_DIRECT: ${direct['odd-tail']} bytes of odd-tail cached`);
     assert.ok(direct['odd-tail']! > 0, 'the unaligned last chunk of odd-tail went through the page cache');
     assert.ok(direct['small']! >= 200 << 10, 'a file under 1 MiB is written through the page cache');
     const st = await fsp.stat(restoredPath(path.join(dir, 'direct'), path.join(src, 'relation')));
     assert.ok(st.blocks * 512 <= data + (64 << 10), `relation's zero chunks stay holes with O_DIRECT (${st.blocks * 512} bytes allocated)`);
+    const large = await fsp.stat(restoredPath(path.join(dir, 'direct'), path.join(src, 'large-relation')));
+    assert.ok(large.blocks * 512 <= large.size - MiB + (64 << 10), `large-relation's zero chunks stay holes (${large.blocks * 512} of ${large.size} bytes allocated)`);
+  });
+
+  test('a restore aborted while direct writes are in flight stops its workers and leaves no descriptor open', async (t) => {
+    if (skip) return t.skip(skip);
+    const ac = new AbortController();
+    const progress = newRestoreProgress();
+    let bytes = 0;
+    Object.defineProperty(progress, 'bytesDone', {
+      get: () => bytes,
+      set: (v: number) => {
+        bytes = v;
+        if (v > 0) ac.abort();
+      },
+    });
+    const fdsBefore = openFds();
+    const repo = await openRepo(repoDir);
+    try {
+      await assert.rejects(
+        restoreTree(repo, tree, { target: path.join(dir, 'aborted'), includes: [], force: false, progress, onWarning: () => undefined, workers: 'always', parallel: 2, signal: ac.signal }),
+        (err: unknown) => (err as Error).name === 'AbortError',
+      );
+    } finally {
+      await repo.close();
+    }
+    assert.ok(progress.filesDone < progress.filesTotal, `${progress.filesDone} of ${progress.filesTotal} files were written before the abort took effect`);
+    if (fdsBefore !== undefined) assert.equal(openFds(), fdsBefore, 'every descriptor the restore opened is closed again');
   });
 });
