@@ -41,6 +41,24 @@ function openFds(): number | undefined {
   }
 }
 
+/**
+ * Restore progress whose controller aborts the moment the first bytes are reported written, with
+ * most of the work still queued.
+ */
+function abortOnFirstBytes(): { ac: AbortController; progress: ReturnType<typeof newRestoreProgress> } {
+  const ac = new AbortController();
+  const progress = newRestoreProgress();
+  let bytes = 0;
+  Object.defineProperty(progress, 'bytesDone', {
+    get: () => bytes,
+    set: (v: number) => {
+      bytes = v;
+      if (v > 0) ac.abort();
+    },
+  });
+  return { ac, progress };
+}
+
 async function openRepo(dir: string, backend: Backend = new LocalBackend(dir)): Promise<Repository> {
   const repo = await Repository.open(backend, PASSWORD);
   await repo.loadIndex();
@@ -369,17 +387,7 @@ describe('restore with worker threads', { timeout: 300_000 }, () => {
   });
 
   test('an aborted restore stops its workers and leaves no descriptor open', async () => {
-    const ac = new AbortController();
-    const progress = newRestoreProgress();
-    // Abort the moment the first bytes are reported written, with most of the work still queued.
-    let bytes = 0;
-    Object.defineProperty(progress, 'bytesDone', {
-      get: () => bytes,
-      set: (v: number) => {
-        bytes = v;
-        if (v > 0) ac.abort();
-      },
-    });
+    const { ac, progress } = abortOnFirstBytes();
     await assert.rejects(restore(repo, path.join(dir, 'restore-aborted'), { workers: 'always', parallel: 2, signal: ac.signal, progress }), (err: unknown) => (err as Error).name === 'AbortError');
     assert.equal(progress.workers, 2);
     assert.ok(progress.filesDone < progress.filesTotal, `${progress.filesDone} of ${progress.filesTotal} files were written before the abort took effect`);
@@ -470,16 +478,7 @@ describe('O_DIRECT writes (RestoreOptions.directIo)', { timeout: 180_000 }, () =
 
   test('a restore aborted while direct writes are in flight stops its workers and leaves no descriptor open', async (t) => {
     if (skip) return t.skip(skip);
-    const ac = new AbortController();
-    const progress = newRestoreProgress();
-    let bytes = 0;
-    Object.defineProperty(progress, 'bytesDone', {
-      get: () => bytes,
-      set: (v: number) => {
-        bytes = v;
-        if (v > 0) ac.abort();
-      },
-    });
+    const { ac, progress } = abortOnFirstBytes();
     const fdsBefore = openFds();
     const repo = await openRepo(repoDir);
     try {
