@@ -10,7 +10,9 @@
  * before it is written. When the restore is made durable by one syncfs of a local file system,
  * the page-aligned blobs of a large file are written with O_DIRECT (openDirect): they must reach
  * the disk anyway, and this skips copying them into the page cache, which was the largest part of
- * the restore's kernel time.
+ * the restore's kernel time. The native helper submits those writes asynchronously (Linux AIO)
+ * and decodes on meanwhile; writeBlobs waits for all of them (finishWrites) before the file or
+ * range counts as written and before a descriptor is closed.
  * Synchronous I/O: this thread does nothing else, and a sync call costs a few microseconds
  * against ~70 µs of event-loop time for the promise API. See restore-pool.ts for the protocol.
  */
