@@ -540,31 +540,6 @@ static napi_value open_blob(napi_env env, napi_callback_info info) {
   return result;
 }
 
-/*
- * openBlobs(key, src, ids, desc, out, flags, fd, pos[, dfd]) -> number: opens up to 64 sealed blobs
- * of src that are consecutive pieces of one file and writes them to it. ids: n ids as 64 lower-case
- * hex digits each; desc: a Float64Array of 4 n numbers, per blob type, srcOff, srcLen, rawLength;
- * out: room for the sum of the raw lengths; flags: a Uint8Array of at least n; the file fd gets
- * blob i at pos + the sum of the raw lengths before it.
- *
- * dfd, when given and >= 0, is the same file opened with O_DIRECT: a blob whose position and
- * length are multiples of DIO_ALIGN is written through it (from a DIO_ALIGN-aligned place in out,
- * when out has DIO_ALIGN bytes to spare), which skips the copy into the page cache; others go
- * through fd. A direct write that fails is done again through fd, and flags[i] gets OPEN_DIRECT_OFF
- * (the caller stops passing dfd); the rest of the call uses fd only.
- *
- * Each blob is decrypted and decoded into its place in out (open_one) and, unless it is all zeros
- * (flags[i] = OPEN_ZERO: a hole, not written), written at once, while its bytes are still in the
- * CPU's cache: on this project's VM, writing them from a buffer of a few MiB that had been read
- * again since cost more kernel time than the hashing saved. Then all are hashed together
- * (hash_many). So a blob is written before its id is checked, as pgBackRest writes a file before
- * comparing its checksum: the caller fails the restore when one does not match.
- *
- * Returns k >= 0, the number of leading blobs that passed every check (and are written). Blob k,
- * when k < n, failed a check or was not attempted: the caller opens it one by one (openBlob / the
- * JS path), which throws its error or, where the JS decoder accepts it, writes it; nothing after it
- * counts. A failed write returns -errno. Arguments that break these rules are a TypeError.
- */
 /* Direct writes: position, length and memory aligned to this (a page; a logical block is at most that on common disks). */
 #define DIO_ALIGN ((size_t)4096)
 #define OPEN_DIRECT_OFF 2 /* or-ed into openBlobs' flags: a direct write failed and was done through fd */
@@ -693,6 +668,31 @@ static napi_value open_blobs_drain(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/*
+ * openBlobs(key, src, ids, desc, out, flags, fd, pos[, dfd]) -> number: opens up to 64 sealed blobs
+ * of src that are consecutive pieces of one file and writes them to it. ids: n ids as 64 lower-case
+ * hex digits each; desc: a Float64Array of 4 n numbers, per blob type, srcOff, srcLen, rawLength;
+ * out: room for the sum of the raw lengths; flags: a Uint8Array of at least n; the file fd gets
+ * blob i at pos + the sum of the raw lengths before it.
+ *
+ * dfd, when given and >= 0, is the same file opened with O_DIRECT: a blob whose position and
+ * length are multiples of DIO_ALIGN is written through it (from a DIO_ALIGN-aligned place in out,
+ * when out has DIO_ALIGN bytes to spare), which skips the copy into the page cache; others go
+ * through fd. A direct write that fails is done again through fd, and flags[i] gets OPEN_DIRECT_OFF
+ * (the caller stops passing dfd); the rest of the call uses fd only.
+ *
+ * Each blob is decrypted and decoded into its place in out (open_one) and, unless it is all zeros
+ * (flags[i] = OPEN_ZERO: a hole, not written), written at once, while its bytes are still in the
+ * CPU's cache: on this project's VM, writing them from a buffer of a few MiB that had been read
+ * again since cost more kernel time than the hashing saved. Then all are hashed together
+ * (hash_many). So a blob is written before its id is checked, as pgBackRest writes a file before
+ * comparing its checksum: the caller fails the restore when one does not match.
+ *
+ * Returns k >= 0, the number of leading blobs that passed every check (and are written). Blob k,
+ * when k < n, failed a check or was not attempted: the caller opens it one by one (openBlob / the
+ * JS path), which throws its error or, where the JS decoder accepts it, writes it; nothing after it
+ * counts. A failed write returns -errno. Arguments that break these rules are a TypeError.
+ */
 static napi_value open_blobs(napi_env env, napi_callback_info info) {
   size_t argc = 9;
   napi_value argv[9], result;

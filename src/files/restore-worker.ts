@@ -149,9 +149,6 @@ function openDirect(fd: number, bytes: number): number {
 /** Where writeBlobs' last write ended (its start position if it wrote nothing). */
 let writtenTo = 0;
 
-/** Whether writeBlobs sized the file first (a new file written with O_DIRECT). */
-let sized = false;
-
 /**
  * Write `blobs` back to back from `pos`; returns the end position. `whole`: they are the whole
  * file, which this thread created (not a range of a file another thread sized).
@@ -161,7 +158,6 @@ async function writeBlobs(fd: number, dest: string, pos: number, blobs: readonly
   for (const b of blobs) bytes += b.rawLength;
   const o = opener!;
   const dfd = o.canOpenMany ? openDirect(fd, bytes) : -1;
-  sized = false;
   if (dfd < 0) return writeBlobsTo(fd, dfd, dest, pos, blobs);
   if (whole) {
     // A direct write that extends the file waits for the device even when submitted
@@ -172,7 +168,6 @@ async function writeBlobs(fd: number, dest: string, pos: number, blobs: readonly
       closeQuietly(dfd);
       throw fsError(err, 'write', dest, 'TARGET_IO');
     }
-    sized = true;
   }
   let end: number;
   try {
@@ -308,8 +303,8 @@ async function doItem(item: WorkItem): Promise<Outcome> {
     throw err;
   }
   // A new file is as long as its last write: sized only when it ends in a hole (one syscall and
-  // one inode update fewer per file), unless writeBlobs sized it.
-  finishAndClose(fd, writtenTo === size || sized ? undefined : size, item.meta, item.dest, sync);
+  // one inode update fewer per file).
+  finishAndClose(fd, writtenTo === size ? undefined : size, item.meta, item.dest, sync);
   return 'written';
 }
 
